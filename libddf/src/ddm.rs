@@ -1,0 +1,93 @@
+//! libDDM: the proxy programs use to talk to the device driver manager.
+//!
+//! `ddmctl` is a thin shell around this module; any program may use it the
+//! same way. Each method is one request on the DDM's control socket and one
+//! answer, so a call "feels just like a local method invocation" (paper
+//! §3.4). Drivers register their devices through the same library, on their
+//! own link: see [`crate::driver::Context::add_device`].
+//!
+//! ```no_run
+//! let mut ddm = ddf::ddm::Ddm::connect(ddf::ddm::DEFAULT_CONTROL_SOCKET.as_ref())?;
+//! for node in ddm.tree()? {
+//!     println!("/{} {:?}", node.path, node.driver);
+//! }
+//! # Ok::<(), ddf::ddm::DdmError>(())
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use crate::ipc::{Channel, IpcError, RecvBuf};
+use crate::proto::{ControlRequest, ControlResponse, DriverStatus, NodeInfo};
+
+/// Where `ddm` listens unless told otherwise.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/ddf/control.sock";
+
+/// What can go wrong talking to the DDM.
+#[derive(Debug, thiserror::Error)]
+pub enum DdmError {
+    /// The control socket could not be reached.
+    #[error("cannot reach ddm at {path} (is ddm running? see --socket)")]
+    Connect {
+        /// The socket path tried.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: IpcError,
+    },
+    /// The link failed mid-call.
+    #[error("control link to ddm failed")]
+    Ipc(#[from] IpcError),
+    /// The DDM refused or failed the request; its words.
+    #[error("{0}")]
+    Refused(String),
+    /// The DDM answered something that does not fit the request.
+    #[error("unexpected answer from ddm: {0}")]
+    Unexpected(String),
+}
+
+/// A connection to the DDM's control socket.
+#[derive(Debug)]
+pub struct Ddm {
+    chan: Channel,
+    buf: RecvBuf,
+}
+
+impl Ddm {
+    /// Connects and does the version handshake.
+    pub fn connect(path: &Path) -> Result<Ddm, DdmError> {
+        let chan = Channel::connect(path).map_err(|source| DdmError::Connect {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut buf = RecvBuf::default();
+        chan.handshake(&mut buf)?;
+        Ok(Ddm { chan, buf })
+    }
+
+    /// Sends one request and returns the answer, with
+    /// [`ControlResponse::Error`] turned into [`DdmError::Refused`].
+    pub fn call(&mut self, req: &ControlRequest) -> Result<ControlResponse, DdmError> {
+        self.chan.send(req, &[], &[])?;
+        let frame = self.chan.recv(&mut self.buf)?;
+        match frame.decode::<ControlResponse>()? {
+            ControlResponse::Error(msg) => Err(DdmError::Refused(msg)),
+            other => Ok(other),
+        }
+    }
+
+    /// The device tree, parents before children.
+    pub fn tree(&mut self) -> Result<Vec<NodeInfo>, DdmError> {
+        match self.call(&ControlRequest::Tree)? {
+            ControlResponse::Tree(nodes) => Ok(nodes),
+            other => Err(DdmError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Every driver instance and its state.
+    pub fn status(&mut self) -> Result<Vec<DriverStatus>, DdmError> {
+        match self.call(&ControlRequest::Status)? {
+            ControlResponse::Status(drivers) => Ok(drivers),
+            other => Err(DdmError::Unexpected(format!("{other:?}"))),
+        }
+    }
+}

@@ -1,0 +1,638 @@
+//! libDriver: the [`Driver`] trait and the runtime that serves it.
+//!
+//! A driver is a process of its own. Its `main` builds a value that
+//! implements [`Driver`] and hands it to [`run`]; the runtime does the rest:
+//! it takes the socket the DDM passed it, does the handshake, calls
+//! [`Driver::init`] (where the driver registers its devices through
+//! [`Context::add_device`]), and then pulls requests from its FIFO, the
+//! socket, **one at a time** (paper §3.2), calling the matching method.
+//!
+//! ## Deferred replies
+//!
+//! Methods that may have to wait (read, write, ioctl, scatter, gather) get a
+//! reply object ([`ReadReply`], [`WriteReply`], [`IoctlReply`]) instead of
+//! returning a value. A driver answers at once by consuming it, or keeps it
+//! and answers later, for example a keyboard with no key pending keeps the
+//! read until a key arrives. The queue keeps moving meanwhile: one parked
+//! request never stops the next. Every request is answered exactly once: a
+//! reply object dropped without an answer answers `EIO` itself.
+//!
+//! When a caller gives up on a parked request (it was signalled), the DDM
+//! sends a cancel and the runtime calls [`Driver::cancel`] with that id: the
+//! driver drops (or answers) the reply it holds.
+//!
+//! ## Events from outside
+//!
+//! A driver that waits on something besides its requests (an input device, a
+//! FIFO) registers the descriptor with [`Context::watch`]; the runtime calls
+//! [`Driver::ready`] when it is readable. A driver that runs its own threads
+//! wakes the runtime with a [`Waker`]; the runtime calls [`Driver::wake`].
+//! The driver's own state is only ever touched from the runtime's thread.
+//!
+//! ## Defaults
+//!
+//! Every operation has a default that answers the way the file API expects
+//! of a device that does not support it: `open` is `ENXIO`, `read`, `write`,
+//! `scatter` and `gather` are `EINVAL` (what the kernel answers for a file
+//! without that operation), `ioctl` is `ENOTTY`, and `poll` says "readable
+//! and writable" (the kernel's default poll mask). `close`, `init` and `fini`
+//! succeed. A driver implements only what it means.
+
+use std::collections::HashSet;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use log::{debug, error, warn};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+
+use crate::ipc::{Channel, IpcError, RecvBuf, PAYLOAD_MAX};
+use crate::proto::{
+    Answer, Call, DdmToDriver, DeviceClass, DeviceId, DeviceSpec, DriverToDdm, Errno, Handle,
+    RequestId,
+};
+
+/// The environment variable that names the descriptor of the DDM socket a
+/// driver inherits.
+pub const SOCKET_FD_ENV: &str = "DDF_SOCKET_FD";
+
+/// `poll(2)` event bits, as [`Driver::poll`] uses them.
+pub mod poll_events {
+    /// Data to read.
+    pub const POLLIN: u32 = libc::POLLIN as u32;
+    /// Room to write.
+    pub const POLLOUT: u32 = libc::POLLOUT as u32;
+    /// Error.
+    pub const POLLERR: u32 = libc::POLLERR as u32;
+    /// Hung up.
+    pub const POLLHUP: u32 = libc::POLLHUP as u32;
+    /// Normal data to read.
+    pub const POLLRDNORM: u32 = libc::POLLRDNORM as u32;
+    /// Room for normal data.
+    pub const POLLWRNORM: u32 = libc::POLLWRNORM as u32;
+}
+
+/// A device driver. Implement only what the device does; see the module
+/// documentation for the defaults.
+#[allow(unused_variables)]
+pub trait Driver {
+    /// Called once before any request: register devices here.
+    fn init(&mut self, ctx: &mut Context) -> Result<(), Errno> {
+        Ok(())
+    }
+
+    /// Called once when the DDM asks the driver to stop.
+    fn fini(&mut self, ctx: &mut Context) {}
+
+    /// Opens `device` with `open(2)` `flags`; returns the driver's handle.
+    fn open(&mut self, ctx: &mut Context, device: DeviceId, flags: i32) -> Result<Handle, Errno> {
+        Err(Errno::ENXIO)
+    }
+
+    /// The last close of a handle. Any request of this handle still parked
+    /// should be answered (or dropped) now.
+    fn close(&mut self, ctx: &mut Context, handle: Handle) {}
+
+    /// Reads up to `len` bytes at `offset`; answer now or later.
+    fn read(&mut self, ctx: &mut Context, handle: Handle, offset: u64, len: u32, reply: ReadReply) {
+        reply.error(Errno::EINVAL);
+    }
+
+    /// Writes `data` at `offset`; answer now or later.
+    fn write(
+        &mut self,
+        ctx: &mut Context,
+        handle: Handle,
+        offset: u64,
+        data: &[u8],
+        reply: WriteReply,
+    ) {
+        reply.error(Errno::EINVAL);
+    }
+
+    /// Reads into buffers of sizes `lens` from `offset` on (readv); the
+    /// answer is all the bytes, in order.
+    fn scatter(
+        &mut self,
+        ctx: &mut Context,
+        handle: Handle,
+        offset: u64,
+        lens: &[u32],
+        reply: ReadReply,
+    ) {
+        reply.error(Errno::EINVAL);
+    }
+
+    /// Writes `data`, made of buffers of sizes `lens`, from `offset` on
+    /// (writev).
+    fn gather(
+        &mut self,
+        ctx: &mut Context,
+        handle: Handle,
+        offset: u64,
+        lens: &[u32],
+        data: &[u8],
+        reply: WriteReply,
+    ) {
+        reply.error(Errno::EINVAL);
+    }
+
+    /// Device control.
+    fn ioctl(
+        &mut self,
+        ctx: &mut Context,
+        handle: Handle,
+        cmd: u32,
+        input: &[u8],
+        out_len: u32,
+        reply: IoctlReply,
+    ) {
+        reply.error(Errno::ENOTTY);
+    }
+
+    /// Which of `events` ([`poll_events`]) are ready now. When readiness
+    /// changes later, call [`Context::poll_wake`].
+    fn poll(&mut self, ctx: &mut Context, handle: Handle, events: u32) -> u32 {
+        events & (poll_events::POLLIN | poll_events::POLLOUT | poll_events::POLLRDNORM | poll_events::POLLWRNORM)
+    }
+
+    /// The caller of request `id` gave up: drop or answer the reply kept for it.
+    fn cancel(&mut self, ctx: &mut Context, id: RequestId) {}
+
+    /// A descriptor registered with [`Context::watch`] under `token` is readable.
+    fn ready(&mut self, ctx: &mut Context, token: u64) {}
+
+    /// A [`Waker`] was woken.
+    fn wake(&mut self, ctx: &mut Context) {}
+}
+
+/// Wakes a driver's runtime from another thread: the runtime then calls
+/// [`Driver::wake`]. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Waker(Arc<EventFd>);
+
+impl Waker {
+    /// Asks the runtime to call [`Driver::wake`] soon. Wakes that arrive
+    /// before the runtime gets to them are merged into one call.
+    pub fn wake(&self) {
+        if let Err(e) = self.0.write(1) {
+            warn!("waker: eventfd write failed: {e}");
+        }
+    }
+}
+
+/// What the runtime lends a driver in every call.
+#[derive(Debug)]
+pub struct Context {
+    chan: Arc<Channel>,
+    instance: String,
+    params: Vec<(String, String)>,
+    watches: Vec<(RawFd, u64)>,
+    poll_waiters: HashSet<Handle>,
+    waker: Waker,
+    next_device: DeviceId,
+    stop: bool,
+}
+
+impl Context {
+    /// The instance name the DDM gave this driver.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// The value of parameter `key`, if given.
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// All parameters, in the order given.
+    pub fn params(&self) -> &[(String, String)] {
+        &self.params
+    }
+
+    /// Registers a device (libDDM): it appears under the mount on this
+    /// driver's bus. Returns the driver's number for it.
+    pub fn add_device(&mut self, name: &str, class: DeviceClass, size: u64) -> Result<DeviceId, Errno> {
+        let device = self.next_device;
+        self.next_device += 1;
+        let spec = DeviceSpec {
+            device,
+            name: name.to_owned(),
+            class,
+            size,
+        };
+        self.send(&DriverToDdm::AddDevice(spec))?;
+        Ok(device)
+    }
+
+    /// Removes a device from the tree; its open handles fail from now on.
+    pub fn remove_device(&mut self, device: DeviceId) -> Result<(), Errno> {
+        self.send(&DriverToDdm::RemoveDevice { device })
+    }
+
+    /// Calls [`Driver::ready`] with `token` whenever `fd` is readable. The
+    /// driver keeps owning `fd`; call [`Context::unwatch`] before closing it.
+    pub fn watch(&mut self, fd: &impl AsRawFd, token: u64) {
+        self.watches.push((fd.as_raw_fd(), token));
+    }
+
+    /// Stops watching the descriptor registered under `token`.
+    pub fn unwatch(&mut self, token: u64) {
+        self.watches.retain(|(_, t)| *t != token);
+    }
+
+    /// A handle other threads can use to wake this driver.
+    pub fn waker(&self) -> Waker {
+        self.waker.clone()
+    }
+
+    /// Tells pollers of `handle` that its readiness changed. Only sent if a
+    /// poller asked to be told; cheap otherwise.
+    pub fn poll_wake(&mut self, handle: Handle) {
+        if self.poll_waiters.remove(&handle) {
+            let _ = self.send(&DriverToDdm::PollWake { handle });
+        }
+    }
+
+    /// Asks the runtime to stop after the current call (fini, then exit 0).
+    pub fn stop(&mut self) {
+        self.stop = true;
+    }
+
+    fn send(&self, msg: &DriverToDdm) -> Result<(), Errno> {
+        self.chan.send(msg, &[], &[]).map_err(|e| {
+            warn!("{}: send to DDM failed: {e}", self.instance);
+            Errno::EIO
+        })
+    }
+}
+
+/// The part every reply object shares: where the answer goes, and the
+/// guarantee that it goes exactly once.
+#[derive(Debug)]
+struct ReplyTo {
+    id: RequestId,
+    chan: Arc<Channel>,
+    sent: bool,
+}
+
+impl ReplyTo {
+    fn send(&mut self, result: Result<Answer, Errno>, payload: &[u8]) {
+        self.sent = true;
+        let msg = DriverToDdm::Reply {
+            id: self.id,
+            result,
+        };
+        if let Err(e) = self.chan.send(&msg, payload, &[]) {
+            // The DDM is gone or the answer is malformed; the DDM fails the
+            // request on its side in both cases.
+            warn!("reply to request {}: {e}", self.id.0);
+        }
+    }
+}
+
+impl Drop for ReplyTo {
+    fn drop(&mut self) {
+        if !self.sent {
+            debug!("request {} dropped without an answer: answering EIO", self.id.0);
+            self.send(Err(Errno::EIO), &[]);
+        }
+    }
+}
+
+/// The answer to a read or a scatter: data or an error, now or later.
+#[derive(Debug)]
+pub struct ReadReply {
+    to: ReplyTo,
+    max: u32,
+}
+
+impl ReadReply {
+    /// The request this answers (to match a [`Driver::cancel`]).
+    pub fn id(&self) -> RequestId {
+        self.to.id
+    }
+
+    /// The most bytes the caller takes.
+    pub fn max_len(&self) -> u32 {
+        self.max
+    }
+
+    /// Answers with `data` (cut to [`ReadReply::max_len`]); an empty slice
+    /// is end of file.
+    pub fn data(mut self, data: &[u8]) {
+        let n = data.len().min(self.max as usize);
+        self.to.send(Ok(Answer::Data), &data[..n]);
+    }
+
+    /// Answers with an error.
+    pub fn error(mut self, err: Errno) {
+        self.to.send(Err(err), &[]);
+    }
+}
+
+/// The answer to a write or a gather.
+#[derive(Debug)]
+pub struct WriteReply {
+    to: ReplyTo,
+}
+
+impl WriteReply {
+    /// The request this answers.
+    pub fn id(&self) -> RequestId {
+        self.to.id
+    }
+
+    /// Answers that `len` bytes were taken.
+    pub fn written(mut self, len: u32) {
+        self.to.send(Ok(Answer::Written { len }), &[]);
+    }
+
+    /// Answers with an error.
+    pub fn error(mut self, err: Errno) {
+        self.to.send(Err(err), &[]);
+    }
+}
+
+/// The answer to an ioctl.
+#[derive(Debug)]
+pub struct IoctlReply {
+    to: ReplyTo,
+    max: u32,
+}
+
+impl IoctlReply {
+    /// The request this answers.
+    pub fn id(&self) -> RequestId {
+        self.to.id
+    }
+
+    /// Answers with `ioctl(2)`'s return value and output bytes (cut to what
+    /// the caller takes).
+    pub fn ok(mut self, result: i32, out: &[u8]) {
+        let n = out.len().min(self.max as usize);
+        self.to.send(Ok(Answer::Ioctl { result }), &out[..n]);
+    }
+
+    /// Answers with an error.
+    pub fn error(mut self, err: Errno) {
+        self.to.send(Err(err), &[]);
+    }
+}
+
+/// How a driver process ends.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The socket from the DDM is missing or not a number.
+    #[error("no DDM socket: {SOCKET_FD_ENV} is {0:?} (drivers are started by ddm, not by hand)")]
+    NoSocket(Option<String>),
+    /// The link to the DDM failed.
+    #[error("link to the DDM failed")]
+    Ipc(#[from] IpcError),
+    /// The DDM sent something other than what the protocol allows here.
+    #[error("unexpected message from the DDM: {0}")]
+    Protocol(String),
+    /// The driver's constructor or `init` refused.
+    #[error("driver failed to start: {0}")]
+    Init(String),
+    /// Creating the wake-up eventfd or polling failed.
+    #[error("runtime setup failed")]
+    Setup(#[source] std::io::Error),
+}
+
+/// Parameters a driver is started with (what [`run`]'s constructor sees).
+#[derive(Debug, Clone)]
+pub struct StartInfo {
+    /// Instance name.
+    pub instance: String,
+    /// `key=value` parameters.
+    pub params: Vec<(String, String)>,
+}
+
+impl StartInfo {
+    /// The value of parameter `key`, if given (the last one wins).
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Serves a driver until the DDM says stop or goes away. `make` builds the
+/// driver from its start parameters. Returns the process exit code: 0 after
+/// a requested shutdown or when the DDM closes the link, 1 on errors (logged).
+pub fn run<D, F>(make: F) -> ExitCode
+where
+    D: Driver,
+    F: FnOnce(&StartInfo) -> Result<D, String>,
+{
+    match serve(make) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(RunError::Ipc(IpcError::Closed)) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                error!("  caused by: {s}");
+                src = s.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve<D, F>(make: F) -> Result<(), RunError>
+where
+    D: Driver,
+    F: FnOnce(&StartInfo) -> Result<D, String>,
+{
+    let var = std::env::var(SOCKET_FD_ENV).ok();
+    let raw: RawFd = var
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .filter(|fd| *fd >= 3)
+        .ok_or_else(|| RunError::NoSocket(var.clone()))?;
+    // Refuse a number that is not an open descriptor instead of owning garbage.
+    // SAFETY: F_GETFD only reads the descriptor table entry for `raw`.
+    if unsafe { libc::fcntl(raw, libc::F_GETFD) } < 0 {
+        return Err(RunError::NoSocket(var));
+    }
+    // SAFETY: the DDM passed us `raw` for our exclusive use, we checked it is
+    // open, and nothing else in this process owns it.
+    let chan = Arc::new(unsafe { Channel::from_raw_fd(raw) }?);
+    // Do not leak the socket into programs the driver may start.
+    // SAFETY: F_SETFD on a descriptor we own.
+    unsafe { libc::fcntl(raw, libc::F_SETFD, libc::FD_CLOEXEC) };
+
+    let mut buf = RecvBuf::default();
+    chan.handshake(&mut buf)?;
+    let start = {
+        let frame = chan.recv(&mut buf)?;
+        match frame.decode::<DdmToDriver>()? {
+            DdmToDriver::Start { instance, params } => StartInfo { instance, params },
+            other => return Err(RunError::Protocol(format!("expected Start, got {other:?}"))),
+        }
+    };
+    let efd = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+        .map_err(|e| RunError::Setup(e.into()))?;
+    let mut ctx = Context {
+        chan: chan.clone(),
+        instance: start.instance.clone(),
+        params: start.params.clone(),
+        watches: Vec::new(),
+        poll_waiters: HashSet::new(),
+        waker: Waker(Arc::new(efd)),
+        next_device: 0,
+        stop: false,
+    };
+    let mut driver = make(&start).map_err(RunError::Init)?;
+    driver
+        .init(&mut ctx)
+        .map_err(|e| RunError::Init(format!("init: {e}")))?;
+    chan.send(&DriverToDdm::Ready, &[], &[])?;
+
+    let mut pollfds: Vec<libc::pollfd> = Vec::new();
+    loop {
+        if ctx.stop {
+            driver.fini(&mut ctx);
+            return Ok(());
+        }
+        pollfds.clear();
+        for fd in [chan.as_fd().as_raw_fd(), ctx.waker.0.as_fd().as_raw_fd()] {
+            pollfds.push(libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        for (fd, _) in &ctx.watches {
+            pollfds.push(libc::pollfd {
+                fd: *fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        // SAFETY: `pollfds` is a live, correctly sized array of pollfd; poll
+        // on a descriptor that was closed meanwhile only reports POLLNVAL.
+        let n = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(RunError::Setup(e));
+        }
+        if pollfds[1].revents != 0 {
+            let _ = ctx.waker.0.read();
+            driver.wake(&mut ctx);
+        }
+        let ready: Vec<u64> = pollfds[2..]
+            .iter()
+            .zip(ctx.watches.iter())
+            .filter(|(p, _)| p.revents != 0)
+            .map(|(_, (_, t))| *t)
+            .collect();
+        for token in ready {
+            driver.ready(&mut ctx, token);
+        }
+        if pollfds[0].revents != 0 {
+            let frame = chan.recv(&mut buf)?;
+            let msg: DdmToDriver = frame.decode()?;
+            dispatch(&mut driver, &mut ctx, msg, frame.payload)?;
+        }
+    }
+}
+
+fn dispatch<D: Driver>(
+    driver: &mut D,
+    ctx: &mut Context,
+    msg: DdmToDriver,
+    payload: &[u8],
+) -> Result<(), RunError> {
+    match msg {
+        DdmToDriver::Start { .. } => {
+            return Err(RunError::Protocol("second Start".into()));
+        }
+        DdmToDriver::Ping { seq } => {
+            ctx.chan.send(&DriverToDdm::Pong { seq }, &[], &[])?;
+        }
+        DdmToDriver::Shutdown => ctx.stop = true,
+        DdmToDriver::Cancel { id } => driver.cancel(ctx, id),
+        DdmToDriver::Call { id, call } => {
+            let to = ReplyTo {
+                id,
+                chan: ctx.chan.clone(),
+                sent: false,
+            };
+            call_driver(driver, ctx, to, call, payload);
+        }
+    }
+    Ok(())
+}
+
+fn call_driver<D: Driver>(driver: &mut D, ctx: &mut Context, mut to: ReplyTo, call: Call, payload: &[u8]) {
+    match call {
+        Call::Open { device, flags } => match driver.open(ctx, device, flags) {
+            Ok(handle) => to.send(Ok(Answer::Opened { handle }), &[]),
+            Err(e) => to.send(Err(e), &[]),
+        },
+        Call::Close { handle } => {
+            ctx.poll_waiters.remove(&handle);
+            driver.close(ctx, handle);
+            to.send(Ok(Answer::Closed), &[]);
+        }
+        Call::Read { handle, offset, len } => {
+            let max = len.min(PAYLOAD_MAX as u32);
+            driver.read(ctx, handle, offset, max, ReadReply { to, max });
+        }
+        Call::Write { handle, offset } => {
+            driver.write(ctx, handle, offset, payload, WriteReply { to });
+        }
+        Call::Scatter {
+            handle,
+            offset,
+            lens,
+        } => {
+            let total: u64 = lens.iter().map(|l| u64::from(*l)).sum();
+            let max = total.min(PAYLOAD_MAX as u64) as u32;
+            driver.scatter(ctx, handle, offset, &lens, ReadReply { to, max });
+        }
+        Call::Gather {
+            handle,
+            offset,
+            lens,
+        } => {
+            let total: u64 = lens.iter().map(|l| u64::from(*l)).sum();
+            if total != payload.len() as u64 {
+                to.send(Err(Errno::EINVAL), &[]);
+                return;
+            }
+            driver.gather(ctx, handle, offset, &lens, payload, WriteReply { to });
+        }
+        Call::Ioctl {
+            handle,
+            cmd,
+            out_len,
+        } => {
+            let max = out_len.min(PAYLOAD_MAX as u32);
+            driver.ioctl(ctx, handle, cmd, payload, max, IoctlReply { to, max });
+        }
+        Call::Poll {
+            handle,
+            events,
+            notify,
+        } => {
+            let revents = driver.poll(ctx, handle, events);
+            if notify && revents & events == 0 {
+                ctx.poll_waiters.insert(handle);
+            }
+            to.send(Ok(Answer::Polled { revents }), &[]);
+        }
+    }
+}

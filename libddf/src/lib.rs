@@ -1,0 +1,28 @@
+//! # libddf: the libraries of the ddf device driver framework
+//!
+//! ddf runs every device driver as its own isolated process and shows the
+//! devices as files under a FUSE mount (`/ddf`) served by the device driver
+//! manager, `ddm`. This crate holds the libraries that the paper the project
+//! grows from (Grim & Blythe, "A User-Space Device Driver Framework") names,
+//! one module each:
+//!
+//! | paper     | module       | what it is here |
+//! |-----------|--------------|-----------------|
+//! | libIPC    | [`ipc`]      | framed, typed messages over `SOCK_SEQPACKET` Unix sockets, with fd passing and peer credentials |
+//! | libDDM    | [`ddm`]      | the DDM proxy: the control-socket client `ddmctl` and programs use |
+//! | libDriver | [`driver`]   | the [`driver::Driver`] trait and the runtime that serves a driver from its request FIFO |
+//!
+//! The messages themselves live in [`proto`], in one place, so that the wire
+//! format can be read (and is pinned by tests) without reading the transport.
+//!
+//! Nothing here panics on input from a peer: every frame is bounded and
+//! validated before it is decoded, and a bad frame is an error for that peer.
+
+#![warn(missing_docs, missing_debug_implementations)]
+
+pub mod ddm;
+pub mod driver;
+pub mod ipc;
+pub mod proto;
+
+pub use proto::Errno;

@@ -1,0 +1,436 @@
+//! The wire messages of ddf, all in one place.
+//!
+//! Two links use them:
+//! - **DDM and driver** (libDriver and libDDM): [`DdmToDriver`] one way,
+//!   [`DriverToDdm`] the other, over the socket a driver inherits.
+//! - **Control** (`ddmctl` and programs using [`crate::ddm`]):
+//!   [`ControlRequest`] and [`ControlResponse`] over the DDM's control socket.
+//!
+//! Every link starts with a [`Hello`] each way ([`crate::ipc::Channel::handshake`]).
+//! The encoding is postcard: enum variants are numbered by their position,
+//! integers are varints. **Variants are only ever appended**, and any change
+//! to an existing message bumps [`PROTOCOL_VERSION`]; the fixed-byte tests
+//! here and in [`crate::ipc`] fail when the format moves by accident. The
+//! enums are not `#[non_exhaustive]`: the version handshake is what guards
+//! growth, and the DDM matches them exhaustively so that a new message cannot
+//! go unhandled.
+//!
+//! Bulk data never sits in these types: it is the frame's payload (see
+//! [`crate::ipc`]), and the variants that carry one say so.
+
+use serde::{Deserialize, Serialize};
+
+/// Magic bytes that open every [`Hello`].
+pub const PROTOCOL_MAGIC: [u8; 4] = *b"DDF\x01";
+
+/// Version of the messages in this module.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The first message each way on every link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Always [`PROTOCOL_MAGIC`].
+    pub magic: [u8; 4],
+    /// The sender's [`PROTOCOL_VERSION`].
+    pub version: u32,
+}
+
+impl Hello {
+    /// Our own hello.
+    pub fn ours() -> Hello {
+        Hello {
+            magic: PROTOCOL_MAGIC,
+            version: PROTOCOL_VERSION,
+        }
+    }
+}
+
+/// A positive `errno` value as the file API knows it (`libc::EIO`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    /// I/O error: the answer when a driver died or answered nonsense.
+    pub const EIO: Errno = Errno(libc::EIO);
+    /// Invalid argument: the default answer to read and write.
+    pub const EINVAL: Errno = Errno(libc::EINVAL);
+    /// Not a typewriter: the default answer to ioctl.
+    pub const ENOTTY: Errno = Errno(libc::ENOTTY);
+    /// No such device or address: the default answer to open.
+    pub const ENXIO: Errno = Errno(libc::ENXIO);
+    /// No such device.
+    pub const ENODEV: Errno = Errno(libc::ENODEV);
+    /// Try again: a non-blocking call that would block.
+    pub const EAGAIN: Errno = Errno(libc::EAGAIN);
+    /// Interrupted: the caller was signalled and the request abandoned.
+    pub const EINTR: Errno = Errno(libc::EINTR);
+    /// Bad file handle.
+    pub const EBADF: Errno = Errno(libc::EBADF);
+    /// No space left on device.
+    pub const ENOSPC: Errno = Errno(libc::ENOSPC);
+    /// Operation not permitted.
+    pub const EPERM: Errno = Errno(libc::EPERM);
+    /// Function not implemented.
+    pub const ENOSYS: Errno = Errno(libc::ENOSYS);
+    /// No buffer space: a driver's queue is full.
+    pub const ENOBUFS: Errno = Errno(libc::ENOBUFS);
+}
+
+impl std::fmt::Display for Errno {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (errno {})", std::io::Error::from_raw_os_error(self.0), self.0)
+    }
+}
+
+impl std::error::Error for Errno {}
+
+/// Names one request on one DDM-driver link; unique while it is in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RequestId(pub u64);
+
+/// A device as the driver numbers it (its own index, stable for the life of
+/// the driver instance).
+pub type DeviceId = u32;
+
+/// A driver's name for one open of one of its devices.
+pub type Handle = u64;
+
+/// How a device file behaves (paper §3.1: class is metadata, but it decides
+/// the file's shape).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DeviceClass {
+    /// A non-seekable stream: no size, no offsets, direct I/O.
+    Char,
+    /// Has a size; reads and writes at offsets.
+    Block,
+}
+
+impl DeviceClass {
+    /// The lower-case name used in the CLI, xattrs and manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceClass::Char => "char",
+            DeviceClass::Block => "block",
+        }
+    }
+}
+
+/// A driver's description of one of its devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceSpec {
+    /// The driver's number for it.
+    pub device: DeviceId,
+    /// File name on the bus (`null`, `keyboard0`); no `/`, not `.` or `..`.
+    pub name: String,
+    /// Char or block.
+    pub class: DeviceClass,
+    /// Size in bytes (block devices; 0 for char).
+    pub size: u64,
+}
+
+/// The DDM's messages to a driver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DdmToDriver {
+    /// Sent once after the handshake: who the driver is and its parameters.
+    Start {
+        /// The instance name (from its manifest).
+        instance: String,
+        /// `key=value` parameters from the manifest or the command line.
+        params: Vec<(String, String)>,
+    },
+    /// A client's call, to be answered by exactly one [`DriverToDdm::Reply`]
+    /// with the same id.
+    Call {
+        /// The request id.
+        id: RequestId,
+        /// What is asked.
+        call: Call,
+    },
+    /// The caller of request `id` gave up (it was signalled): the driver
+    /// should drop it. The request is still answered exactly once.
+    Cancel {
+        /// The abandoned request.
+        id: RequestId,
+    },
+    /// Liveness check; answered by [`DriverToDdm::Pong`] with the same `seq`.
+    Ping {
+        /// Sequence number to echo.
+        seq: u64,
+    },
+    /// Finish (`fini`) and exit.
+    Shutdown,
+}
+
+/// A libDriver operation (paper §3.4, plus poll).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Call {
+    /// Open `device`; `flags` are the `open(2)` flags.
+    Open {
+        /// Which device.
+        device: DeviceId,
+        /// `O_*` flags.
+        flags: i32,
+    },
+    /// Close a handle.
+    Close {
+        /// The handle from [`Answer::Opened`].
+        handle: Handle,
+    },
+    /// Read up to `len` bytes at `offset` (ignored by char devices).
+    Read {
+        /// The handle.
+        handle: Handle,
+        /// Byte offset.
+        offset: u64,
+        /// Most bytes wanted (at most [`crate::ipc::PAYLOAD_MAX`]).
+        len: u32,
+    },
+    /// Write the frame's payload at `offset`.
+    Write {
+        /// The handle.
+        handle: Handle,
+        /// Byte offset.
+        offset: u64,
+    },
+    /// Device control; the frame's payload is the input data.
+    Ioctl {
+        /// The handle.
+        handle: Handle,
+        /// The command number.
+        cmd: u32,
+        /// Most bytes of output the caller takes.
+        out_len: u32,
+    },
+    /// Which of `events` (`POLLIN`, `POLLOUT`, ...) are ready now. With
+    /// `notify`, the driver sends [`DriverToDdm::PollWake`] for this handle
+    /// when readiness changes later.
+    Poll {
+        /// The handle.
+        handle: Handle,
+        /// Events of interest.
+        events: u32,
+        /// Whether a wake-up is wanted.
+        notify: bool,
+    },
+    /// Read into several buffers (readv): one run of `lens` bytes starting at
+    /// `offset`.
+    Scatter {
+        /// The handle.
+        handle: Handle,
+        /// Byte offset.
+        offset: u64,
+        /// Buffer sizes.
+        lens: Vec<u32>,
+    },
+    /// Write several buffers (writev); the payload is their concatenation.
+    Gather {
+        /// The handle.
+        handle: Handle,
+        /// Byte offset.
+        offset: u64,
+        /// Buffer sizes, summing to the payload length.
+        lens: Vec<u32>,
+    },
+}
+
+/// A driver's messages to the DDM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DriverToDdm {
+    /// A device to show under the mount (libDDM register).
+    AddDevice(DeviceSpec),
+    /// A device that is gone.
+    RemoveDevice {
+        /// The driver's number for it.
+        device: DeviceId,
+    },
+    /// `init` finished; the driver takes calls now.
+    Ready,
+    /// The answer to [`DdmToDriver::Call`] `id`.
+    Reply {
+        /// The request answered.
+        id: RequestId,
+        /// The outcome; some carry a payload.
+        result: Result<Answer, Errno>,
+    },
+    /// Answer to [`DdmToDriver::Ping`].
+    Pong {
+        /// The echoed sequence number.
+        seq: u64,
+    },
+    /// Readiness of `handle` changed (after a [`Call::Poll`] with `notify`).
+    PollWake {
+        /// The handle.
+        handle: Handle,
+    },
+}
+
+/// A successful outcome of a [`Call`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Answer {
+    /// From [`Call::Open`].
+    Opened {
+        /// The driver's handle for later calls.
+        handle: Handle,
+    },
+    /// From [`Call::Close`].
+    Closed,
+    /// From [`Call::Read`] and [`Call::Scatter`]: the bytes are the payload.
+    Data,
+    /// From [`Call::Write`] and [`Call::Gather`].
+    Written {
+        /// Bytes taken.
+        len: u32,
+    },
+    /// From [`Call::Ioctl`]: the return value; output bytes are the payload.
+    Ioctl {
+        /// What `ioctl(2)` returns.
+        result: i32,
+    },
+    /// From [`Call::Poll`].
+    Polled {
+        /// Ready events.
+        revents: u32,
+    },
+}
+
+/// A request on the control socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlRequest {
+    /// The device tree.
+    Tree,
+    /// Every driver instance.
+    Status,
+}
+
+/// The DDM's answer on the control socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlResponse {
+    /// Answer to [`ControlRequest::Tree`], parents before children.
+    Tree(Vec<NodeInfo>),
+    /// Answer to [`ControlRequest::Status`].
+    Status(Vec<DriverStatus>),
+    /// The request failed; the text says why and what to do.
+    Error(String),
+}
+
+/// One node of the tree as the control socket shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Path below the mount root, `""` for the root (the null bus).
+    pub path: String,
+    /// `None` for a bus, the class for a device.
+    pub class: Option<DeviceClass>,
+    /// The driver instance serving it.
+    pub driver: Option<String>,
+    /// That driver's process id, while it runs.
+    pub pid: Option<u32>,
+    /// The driver's state.
+    pub state: Option<DriverState>,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// The life of a driver instance as the DDM sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DriverState {
+    /// Process started, not yet ready.
+    Starting,
+    /// Serving calls.
+    Running,
+    /// Died; a new incarnation is on its way.
+    Restarting,
+    /// Gave up on it (crash loop); `ddmctl restart` retries.
+    Failed,
+    /// Stopped on purpose.
+    Stopped,
+}
+
+impl DriverState {
+    /// The lower-case name used in the CLI and xattrs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriverState::Starting => "starting",
+            DriverState::Running => "running",
+            DriverState::Restarting => "restarting",
+            DriverState::Failed => "failed",
+            DriverState::Stopped => "stopped",
+        }
+    }
+}
+
+/// One driver instance as the control socket shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriverStatus {
+    /// Instance name.
+    pub name: String,
+    /// Executable it runs.
+    pub exec: String,
+    /// Process id, while it runs.
+    pub pid: Option<u32>,
+    /// State.
+    pub state: DriverState,
+    /// Calls answered.
+    pub requests: u64,
+    /// Calls answered with an error.
+    pub errors: u64,
+    /// Times it was restarted.
+    pub restarts: u32,
+    /// Its devices, as paths below the mount.
+    pub devices: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+        postcard::to_stdvec(v).unwrap()
+    }
+
+    #[test]
+    fn hello_is_pinned() {
+        assert_eq!(enc(&Hello::ours()), [b'D', b'D', b'F', 1, 1]);
+    }
+
+    #[test]
+    fn driver_messages_are_pinned() {
+        let add = DriverToDdm::AddDevice(DeviceSpec {
+            device: 1,
+            name: "zero".into(),
+            class: DeviceClass::Char,
+            size: 0,
+        });
+        assert_eq!(enc(&add), [0, 1, 4, b'z', b'e', b'r', b'o', 0, 0]);
+        let reply = DriverToDdm::Reply {
+            id: RequestId(300),
+            result: Ok(Answer::Written { len: 1 }),
+        };
+        // 3 = Reply, 300 = [0xac, 0x02], 0 = Ok, 3 = Written, 1.
+        assert_eq!(enc(&reply), [3, 0xac, 0x02, 0, 3, 1]);
+        let err = DriverToDdm::Reply {
+            id: RequestId(1),
+            result: Err(Errno::EAGAIN),
+        };
+        // Err = 1, errno 11 as zig-zag varint = 22.
+        assert_eq!(enc(&err), [3, 1, 1, 22]);
+        assert_eq!(enc(&DdmToDriver::Cancel { id: RequestId(5) }), [2, 5]);
+        assert_eq!(enc(&DdmToDriver::Shutdown), [4]);
+    }
+
+    #[test]
+    fn control_messages_are_pinned() {
+        assert_eq!(enc(&ControlRequest::Tree), [0]);
+        assert_eq!(enc(&ControlRequest::Status), [1]);
+        assert_eq!(
+            enc(&ControlResponse::Error("no".into())),
+            [2, 2, b'n', b'o']
+        );
+    }
+}
