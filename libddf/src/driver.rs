@@ -93,7 +93,9 @@ pub trait Driver {
     /// should be answered (or dropped) now.
     fn close(&mut self, ctx: &mut Context, handle: Handle) {}
 
-    /// Reads up to `len` bytes at `offset`; answer now or later.
+    /// Reads up to `len` bytes at `offset`; answer now or later. A handle
+    /// read with `O_NONBLOCK` set ([`ReadReply::nonblocking`]) that has
+    /// nothing to give answers `EAGAIN` rather than parking.
     fn read(&mut self, ctx: &mut Context, handle: Handle, offset: u64, len: u32, reply: ReadReply) {
         reply.error(Errno::EINVAL);
     }
@@ -309,6 +311,7 @@ impl Drop for ReplyTo {
 pub struct ReadReply {
     to: ReplyTo,
     max: u32,
+    flags: i32,
 }
 
 impl ReadReply {
@@ -320,6 +323,16 @@ impl ReadReply {
     /// The most bytes the caller takes.
     pub fn max_len(&self) -> u32 {
         self.max
+    }
+
+    /// The file's `O_*` flags at the time of the call.
+    pub fn flags(&self) -> i32 {
+        self.flags
+    }
+
+    /// Whether the caller asked not to block (`O_NONBLOCK`).
+    pub fn nonblocking(&self) -> bool {
+        self.flags & libc::O_NONBLOCK != 0
     }
 
     /// Answers with `data` (cut to [`ReadReply::max_len`]); an empty slice
@@ -587,11 +600,20 @@ fn call_driver<D: Driver>(driver: &mut D, ctx: &mut Context, mut to: ReplyTo, ca
             driver.close(ctx, handle);
             to.send(Ok(Answer::Closed), &[]);
         }
-        Call::Read { handle, offset, len } => {
+        Call::Read {
+            handle,
+            offset,
+            len,
+            flags,
+        } => {
             let max = len.min(PAYLOAD_MAX as u32);
-            driver.read(ctx, handle, offset, max, ReadReply { to, max });
+            driver.read(ctx, handle, offset, max, ReadReply { to, max, flags });
         }
-        Call::Write { handle, offset } => {
+        Call::Write {
+            handle,
+            offset,
+            flags: _,
+        } => {
             driver.write(ctx, handle, offset, payload, WriteReply { to });
         }
         Call::Scatter {
@@ -601,7 +623,8 @@ fn call_driver<D: Driver>(driver: &mut D, ctx: &mut Context, mut to: ReplyTo, ca
         } => {
             let total: u64 = lens.iter().map(|l| u64::from(*l)).sum();
             let max = total.min(PAYLOAD_MAX as u64) as u32;
-            driver.scatter(ctx, handle, offset, &lens, ReadReply { to, max });
+            let reply = ReadReply { to, max, flags: 0 };
+            driver.scatter(ctx, handle, offset, &lens, reply);
         }
         Call::Gather {
             handle,

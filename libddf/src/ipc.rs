@@ -448,19 +448,21 @@ mod tests {
                 handle: 7,
                 offset: 0,
                 len: 4096,
+                flags: libc::O_NONBLOCK,
             },
         };
         let bytes = encode_frame(&msg, b"").unwrap();
         assert_eq!(
             bytes,
             [
-                7, 0, 0, 0, // header length, u32 LE
+                9, 0, 0, 0, // header length, u32 LE
                 1,    // DdmToDriver::Call
                 42,   // id (varint)
                 2,    // Call::Read
                 7,    // handle
                 0,    // offset
                 0x80, 0x20, // len 4096 as varint
+                0x80, 0x20, // O_NONBLOCK (0o4000) as zig-zag varint
             ]
         );
     }
@@ -472,10 +474,11 @@ mod tests {
             call: Call::Write {
                 handle: 3,
                 offset: 5,
+                flags: 1,
             },
         };
         let bytes = encode_frame(&msg, b"hi").unwrap();
-        assert_eq!(bytes, [5, 0, 0, 0, 1, 1, 3, 3, 5, b'h', b'i']);
+        assert_eq!(bytes, [6, 0, 0, 0, 1, 1, 3, 3, 5, 2, b'h', b'i']);
         let frame = Frame::parse(&bytes, Vec::new()).unwrap();
         assert_eq!(frame.payload, b"hi");
         let back: DdmToDriver = frame.decode().unwrap();

@@ -22,7 +22,10 @@
 
 pub mod ddm;
 pub mod driver;
+pub mod input;
+pub mod io;
 pub mod ipc;
+pub mod mem;
 pub mod proto;
 
 pub use proto::Errno;

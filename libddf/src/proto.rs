@@ -184,6 +184,8 @@ pub enum Call {
         offset: u64,
         /// Most bytes wanted (at most [`crate::ipc::PAYLOAD_MAX`]).
         len: u32,
+        /// The file's `O_*` flags now (`O_NONBLOCK` may have changed since open).
+        flags: i32,
     },
     /// Write the frame's payload at `offset`.
     Write {
@@ -191,6 +193,8 @@ pub enum Call {
         handle: Handle,
         /// Byte offset.
         offset: u64,
+        /// The file's `O_*` flags now.
+        flags: i32,
     },
     /// Device control; the frame's payload is the input data.
     Ioctl {
