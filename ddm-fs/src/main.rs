@@ -1,1 +1,225 @@
-fn main(){}
+//! `ddm`, the device driver manager of ddf.
+//!
+//! It starts every driver as its own process, shows their devices as files
+//! under a FUSE mount (`/ddf` by default; the root is the null bus), turns
+//! file operations on those files into libDriver calls, and answers `ddmctl`
+//! on its control socket. See `ARCHITECTURE.md` and ddm(8).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use fuser::{Config, MountOption, SessionACL};
+use log::{error, info, warn};
+use nix::sys::signal::{SigSet, Signal};
+
+mod control;
+mod core;
+mod fs;
+mod interrupt;
+mod manifest;
+mod tree;
+
+use crate::core::{spawn_named, Core};
+use crate::manifest::{Manifest, ManifestError};
+
+/// The device driver manager: mounts the ddf file system and runs drivers.
+#[derive(Debug, Parser)]
+#[command(name = "ddm", version, about, long_about = None)]
+pub struct Args {
+    /// Where to mount the device tree (created if missing; must be empty).
+    #[arg(default_value = "/ddf")]
+    pub mountpoint: PathBuf,
+
+    /// Control socket for ddmctl.
+    #[arg(long, value_name = "PATH", default_value = ddf::ddm::DEFAULT_CONTROL_SOCKET)]
+    pub socket: PathBuf,
+
+    /// Directory holding the driver executables [default: the directory of
+    /// the ddm executable].
+    #[arg(long, value_name = "DIR")]
+    pub driver_dir: Option<PathBuf>,
+
+    /// Load one more driver from its manifest file (repeatable).
+    #[arg(long = "manifest", value_name = "FILE")]
+    pub manifests: Vec<PathBuf>,
+
+    /// Do not start the built-in drivers (null, keyboard, ramdisk).
+    #[arg(long)]
+    pub no_builtin: bool,
+
+    /// FUSE worker threads.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: u16,
+
+    /// How long to wait for each driver to become ready at start, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub start_timeout: u64,
+}
+
+/// Why ddm could not start.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error("{0} is not a directory; give ddm an empty directory to mount on")]
+    NotDir(PathBuf),
+    #[error("{0} is not empty; mount on an empty directory (or remove what is in it)")]
+    NotEmpty(PathBuf),
+    #[error("{0} holds a dead FUSE mount (Transport endpoint is not connected); run `umount -l {0}` and start ddm again")]
+    DeadMount(PathBuf),
+    #[error("cannot use {0}")]
+    Mountpoint(PathBuf, #[source] std::io::Error),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
+    #[error("cannot mount on {0} (ddm needs root and /dev/fuse)")]
+    Mount(PathBuf, #[source] std::io::Error),
+    #[error("cannot find the driver directory (pass --driver-dir)")]
+    DriverDir(#[source] std::io::Error),
+    #[error("signal setup failed")]
+    Signals(#[source] nix::Error),
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,fuser=warn")).init();
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut msg = format!("ddm: {e}");
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            eprintln!("{msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Checks the mount point, creating it if missing.
+fn check_mountpoint(path: &Path) -> Result<(), StartError> {
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_dir() => Err(StartError::NotDir(path.to_owned())),
+        Ok(_) => {
+            let mut entries = std::fs::read_dir(path).map_err(|e| StartError::Mountpoint(path.to_owned(), e))?;
+            if entries.next().is_some() {
+                return Err(StartError::NotEmpty(path.to_owned()));
+            }
+            Ok(())
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(StartError::DeadMount(path.to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(path).map_err(|e| StartError::Mountpoint(path.to_owned(), e))
+        }
+        Err(e) => Err(StartError::Mountpoint(path.to_owned(), e)),
+    }
+}
+
+fn run(args: &Args) -> Result<(), StartError> {
+    check_mountpoint(&args.mountpoint)?;
+
+    // Every thread started from here on inherits this mask: the signals
+    // arrive only where main waits for them.
+    let mut signals = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        signals.add(s);
+    }
+    signals.thread_block().map_err(StartError::Signals)?;
+
+    let driver_dir = match &args.driver_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()
+            .map_err(StartError::DriverDir)?
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default(),
+    };
+    let mut manifests: Vec<Manifest> = if args.no_builtin {
+        Vec::new()
+    } else {
+        Manifest::builtin()?
+    };
+    for m in &args.manifests {
+        manifests.push(Manifest::load(m)?);
+    }
+    for (i, m) in manifests.iter().enumerate() {
+        if manifests[..i].iter().any(|o| o.name == m.name) {
+            return Err(ManifestError::Duplicate(m.name.clone()).into());
+        }
+    }
+    let listener = control::bind(&args.socket)?;
+    let core = Core::new(manifests, &driver_dir);
+
+    // Drivers first, so the tree is populated when the mount appears.
+    for inst in &core.instances {
+        if !inst.manifest.autostart {
+            continue;
+        }
+        if let Err(e) = core.start(inst) {
+            error!("driver {}: {e}", inst.name());
+            continue;
+        }
+        let state = core.wait_ready(inst, Duration::from_secs(args.start_timeout));
+        if state != ddf::proto::DriverState::Running {
+            warn!("driver {}: not ready at start ({})", inst.name(), state.as_str());
+        }
+    }
+
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName("ddf".into()),
+        MountOption::Subtype("ddf".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoSuid,
+        MountOption::NoDev,
+        MountOption::NoExec,
+    ];
+    config.acl = SessionACL::All;
+    config.n_threads = Some(usize::from(args.threads));
+    config.clone_fd = true;
+    let session = fuser::Session::new(fs::DdfFs::new(core.clone()), &args.mountpoint, &config).map_err(|e| {
+        core.stop_all(Duration::from_secs(1));
+        StartError::Mount(args.mountpoint.clone(), e)
+    })?;
+    let _ = core.notifier.set(session.notifier());
+    let session = session.spawn().map_err(|e| StartError::Mount(args.mountpoint.clone(), e))?;
+
+    let c = core.clone();
+    spawn_named("control-accept", move || control::serve(c, listener));
+    let c = core.clone();
+    spawn_named("interrupts", move || interrupt::watch(c));
+
+    info!(
+        "serving {} (control socket {})",
+        args.mountpoint.display(),
+        args.socket.display()
+    );
+    let sig = signals.wait().map_err(StartError::Signals)?;
+    info!("{sig:?}: stopping drivers and unmounting {}", args.mountpoint.display());
+    shutdown(&core, &args.mountpoint, &args.socket);
+    // The FUSE threads are not joined: a client may still hold a file open on
+    // a lazily detached mount. Exiting closes /dev/fuse, which ends the
+    // connection for everyone.
+    std::mem::forget(session);
+    Ok(())
+}
+
+/// Stops drivers (failing what is in flight), unmounts, removes the socket.
+fn shutdown(core: &Arc<Core>, mountpoint: &Path, socket: &Path) {
+    core.stop_all(Duration::from_secs(2));
+    match nix::mount::umount2(mountpoint, nix::mount::MntFlags::empty()) {
+        Ok(()) => {}
+        Err(nix::Error::EBUSY) => {
+            warn!("{} is busy; detaching it (lazy unmount)", mountpoint.display());
+            if let Err(e) = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH) {
+                error!("cannot unmount {}: {e}", mountpoint.display());
+            }
+        }
+        Err(e) => error!("cannot unmount {}: {e}", mountpoint.display()),
+    }
+    let _ = std::fs::remove_file(socket);
+}

@@ -1,0 +1,480 @@
+//! The FUSE front end: the device tree as files, device calls as driver
+//! messages.
+//!
+//! Tree operations (lookup, getattr, readdir, xattrs) are answered from
+//! [`crate::tree`] at once. Device operations (open, read, write, ioctl,
+//! poll) become libDriver calls: the FUSE reply object is parked in the
+//! driver's [`crate::core::Conn`] and the worker returns to the kernel for
+//! the next request. The driver's reader thread completes the reply.
+//!
+//! Decisions:
+//! - Every device node is `S_IFREG` (a FUSE mount is `nodev`); character
+//!   devices open as non-seekable streams with direct I/O, block devices with
+//!   direct I/O and their size as `st_size`.
+//! - Attributes and entries are cached by the kernel for [`TTL`]; changes the
+//!   DDM makes (a device going away, a chmod) are pushed to the kernel with
+//!   invalidations, so the TTL only saves round trips.
+//! - The tree belongs to the drivers: creating, removing, renaming or
+//!   linking anything under the mount is `EPERM`.
+//! - Truncation (`O_TRUNC`, `echo x > /ddf/null`) is accepted and ignored,
+//!   as Linux does for device files; so are time updates (`touch`).
+//! - `close` is answered at once; the driver is told in the background.
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ddf::ipc::PAYLOAD_MAX;
+use ddf::proto::{Call, DriverState};
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig,
+    LockOwner, OpenFlags, PollEvents, PollFlags, PollNotifier, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyPoll, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
+};
+use log::debug;
+
+use crate::core::{lock, Core, Parked};
+use crate::tree::{Node, NodeKind};
+
+/// How long the kernel may cache attributes and entries.
+pub const TTL: Duration = Duration::from_secs(1);
+
+/// The FUSE file system; cheap to share between worker threads.
+#[derive(Debug)]
+pub struct DdfFs {
+    core: Arc<Core>,
+}
+
+impl DdfFs {
+    /// A file system over `core`.
+    pub fn new(core: Arc<Core>) -> DdfFs {
+        DdfFs { core }
+    }
+
+    fn attr(&self, n: &Node) -> FileAttr {
+        let (kind, size, nlink) = match &n.kind {
+            NodeKind::Bus { children } => {
+                let subdirs = children.len() as u32; // upper bound, good enough for nlink
+                (FileType::Directory, 0, 2 + subdirs.min(1))
+            }
+            NodeKind::Device(d) => (FileType::RegularFile, d.size, 1),
+        };
+        FileAttr {
+            ino: INodeNo(n.ino),
+            size,
+            blocks: size.div_ceil(512),
+            atime: n.born,
+            mtime: n.born,
+            ctime: n.ctime,
+            crtime: n.born,
+            kind,
+            perm: (n.perm.mode & 0o7777) as u16,
+            nlink,
+            uid: n.perm.uid,
+            gid: n.perm.gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    fn node(&self, ino: INodeNo) -> Option<Node> {
+        self.core.tree.read().unwrap_or_else(|p| p.into_inner()).get(ino.0).cloned()
+    }
+
+    /// The `user.ddf.*` attributes of a node, in listing order.
+    fn xattrs(&self, n: &Node) -> Vec<(&'static str, String)> {
+        let mut v = Vec::new();
+        let path = self.core.tree.read().unwrap_or_else(|p| p.into_inner()).path(n.ino);
+        v.push(("user.ddf.path", format!("/{path}")));
+        match &n.kind {
+            NodeKind::Bus { .. } => v.push(("user.ddf.kind", "bus".into())),
+            NodeKind::Device(d) => {
+                v.push(("user.ddf.kind", "device".into()));
+                v.push(("user.ddf.class", d.class.as_str().into()));
+                if let Some(inst) = self.core.instances.get(d.instance) {
+                    let live = lock(&inst.live);
+                    v.push(("user.ddf.driver", inst.name().to_owned()));
+                    v.push(("user.ddf.state", live.state.as_str().into()));
+                    v.push(("user.ddf.pid", live.pid.map(|p| p.to_string()).unwrap_or_default()));
+                    v.push(("user.ddf.restarts", live.restarts.to_string()));
+                    v.push(("user.ddf.last_exit", live.last_exit.clone().unwrap_or_default()));
+                }
+            }
+        }
+        v
+    }
+
+    /// The open file `fh`: its driver link and handle.
+    fn file(&self, fh: FileHandle) -> Option<(Arc<crate::core::Conn>, u64)> {
+        lock(&self.core.files).get(&fh.0).map(|f| (f.conn.clone(), f.handle))
+    }
+}
+
+impl Filesystem for DdfFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let max = PAYLOAD_MAX as u32;
+        let _ = config.set_max_write(max);
+        let _ = config.set_max_readahead(max);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let tree = self.core.tree.read().unwrap_or_else(|p| p.into_inner());
+        let found = name.to_str().and_then(|n| tree.lookup(parent.0, n)).map(|n| self.attr(n));
+        drop(tree);
+        match found {
+            Some(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.node(ino) {
+            Some(n) => reply.attr(&TTL, &self.attr(&n)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        // The kernel has already checked the caller's right to each change
+        // (default_permissions); the DDM records it.
+        let mut tree = self.core.tree.write().unwrap_or_else(|p| p.into_inner());
+        let Some(n) = tree.get_mut(ino.0) else {
+            reply.error(Errno::ENOENT);
+            return;
+        };
+        if mode.is_some() || uid.is_some() || gid.is_some() {
+            if let Some(m) = mode {
+                n.perm.mode = m & 0o7777;
+            }
+            if let Some(u) = uid {
+                n.perm.uid = u;
+            }
+            if let Some(g) = gid {
+                n.perm.gid = g;
+            }
+            n.ctime = SystemTime::now();
+        }
+        let attr = self.attr(n);
+        drop(tree);
+        reply.attr(&TTL, &attr);
+    }
+
+    fn mknod(&self, _r: &Request, _p: INodeNo, _n: &OsStr, _m: u32, _u: u32, _d: u32, reply: ReplyEntry) {
+        reply.error(Errno::EPERM);
+    }
+
+    fn mkdir(&self, _r: &Request, _p: INodeNo, _n: &OsStr, _m: u32, _u: u32, reply: ReplyEntry) {
+        reply.error(Errno::EPERM);
+    }
+
+    fn unlink(&self, _r: &Request, _p: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EPERM);
+    }
+
+    fn rmdir(&self, _r: &Request, _p: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EPERM);
+    }
+
+    fn symlink(&self, _r: &Request, _p: INodeNo, _n: &OsStr, _t: &std::path::Path, reply: ReplyEntry) {
+        reply.error(Errno::EPERM);
+    }
+
+    fn rename(
+        &self,
+        _r: &Request,
+        _p: INodeNo,
+        _n: &OsStr,
+        _np: INodeNo,
+        _nn: &OsStr,
+        _f: fuser::RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EPERM);
+    }
+
+    fn link(&self, _r: &Request, _i: INodeNo, _np: INodeNo, _nn: &OsStr, reply: ReplyEntry) {
+        reply.error(Errno::EPERM);
+    }
+
+    fn create(&self, _r: &Request, _p: INodeNo, _n: &OsStr, _m: u32, _u: u32, _f: i32, reply: fuser::ReplyCreate) {
+        reply.error(Errno::EPERM);
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let tree = self.core.tree.read().unwrap_or_else(|p| p.into_inner());
+        let Some(node) = tree.get(ino.0) else {
+            reply.error(Errno::ENOENT);
+            return;
+        };
+        if !matches!(node.kind, NodeKind::Bus { .. }) {
+            reply.error(Errno::ENOTDIR);
+            return;
+        }
+        let mut entries: Vec<(u64, FileType, String)> = vec![
+            (node.ino, FileType::Directory, ".".into()),
+            (node.parent, FileType::Directory, "..".into()),
+        ];
+        for c in tree.children(ino.0) {
+            let kind = match c.kind {
+                NodeKind::Bus { .. } => FileType::Directory,
+                NodeKind::Device(_) => FileType::RegularFile,
+            };
+            entries.push((c.ino, kind, c.name.clone()));
+        }
+        drop(tree);
+        for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let Some(node) = self.node(ino) else {
+            reply.error(Errno::ENOENT);
+            return;
+        };
+        let NodeKind::Device(dev) = node.kind else {
+            reply.error(Errno::EISDIR);
+            return;
+        };
+        let Some(inst) = self.core.instances.get(dev.instance) else {
+            reply.error(Errno::ENXIO);
+            return;
+        };
+        let (state, conn) = {
+            let live = lock(&inst.live);
+            (live.state, live.conn.clone())
+        };
+        let conn = match (state, conn) {
+            (DriverState::Running, Some(c)) => c,
+            (DriverState::Starting | DriverState::Restarting, _) => {
+                reply.error(Errno::EAGAIN);
+                return;
+            }
+            (DriverState::Running | DriverState::Failed | DriverState::Stopped, _) => {
+                debug!("open of {} refused: driver {} is {}", node.name, inst.name(), state.as_str());
+                reply.error(Errno::ENXIO);
+                return;
+            }
+        };
+        let call = Call::Open {
+            device: dev.device,
+            flags: flags.0,
+        };
+        let parked = Parked::Open {
+            reply,
+            ino: ino.0,
+            class: dev.class,
+            flags: flags.0,
+        };
+        conn.call(call, &[], parked, req.pid());
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.node(ino).map(|n| n.kind) {
+            Some(NodeKind::Bus { .. }) => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Some(NodeKind::Device(_)) => reply.error(Errno::ENOTDIR),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn read(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let Some((conn, handle)) = self.file(fh) else {
+            reply.error(Errno::EBADF);
+            return;
+        };
+        let call = Call::Read {
+            handle,
+            offset,
+            len: size.min(PAYLOAD_MAX as u32),
+            flags: flags.0,
+        };
+        conn.call(call, &[], Parked::Read(reply), req.pid());
+    }
+
+    fn write(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let Some((conn, handle)) = self.file(fh) else {
+            reply.error(Errno::EBADF);
+            return;
+        };
+        if data.len() > PAYLOAD_MAX {
+            // max_write is PAYLOAD_MAX; a kernel that ignores it gets a short write.
+            reply.error(Errno::EINVAL);
+            return;
+        }
+        let call = Call::Write {
+            handle,
+            offset,
+            flags: flags.0,
+        };
+        conn.call(call, data, Parked::Write(reply), req.pid());
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lo: LockOwner, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let file = lock(&self.core.files).remove(&fh.0);
+        reply.ok();
+        if let Some(f) = file {
+            f.conn.call(Call::Close { handle: f.handle }, &[], Parked::Discard, 0);
+        }
+    }
+
+    fn ioctl(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        cmd: u32,
+        in_data: &[u8],
+        out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        let Some((conn, handle)) = self.file(fh) else {
+            reply.error(Errno::EBADF);
+            return;
+        };
+        let call = Call::Ioctl {
+            handle,
+            cmd,
+            out_len: out_size.min(PAYLOAD_MAX as u32),
+        };
+        conn.call(call, in_data, Parked::Ioctl(reply), req.pid());
+    }
+
+    fn poll(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        ph: PollNotifier,
+        events: PollEvents,
+        flags: PollFlags,
+        reply: ReplyPoll,
+    ) {
+        let notify = flags.contains(PollFlags::FUSE_POLL_SCHEDULE_NOTIFY);
+        let found = {
+            let mut files = lock(&self.core.files);
+            files.get_mut(&fh.0).map(|f| {
+                if notify {
+                    f.poll = Some(ph);
+                }
+                (f.conn.clone(), f.handle)
+            })
+        };
+        let Some((conn, handle)) = found else {
+            reply.error(Errno::EBADF);
+            return;
+        };
+        let call = Call::Poll {
+            handle,
+            events: events.bits(),
+            notify,
+        };
+        conn.call(call, &[], Parked::Poll(reply), req.pid());
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let Some(n) = self.node(ino) else {
+            reply.error(Errno::ENOENT);
+            return;
+        };
+        let value = self.xattrs(&n).into_iter().find(|(k, _)| OsStr::new(k) == name).map(|(_, v)| v);
+        match value {
+            None => reply.error(Errno::NO_XATTR),
+            Some(v) => xattr_reply(reply, v.as_bytes(), size),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let Some(n) = self.node(ino) else {
+            reply.error(Errno::ENOENT);
+            return;
+        };
+        let mut list = Vec::new();
+        for (k, _) in self.xattrs(&n) {
+            list.extend_from_slice(k.as_bytes());
+            list.push(0);
+        }
+        xattr_reply(reply, &list, size);
+    }
+
+    fn setxattr(&self, _r: &Request, _i: INodeNo, _n: &OsStr, _v: &[u8], _f: i32, _p: u32, reply: ReplyEmpty) {
+        reply.error(Errno::EPERM);
+    }
+
+    fn removexattr(&self, _r: &Request, _i: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EPERM);
+    }
+}
+
+/// Answers a getxattr/listxattr: the size when asked for it, the bytes when
+/// they fit, `ERANGE` when they do not.
+fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if value.len() > size as usize {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(value);
+    }
+}

@@ -1,0 +1,155 @@
+//! Driver manifests: what a driver is and how to start it, as data.
+//!
+//! A manifest is a small TOML file shipped with each driver:
+//!
+//! ```toml
+//! name = "null"          # instance name, unique in one ddm
+//! exec = "ddf-null"      # executable; relative names are looked up in the driver directory
+//! autostart = true       # start when ddm starts
+//! [params]               # key = "value" pairs handed to the driver at start
+//! ```
+//!
+//! The built-in drivers' manifests are compiled into `ddm` (so it needs no
+//! configuration); `--manifest FILE` adds more. Unknown keys are an error, so
+//! a typo does not pass silently.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A parsed manifest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Instance name.
+    pub name: String,
+    /// Executable name or path.
+    pub exec: String,
+    /// Start with ddm.
+    #[serde(default)]
+    pub autostart: bool,
+    /// Parameters for the driver.
+    #[serde(default)]
+    pub params: BTreeMap<String, toml::Value>,
+    /// Where it came from, for messages.
+    #[serde(skip)]
+    pub source: String,
+}
+
+/// Manifests of the drivers that ship with ddf, compiled in.
+const BUILTIN: &[(&str, &str)] = &[
+    ("builtin:null", include_str!("../../drivers/null/manifest.toml")),
+    ("builtin:keyboard", include_str!("../../drivers/keyboard/manifest.toml")),
+    ("builtin:ramdisk", include_str!("../../drivers/ramdisk/manifest.toml")),
+];
+
+/// Errors reading a manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The file could not be read.
+    #[error("cannot read manifest {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is wrong.
+    #[error("manifest {source_name}: {message}")]
+    Parse {
+        /// Where it came from.
+        source_name: String,
+        /// What is wrong (with line and column from the TOML parser).
+        message: String,
+    },
+    /// Two manifests claim one name.
+    #[error("two drivers are named {0:?}; instance names must be unique")]
+    Duplicate(String),
+}
+
+impl Manifest {
+    /// Parses `text`, naming `source_name` in errors.
+    pub fn parse(text: &str, source_name: &str) -> Result<Manifest, ManifestError> {
+        let mut m: Manifest = toml::from_str(text).map_err(|e| ManifestError::Parse {
+            source_name: source_name.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        if m.name.is_empty() || m.name.contains('/') {
+            return Err(ManifestError::Parse {
+                source_name: source_name.to_owned(),
+                message: format!("name {:?} must be non-empty and have no '/'", m.name),
+            });
+        }
+        m.source = source_name.to_owned();
+        Ok(m)
+    }
+
+    /// Reads a manifest file.
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Manifest::parse(&text, &path.display().to_string())
+    }
+
+    /// The built-in manifests.
+    pub fn builtin() -> Result<Vec<Manifest>, ManifestError> {
+        BUILTIN.iter().map(|(name, text)| Manifest::parse(text, name)).collect()
+    }
+
+    /// Parameters as strings, in key order.
+    pub fn param_pairs(&self) -> Vec<(String, String)> {
+        self.params
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), v)
+            })
+            .collect()
+    }
+
+    /// The executable to run: `exec` as is when it has a `/`, else in `dir`.
+    pub fn exec_path(&self, dir: &Path) -> PathBuf {
+        if self.exec.contains('/') {
+            PathBuf::from(&self.exec)
+        } else {
+            dir.join(&self.exec)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn builtins_parse() {
+        let all = Manifest::builtin().unwrap();
+        assert!(all.iter().any(|m| m.name == "null" && m.autostart));
+    }
+
+    #[test]
+    fn bad_manifests_name_the_problem() {
+        let e = Manifest::parse("name = \"x\"\nexec = 3\n", "t.toml").unwrap_err();
+        assert!(e.to_string().contains("t.toml"), "{e}");
+        let e = Manifest::parse("name = \"x\"\nexec = \"y\"\nautostrat = true\n", "t.toml").unwrap_err();
+        assert!(e.to_string().contains("autostrat"), "{e}");
+        assert!(Manifest::parse("name = \"a/b\"\nexec = \"y\"\n", "t").is_err());
+    }
+
+    #[test]
+    fn params_become_strings() {
+        let m = Manifest::parse("name = \"r\"\nexec = \"e\"\n[params]\nsize = \"64M\"\ncount = 2\n", "t").unwrap();
+        assert_eq!(
+            m.param_pairs(),
+            vec![("count".into(), "2".into()), ("size".into(), "64M".into())]
+        );
+    }
+}
