@@ -59,7 +59,10 @@ enum Tok {
     Char(char),
     Star,
     AnyChar,
-    Class { negated: bool, ranges: Vec<(char, char)> },
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
 }
 
 impl Tok {
@@ -366,7 +369,10 @@ mod tests {
     fn double_star_spans_segments() {
         assert!(m("pci/**", "pci/a"));
         assert!(m("pci/**", "pci/a/b/c"));
-        assert!(!m("pci/**", "pci"), "trailing ** is everything inside, not the bus");
+        assert!(
+            !m("pci/**", "pci"),
+            "trailing ** is everything inside, not the bus"
+        );
         assert!(!m("pci/**", "pcie/a"));
         assert!(m("**/keyboard*", "keyboard0"), "leading ** may be empty");
         assert!(m("**/keyboard*", "usb/hub/keyboard1"));

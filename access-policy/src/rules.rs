@@ -246,12 +246,7 @@ impl fmt::Display for Rule {
             Some(k) => write!(f, "{k:<6} ")?,
             None => {}
         }
-        write!(
-            f,
-            "{pattern:<16} {}:{} {mode}",
-            id(self.uid),
-            id(self.gid)
-        )
+        write!(f, "{pattern:<16} {}:{} {mode}", id(self.uid), id(self.gid))
     }
 }
 
@@ -317,7 +312,9 @@ impl Policy {
                     0
                 }
                 Err(e) => {
-                    warn!("built-in rules: cannot look up group {name:?} ({e}); using gid 0 instead");
+                    warn!(
+                        "built-in rules: cannot look up group {name:?} ({e}); using gid 0 instead"
+                    );
                     0
                 }
             }
@@ -375,8 +372,8 @@ impl Policy {
                 expected: expected.to_owned(),
                 found,
             };
-            let text = std::str::from_utf8(raw)
-                .map_err(|_| syntax("UTF-8 text", Found::InvalidUtf8))?;
+            let text =
+                std::str::from_utf8(raw).map_err(|_| syntax("UTF-8 text", Found::InvalidUtf8))?;
             if let Some(rule) = parse_line(text, file, line)? {
                 parsed.push(rule);
             }
@@ -469,16 +466,23 @@ fn parse_line(text: &str, file: &Path, line: usize) -> Result<Option<Rule>, Rule
         return Ok(None);
     };
     let keyword = KindFilter::from_keyword(first);
-    // Four fields or more: the first is a keyword. Fewer than three: it is a
-    // keyword only if it reads as one (so the error names the right field).
-    let (kind, rest) = if fields.len() >= 4 || (fields.len() < 3 && keyword.is_some()) {
+    // Four fields or more: the first is a keyword. Three: it is not, unless
+    // it reads as one and the second field cannot be OWNER:GROUP (`bus pci
+    // 0:0` lacks a mode). Fewer: a keyword if it reads as one. This only
+    // decides which field an error message names.
+    let second_is_owner = fields.get(1).is_some_and(|f| *f == "-" || f.contains(':'));
+    let has_keyword = match fields.len() {
+        0..=2 => keyword.is_some(),
+        3 => keyword.is_some() && !second_is_owner,
+        _ => true,
+    };
+    let (kind, rest) = if has_keyword {
         match keyword {
             Some(k) => (k, fields.get(1..).unwrap_or_default()),
             None => {
                 // `null root:root 0666 junk` is more likely than a misspelt
                 // keyword when the second field looks like OWNER:GROUP.
-                let looks_like_owner = fields.get(1).is_some_and(|f| f.contains(':'));
-                if looks_like_owner {
+                if second_is_owner {
                     let extra = fields.get(3).copied().unwrap_or_default();
                     return Err(syntax(EXPECT_END, Found::Text(extra.to_owned())));
                 }
@@ -491,8 +495,12 @@ fn parse_line(text: &str, file: &Path, line: usize) -> Result<Option<Rule>, Rule
     let field = |i: usize| rest.get(i).copied();
 
     let pattern_text = field(0).ok_or_else(|| syntax(EXPECT_PATTERN, Found::EndOfLine))?;
-    let pattern = Pattern::parse(pattern_text)
-        .map_err(|e| syntax(&format!("{} in the pattern", e.expected), Found::Text(e.found)))?;
+    let pattern = Pattern::parse(pattern_text).map_err(|e| {
+        syntax(
+            &format!("{} in the pattern", e.expected),
+            Found::Text(e.found),
+        )
+    })?;
 
     let owner_text = field(1).ok_or_else(|| syntax(EXPECT_OWNER, Found::EndOfLine))?;
     let (user, group) = if owner_text == "-" {
@@ -657,31 +665,62 @@ mod tests {
     #[test]
     fn builtins() {
         let p = policy("");
-        assert_eq!(p.rules().len(), BUILTIN.len(), "every built-in pattern parses");
+        assert_eq!(
+            p.rules().len(),
+            BUILTIN.len(),
+            "every built-in pattern parses"
+        );
         assert_eq!(p.perm_for("", NodeKind::Bus), perm(0, 0, 0o755));
         assert_eq!(p.perm_for("pci", NodeKind::Bus), perm(0, 0, 0o755));
         assert_eq!(p.perm_for("pci/sub", NodeKind::Bus), perm(0, 0, 0o755));
         assert_eq!(p.perm_for("null", NodeKind::CharDevice), perm(0, 0, 0o666));
         assert_eq!(p.perm_for("zero", NodeKind::CharDevice), perm(0, 0, 0o666));
-        assert_eq!(p.perm_for("vbus/null", NodeKind::CharDevice), perm(0, 0, 0o600));
-        assert_eq!(p.perm_for("keyboard0", NodeKind::CharDevice), perm(0, 104, 0o640));
-        assert_eq!(p.perm_for("usb/keyboard1", NodeKind::CharDevice), perm(0, 104, 0o640));
+        assert_eq!(
+            p.perm_for("vbus/null", NodeKind::CharDevice),
+            perm(0, 0, 0o600)
+        );
+        assert_eq!(
+            p.perm_for("keyboard0", NodeKind::CharDevice),
+            perm(0, 104, 0o640)
+        );
+        assert_eq!(
+            p.perm_for("usb/keyboard1", NodeKind::CharDevice),
+            perm(0, 104, 0o640)
+        );
         assert_eq!(p.perm_for("ram0", NodeKind::BlockDevice), perm(0, 6, 0o660));
-        assert_eq!(p.perm_for("pci/x/disk0", NodeKind::BlockDevice), perm(0, 6, 0o660));
-        assert_eq!(p.perm_for("pci/0000:00:03.0", NodeKind::CharDevice), perm(0, 0, 0o600));
-        assert_eq!(p.perm_for("mouse0", NodeKind::CharDevice), perm(0, 0, 0o600));
+        assert_eq!(
+            p.perm_for("pci/x/disk0", NodeKind::BlockDevice),
+            perm(0, 6, 0o660)
+        );
+        assert_eq!(
+            p.perm_for("pci/0000:00:03.0", NodeKind::CharDevice),
+            perm(0, 0, 0o600)
+        );
+        assert_eq!(
+            p.perm_for("mouse0", NodeKind::CharDevice),
+            perm(0, 0, 0o600)
+        );
     }
 
     #[test]
     fn builtin_groups_fall_back_to_root() {
         let p = Policy::builtin_with(|_| Ok(None));
-        assert_eq!(p.perm_for("keyboard0", NodeKind::CharDevice), perm(0, 0, 0o640));
+        assert_eq!(
+            p.perm_for("keyboard0", NodeKind::CharDevice),
+            perm(0, 0, 0o640)
+        );
         assert_eq!(p.perm_for("ram0", NodeKind::BlockDevice), perm(0, 0, 0o660));
         let p = Policy::builtin_with(|_| Err(nix::Error::EIO));
-        assert_eq!(p.perm_for("keyboard0", NodeKind::CharDevice), perm(0, 0, 0o640));
+        assert_eq!(
+            p.perm_for("keyboard0", NodeKind::CharDevice),
+            perm(0, 0, 0o640)
+        );
         // The real database must not break either.
         let real = Policy::builtin();
-        assert_eq!(real.perm_for("null", NodeKind::CharDevice), perm(0, 0, 0o666));
+        assert_eq!(
+            real.perm_for("null", NodeKind::CharDevice),
+            perm(0, 0, 0o666)
+        );
     }
 
     #[test]
@@ -691,8 +730,14 @@ mod tests {
              keyboard0  -:2000     -\n\
              keyboard0  -          0604\n",
         );
-        assert_eq!(p.perm_for("keyboard0", NodeKind::CharDevice), perm(1000, 2000, 0o604));
-        assert_eq!(p.perm_for("keyboard1", NodeKind::CharDevice), perm(1000, 1000, 0o600));
+        assert_eq!(
+            p.perm_for("keyboard0", NodeKind::CharDevice),
+            perm(1000, 2000, 0o604)
+        );
+        assert_eq!(
+            p.perm_for("keyboard1", NodeKind::CharDevice),
+            perm(1000, 1000, 0o600)
+        );
         // File rules override built-ins; an earlier file rule loses to a later one.
         let p = policy("null 0:0 0600\nnull 0:0 0644\n");
         assert_eq!(p.perm_for("null", NodeKind::CharDevice), perm(0, 0, 0o644));
@@ -716,7 +761,11 @@ mod tests {
         assert_eq!(p.perm_for("ram0", NodeKind::BlockDevice), perm(0, 6, 0o660));
         assert_eq!(p.perm_for("ram0", NodeKind::CharDevice), perm(7, 7, 0o606));
         assert_eq!(p.perm_for("tty0", NodeKind::CharDevice), perm(0, 0, 0o600));
-        assert_eq!(p.perm_for("", NodeKind::Bus), perm(0, 0, 0o755), "** is not the root");
+        assert_eq!(
+            p.perm_for("", NodeKind::Bus),
+            perm(0, 0, 0o755),
+            "** is not the root"
+        );
         let p = policy("bus / 0:0 0711\n");
         assert_eq!(p.perm_for("", NodeKind::Bus), perm(0, 0, 0o711));
         // A pattern named like a keyword, with a keyword in front.
@@ -760,15 +809,36 @@ mod tests {
             ("bus", EXPECT_PATTERN, Found::EndOfLine),
             ("bus pci", EXPECT_OWNER, Found::EndOfLine),
             ("bus pci 0:0", EXPECT_MODE, Found::EndOfLine),
+            ("bus 0:0 0755", EXPECT_END, Found::Text("x".into())),
             ("null root 0666", EXPECT_OWNER, Found::Text("root".into())),
             ("null :0 0666", EXPECT_OWNER, Found::Text(":0".into())),
             ("null 0: 0666", EXPECT_OWNER, Found::Text("0:".into())),
-            ("null 0:0 0666 extra", EXPECT_END, Found::Text("extra".into())),
-            ("bus pci 0:0 0755 extra", EXPECT_END, Found::Text("extra".into())),
+            (
+                "null 0:0 0666 extra",
+                EXPECT_END,
+                Found::Text("extra".into()),
+            ),
+            (
+                "bus pci 0:0 0755 extra",
+                EXPECT_END,
+                Found::Text("extra".into()),
+            ),
             ("dev null 0:0 0666", EXPECT_KIND, Found::Text("dev".into())),
-            ("null 0:0 0o666", "an octal mode like 0640", Found::Text("0o666".into())),
-            ("null 0:0 0668", "an octal mode like 0640", Found::Text("0668".into())),
-            ("null 0:0 +x", "an octal mode like 0640", Found::Text("+x".into())),
+            (
+                "null 0:0 0o666",
+                "an octal mode like 0640",
+                Found::Text("0o666".into()),
+            ),
+            (
+                "null 0:0 0668",
+                "an octal mode like 0640",
+                Found::Text("0668".into()),
+            ),
+            (
+                "null 0:0 +x",
+                "an octal mode like 0640",
+                Found::Text("+x".into()),
+            ),
             (
                 "null 0:0 0100644",
                 "a mode of at most 07777 (permission bits only, no file type)",
@@ -810,8 +880,20 @@ mod tests {
 
         // Not UTF-8, on line 2.
         let mut p = Policy::empty();
-        let e = p.add_bytes(Path::new("r"), b"null 0:0 0666\n\xff\xfe 0:0 0600\n").unwrap_err();
-        assert!(matches!(e, RulesError::Syntax { line: 2, found: Found::InvalidUtf8, .. }), "{e:?}");
+        let e = p
+            .add_bytes(Path::new("r"), b"null 0:0 0666\n\xff\xfe 0:0 0600\n")
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                RulesError::Syntax {
+                    line: 2,
+                    found: Found::InvalidUtf8,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
         assert!(p.rules().is_empty(), "a failed file adds no rule");
     }
 
@@ -824,13 +906,22 @@ mod tests {
         let e = Policy::empty()
             .add_str("r", "\nnull ddf-no-such-user-x:0 0600\n")
             .unwrap_err();
-        assert!(matches!(&e, RulesError::UnknownUser { line: 2, name, .. } if name == "ddf-no-such-user-x"), "{e:?}");
-        assert_eq!(e.to_string(), "r:2: no user named \"ddf-no-such-user-x\" (use a known name or a number)");
+        assert!(
+            matches!(&e, RulesError::UnknownUser { line: 2, name, .. } if name == "ddf-no-such-user-x"),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "r:2: no user named \"ddf-no-such-user-x\" (use a known name or a number)"
+        );
 
         let e = Policy::empty()
             .add_str("r", "\n\nnull 0:ddf-no-such-group-x 0600\n")
             .unwrap_err();
-        assert!(matches!(&e, RulesError::UnknownGroup { line: 3, name, .. } if name == "ddf-no-such-group-x"), "{e:?}");
+        assert!(
+            matches!(&e, RulesError::UnknownGroup { line: 3, name, .. } if name == "ddf-no-such-group-x"),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -865,7 +956,10 @@ mod tests {
         again.add_str("printed", &text).unwrap();
         assert_eq!(again.rules().len(), p.rules().len());
         for (a, b) in again.rules().iter().zip(p.rules()) {
-            assert_eq!((a.kind, &a.pattern, a.uid, a.gid, a.mode), (b.kind, &b.pattern, b.uid, b.gid, b.mode));
+            assert_eq!(
+                (a.kind, &a.pattern, a.uid, a.gid, a.mode),
+                (b.kind, &b.pattern, b.uid, b.gid, b.mode)
+            );
         }
     }
 
@@ -873,7 +967,9 @@ mod tests {
     fn a_thousand_nodes_times_a_hundred_rules_is_quick() {
         let mut text = String::new();
         for i in 0..100 {
-            text.push_str(&format!("device **/dev{i}* {i}:{i} 0640\nbus pci/**/b{i} 0:{i} -\n"));
+            text.push_str(&format!(
+                "device **/dev{i}* {i}:{i} 0640\nbus pci/**/b{i} 0:{i} -\n"
+            ));
         }
         let p = policy(&text);
         let start = std::time::Instant::now();
@@ -883,6 +979,10 @@ mod tests {
         }
         // About a millisecond in a release build; generous for debug builds
         // on a busy machine.
-        assert!(start.elapsed() < std::time::Duration::from_secs(3), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
     }
 }
