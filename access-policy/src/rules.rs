@@ -242,9 +242,8 @@ impl fmt::Display for Rule {
             .mode
             .map_or_else(|| "-".to_owned(), |m| format!("{m:04o}"));
         let pattern = escape_comment(self.pattern.as_str());
-        match self.kind.keyword() {
-            Some(k) => write!(f, "{k:<6} ")?,
-            None => {}
+        if let Some(k) = self.kind.keyword() {
+            write!(f, "{k:<6} ")?;
         }
         write!(f, "{pattern:<16} {}:{} {mode}", id(self.uid), id(self.gid))
     }
@@ -769,6 +768,9 @@ mod tests {
         let p = policy("bus / 0:0 0711\n");
         assert_eq!(p.perm_for("", NodeKind::Bus), perm(0, 0, 0o711));
         // A pattern named like a keyword, with a keyword in front.
+        let p = policy("bus 4:4 0604\n");
+        assert_eq!(p.rules().last().map(|r| r.kind), Some(KindFilter::Any));
+        assert_eq!(p.perm_for("bus", NodeKind::CharDevice), perm(4, 4, 0o604));
         let p = policy("device bus 5:5 0640\n");
         assert_eq!(p.perm_for("bus", NodeKind::CharDevice), perm(5, 5, 0o640));
     }
@@ -809,7 +811,6 @@ mod tests {
             ("bus", EXPECT_PATTERN, Found::EndOfLine),
             ("bus pci", EXPECT_OWNER, Found::EndOfLine),
             ("bus pci 0:0", EXPECT_MODE, Found::EndOfLine),
-            ("bus 0:0 0755", EXPECT_END, Found::Text("x".into())),
             ("null root 0666", EXPECT_OWNER, Found::Text("root".into())),
             ("null :0 0666", EXPECT_OWNER, Found::Text(":0".into())),
             ("null 0: 0666", EXPECT_OWNER, Found::Text("0:".into())),
