@@ -438,7 +438,10 @@ pub struct PortSpace {
 impl fmt::Debug for PortSpace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PortSpace")
-            .field("ranges", &self.ranges().map(|r| r.to_string()).collect::<Vec<_>>())
+            .field(
+                "ranges",
+                &self.ranges().map(|r| r.to_string()).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -586,7 +589,11 @@ mod tests {
         let dev = dev.lock().unwrap();
         assert_eq!(
             dev.reads,
-            [(0x3f8, Width::Byte), (0x3fa, Width::Word), (0x3fc, Width::Dword)]
+            [
+                (0x3f8, Width::Byte),
+                (0x3fa, Width::Word),
+                (0x3fc, Width::Dword)
+            ]
         );
         assert_eq!(
             dev.writes,
@@ -686,7 +693,10 @@ mod tests {
         ));
         assert!(matches!(
             ports.outw(0x60, 0),
-            Err(IoError::NotGranted { width: Width::Word, .. })
+            Err(IoError::NotGranted {
+                width: Width::Word,
+                ..
+            })
         ));
         // Never granted, so nothing to give back.
         std::mem::forget(ports);
