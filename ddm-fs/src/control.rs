@@ -11,8 +11,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ddf::ipc::{Channel, IpcError, RecvBuf};
-use ddf::proto::{ControlRequest, ControlResponse, DriverStatus, NodeInfo};
+use ddf::ipc::{Channel, IpcError, PeerCred, RecvBuf};
+use ddf::proto::{ControlRequest, ControlResponse, DdmInfo, DriverStatus, NodeInfo};
 use log::{debug, warn};
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
 
@@ -54,8 +54,17 @@ pub fn bind(path: &Path) -> Result<OwnedFd, ControlError> {
     Ok(fd)
 }
 
+/// Who may change things through the control socket.
+#[derive(Debug, Clone)]
+pub struct Rights {
+    /// Members of this group (primary or supplementary) may, besides root.
+    pub admin_gid: Option<u32>,
+    /// The mount point, for `Info`.
+    pub mountpoint: String,
+}
+
 /// Accepts connections until the listening socket is shut down.
-pub fn serve(core: Arc<Core>, listener: OwnedFd) {
+pub fn serve(core: Arc<Core>, listener: OwnedFd, rights: Rights) {
     loop {
         let fd = match socket::accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
             Ok(fd) => fd,
@@ -68,17 +77,19 @@ pub fn serve(core: Arc<Core>, listener: OwnedFd) {
         // SAFETY: accept4 just returned this descriptor to us alone.
         let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
         let core = core.clone();
+        let rights = rights.clone();
         spawn_named("control", move || {
-            if let Err(e) = client(&core, fd) {
+            if let Err(e) = client(&core, fd, &rights) {
                 debug!("control client: {e}");
             }
         });
     }
 }
 
-fn client(core: &Core, fd: OwnedFd) -> Result<(), IpcError> {
+fn client(core: &Arc<Core>, fd: OwnedFd, rights: &Rights) -> Result<(), IpcError> {
     let chan = Channel::from_fd(fd)?;
     let cred = chan.peer_cred()?;
+    let groups = chan.peer_groups().unwrap_or_default();
     let mut buf = RecvBuf::default();
     chan.handshake(&mut buf)?;
     loop {
@@ -90,7 +101,13 @@ fn client(core: &Core, fd: OwnedFd) -> Result<(), IpcError> {
         let answer = match frame.decode::<ControlRequest>() {
             Ok(req) => {
                 debug!("control: {req:?} from uid {} pid {}", cred.uid, cred.pid);
-                handle(core, req)
+                match allowed(&req, &cred, &groups, rights) {
+                    Ok(()) => handle(core, req, rights),
+                    Err(why) => {
+                        warn!("control: {req:?} refused to uid {} (pid {}): {why}", cred.uid, cred.pid);
+                        ControlResponse::Error(why)
+                    }
+                }
             }
             Err(e) => {
                 warn!("control: undecodable request from pid {}: {e}", cred.pid);
@@ -101,10 +118,51 @@ fn client(core: &Core, fd: OwnedFd) -> Result<(), IpcError> {
     }
 }
 
-fn handle(core: &Core, req: ControlRequest) -> ControlResponse {
+/// Whether the caller may make this request. Read-only requests are for
+/// everyone; changes need uid 0 or membership of the admin group.
+fn allowed(req: &ControlRequest, cred: &PeerCred, groups: &[u32], rights: &Rights) -> Result<(), String> {
+    let changes = match req {
+        ControlRequest::Tree | ControlRequest::Status | ControlRequest::Info => false,
+        ControlRequest::Restart { .. } | ControlRequest::Inject { .. } => true,
+    };
+    if !changes || cred.uid == 0 {
+        return Ok(());
+    }
+    if let Some(g) = rights.admin_gid {
+        if cred.gid == g || groups.contains(&g) {
+            return Ok(());
+        }
+        return Err(format!(
+            "permission denied: this changes the DDM and needs root or membership of the admin group (gid {g}); uid {} is neither",
+            cred.uid
+        ));
+    }
+    Err(format!(
+        "permission denied: this changes the DDM and needs root (no admin group is configured: see ddm --admin-group); uid {} is not root",
+        cred.uid
+    ))
+}
+
+fn handle(core: &Arc<Core>, req: ControlRequest, rights: &Rights) -> ControlResponse {
+    let named = |driver: &str| {
+        core.instance(driver)
+            .cloned()
+            .ok_or_else(|| format!("no driver named {driver:?} (see ddmctl status)"))
+    };
+    let done = |r: Result<String, String>| match r {
+        Ok(msg) => ControlResponse::Done(msg),
+        Err(e) => ControlResponse::Error(e),
+    };
     match req {
         ControlRequest::Tree => ControlResponse::Tree(tree(core)),
         ControlRequest::Status => ControlResponse::Status(status(core)),
+        ControlRequest::Info => ControlResponse::Info(DdmInfo {
+            mountpoint: rights.mountpoint.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+        }),
+        ControlRequest::Restart { driver } => done(named(&driver).and_then(|i| core.restart_request(&i))),
+        ControlRequest::Inject { driver, fault } => done(named(&driver).and_then(|i| core.inject(&i, fault))),
     }
 }
 
@@ -154,6 +212,7 @@ pub fn status(core: &Core) -> Vec<DriverStatus> {
                 exec: inst.exec.display().to_string(),
                 pid: live.pid,
                 state: live.state,
+                last_exit: live.last_exit.clone(),
                 requests: inst.requests.load(std::sync::atomic::Ordering::Relaxed),
                 errors: inst.errors.load(std::sync::atomic::Ordering::Relaxed),
                 restarts: live.restarts,

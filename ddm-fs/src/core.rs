@@ -1,260 +1,60 @@
-//! The DDM's shared state and its links to driver processes.
+//! The DDM's shared state: the tree, the driver instances, the open files,
+//! and what happens when a driver speaks.
 //!
 //! [`Core`] owns the device tree, the driver instances and the table of open
-//! files. Each running driver has a [`Conn`]: its socket, the requests in
-//! flight (parked FUSE replies keyed by request id), and the FIFO of frames
-//! waiting to be written.
+//! files. Each running driver incarnation has a [`Conn`] (see
+//! [`crate::conn`]). Starting, watching and restarting driver processes is in
+//! [`crate::supervise`].
 //!
 //! ## Threads
-//! - FUSE workers call [`Conn::call`]: it parks the reply object under a new
-//!   request id and hands the frame to the socket without blocking (if the
-//!   socket is full, the frame joins the in-memory FIFO). **No FUSE worker
-//!   ever waits on a driver.**
-//! - One *writer* thread per driver drains that FIFO, blocking only itself.
-//! - One *reader* thread per driver receives replies and completes the parked
-//!   FUSE requests; it also handles device registration.
-//! - One *reaper* thread per driver waits for the process to exit.
-//! - The *interrupt watcher* ends parked requests whose caller was signalled
-//!   (see [`crate::interrupt`]).
+//! - FUSE workers call [`Core::file_call`] / [`Conn::call`]: they park the
+//!   reply and return. **No FUSE worker ever waits on a driver.**
+//! - Per driver incarnation: a *reader* ([`Core::reader`]) that completes
+//!   parked requests and registers devices, a *writer* that drains the FIFO
+//!   when the socket is full, and a *reaper* that waits for the process.
+//! - The *watchdog* ([`crate::supervise::watchdog`]) pings drivers and kills
+//!   hung ones; the *interrupt watcher* ([`crate::interrupt`]) ends parked
+//!   requests whose caller was signalled.
 //!
-//! When a driver dies or breaks the protocol, every request it had in flight
-//! ends with `EIO` at once.
+//! Lock order: `tree` before `Instance::live` before `files` before a
+//! `Conn`'s locks. No lock is held while calling into the kernel's FUSE
+//! notification channel.
 
-use std::collections::{HashMap, VecDeque};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use access_policy::{NodeKind as PolicyKind, Perm};
-use ddf::driver::SOCKET_FD_ENV;
-use ddf::ipc::{encode_frame, Channel, IpcError, RecvBuf};
+use ddf::ipc::{IpcError, RecvBuf, MAX_FDS};
 use ddf::proto::{
     Answer, Call, DdmToDriver, DeviceClass, DeviceId, DeviceSpec, DriverState, DriverToDdm, Errno,
-    Handle, RequestId,
+    Handle, RequestId, StateEntry,
 };
-use fuser::{FopenFlags, Notifier, PollNotifier, ReplyData, ReplyIoctl, ReplyOpen, ReplyPoll, ReplyWrite};
+use fuser::{FopenFlags, Notifier, PollNotifier};
 use log::{debug, error, info, warn};
 
+pub use crate::conn::lock;
+use crate::conn::{Conn, Parked};
 use crate::manifest::Manifest;
+use crate::supervise::Cause;
 use crate::tree::{DeviceRef, Ino, NodeKind, Tree, ROOT};
 
-/// Most bytes of frames one driver's FIFO may hold before new requests are
-/// refused with `ENOBUFS`: the DDM's memory stays bounded even when a driver
-/// stops reading.
-const FIFO_MAX_BYTES: usize = 64 << 20;
+/// Most bytes the state store keeps for one driver (all keys together).
+pub const STATE_MAX_BYTES: usize = 1 << 20;
 
-/// Locks a mutex, recovering the data if a thread panicked while holding it:
-/// the DDM keeps serving rather than cascading one bug into every thread.
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+/// Most keys in one driver's state store.
+pub const STATE_MAX_KEYS: usize = 64;
 
-/// A FUSE reply waiting for a driver's answer.
-#[derive(Debug)]
-pub enum Parked {
-    /// An open: on success a file handle is made for `ino`.
-    Open {
-        /// The FUSE reply.
-        reply: ReplyOpen,
-        /// The node opened.
-        ino: Ino,
-        /// Its class (decides the open flags).
-        class: DeviceClass,
-        /// `open(2)` flags.
-        flags: i32,
-    },
-    /// A read.
-    Read(ReplyData),
-    /// A write.
-    Write(ReplyWrite),
-    /// An ioctl.
-    Ioctl(ReplyIoctl),
-    /// A poll.
-    Poll(ReplyPoll),
-    /// Nobody waits for the answer (a close, or a request whose caller was
-    /// interrupted); the answer is dropped when it comes.
-    Discard,
-}
+/// Most devices one driver instance may register.
+pub const DEVICES_MAX: usize = 65_536;
 
-impl Parked {
-    /// Ends the request with `err` (no driver answer will come, or it came
-    /// malformed).
-    pub fn fail(self, err: Errno) {
-        let e = fuser::Errno::from_i32(err.0);
-        match self {
-            Parked::Open { reply, .. } => reply.error(e),
-            Parked::Read(r) => r.error(e),
-            Parked::Write(r) => r.error(e),
-            Parked::Ioctl(r) => r.error(e),
-            Parked::Poll(r) => r.error(e),
-            Parked::Discard => {}
-        }
-    }
-
-    fn kind(&self) -> &'static str {
-        match self {
-            Parked::Open { .. } => "open",
-            Parked::Read(_) => "read",
-            Parked::Write(_) => "write",
-            Parked::Ioctl(_) => "ioctl",
-            Parked::Poll(_) => "poll",
-            Parked::Discard => "discarded",
-        }
-    }
-}
-
-/// A request in flight.
-#[derive(Debug)]
-pub struct Pending {
-    /// The reply to complete.
-    pub parked: Parked,
-    /// The calling thread (FUSE gives the thread id), for interrupts.
-    pub pid: u32,
-    /// When it was sent.
-    pub since: Instant,
-}
-
-#[derive(Debug, Default)]
-struct OutQueue {
-    frames: VecDeque<Vec<u8>>,
-    bytes: usize,
-    /// The writer thread holds a frame it took from the queue.
-    busy: bool,
-    closed: bool,
-}
-
-/// One incarnation's link to a driver process.
-#[derive(Debug)]
-pub struct Conn {
-    chan: Channel,
-    /// Requests in flight by id.
-    pub pending: Mutex<HashMap<RequestId, Pending>>,
-    next_id: AtomicU64,
-    out: Mutex<OutQueue>,
-    out_cv: Condvar,
-    dead: AtomicBool,
-}
-
-impl Conn {
-    fn new(chan: Channel) -> Conn {
-        Conn {
-            chan,
-            pending: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
-            out: Mutex::new(OutQueue::default()),
-            out_cv: Condvar::new(),
-            dead: AtomicBool::new(false),
-        }
-    }
-
-    /// Sends `call` and parks `parked` until the driver answers. Never
-    /// blocks on the driver. On failure the parked reply is failed here.
-    pub fn call(&self, call: Call, payload: &[u8], parked: Parked, pid: u32) -> Option<RequestId> {
-        if self.dead.load(Ordering::Acquire) {
-            parked.fail(Errno::EIO);
-            return None;
-        }
-        let id = RequestId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        lock(&self.pending).insert(
-            id,
-            Pending {
-                parked,
-                pid,
-                since: Instant::now(),
-            },
-        );
-        let msg = DdmToDriver::Call { id, call };
-        if let Err(err) = self.send(&msg, payload) {
-            if let Some(p) = lock(&self.pending).remove(&id) {
-                p.parked.fail(err);
-            }
-            return None;
-        }
-        Some(id)
-    }
-
-    /// Queues a message to the driver in FIFO order, without blocking.
-    pub fn send(&self, msg: &DdmToDriver, payload: &[u8]) -> Result<(), Errno> {
-        let mut q = lock(&self.out);
-        if q.closed {
-            return Err(Errno::EIO);
-        }
-        if q.frames.is_empty() && !q.busy {
-            match self.chan.try_send(msg, payload, &[]) {
-                Ok(()) => return Ok(()),
-                Err(IpcError::WouldBlock) => {}
-                Err(e) => {
-                    debug!("send to driver failed: {e}");
-                    return Err(Errno::EIO);
-                }
-            }
-        }
-        let frame = encode_frame(msg, payload).map_err(|_| Errno::EIO)?;
-        if q.bytes + frame.len() > FIFO_MAX_BYTES {
-            return Err(Errno::ENOBUFS);
-        }
-        q.bytes += frame.len();
-        q.frames.push_back(frame);
-        self.out_cv.notify_one();
-        Ok(())
-    }
-
-    fn writer_loop(&self) {
-        loop {
-            let frame = {
-                let mut q = lock(&self.out);
-                loop {
-                    if q.closed {
-                        return;
-                    }
-                    if let Some(f) = q.frames.pop_front() {
-                        q.bytes -= f.len();
-                        q.busy = true;
-                        break f;
-                    }
-                    q = self.out_cv.wait(q).unwrap_or_else(|p| p.into_inner());
-                }
-            };
-            let res = self.chan.send_raw(&frame, &[], false);
-            let mut q = lock(&self.out);
-            q.busy = false;
-            if let Err(e) = res {
-                debug!("writer: {e}");
-                q.closed = true;
-                return;
-            }
-        }
-    }
-
-    /// Marks the link dead, stops its threads, and fails every request in
-    /// flight with `EIO`. Returns how many requests were failed.
-    pub fn kill(&self) -> usize {
-        self.dead.store(true, Ordering::Release);
-        {
-            let mut q = lock(&self.out);
-            q.closed = true;
-            q.frames.clear();
-            q.bytes = 0;
-        }
-        self.out_cv.notify_all();
-        self.chan.shutdown();
-        let drained: Vec<Pending> = lock(&self.pending).drain().map(|(_, p)| p).collect();
-        let n = drained.iter().filter(|p| !matches!(p.parked, Parked::Discard)).count();
-        for p in drained {
-            p.parked.fail(Errno::EIO);
-        }
-        n
-    }
-
-    /// Whether the link is gone.
-    pub fn is_dead(&self) -> bool {
-        self.dead.load(Ordering::Acquire)
-    }
-}
+/// Unsolicited messages (anything but replies) a driver may send in a burst,
+/// and per second after it: beyond that it floods, and is killed.
+const FLOOD_BURST: f64 = 50_000.0;
+const FLOOD_RATE: f64 = 20_000.0;
 
 /// What changes over a driver instance's life.
 #[derive(Debug)]
@@ -265,14 +65,38 @@ pub struct Live {
     pub pid: Option<u32>,
     /// The current incarnation's link.
     pub conn: Option<Arc<Conn>>,
-    /// Its devices: driver number to inode.
+    /// This incarnation's devices: driver number to inode.
     pub devices: HashMap<DeviceId, Ino>,
+    /// Every device node this instance has, by name, across incarnations
+    /// (a restarted driver gets its old nodes back).
+    pub names: HashMap<String, Ino>,
+    /// Nodes registered by the current incarnation.
+    pub seen: HashSet<Ino>,
     /// Restarts so far.
     pub restarts: u32,
     /// How the last incarnation ended.
     pub last_exit: Option<String>,
-    /// Incarnation counter; bumps on every start.
-    pub generation: u64,
+    /// Why the DDM killed (or is stopping) the current incarnation, if it did.
+    pub kill_reason: Option<Cause>,
+    /// Recent deaths, for the crash-loop window.
+    pub failures: Vec<Instant>,
+    /// When the last incarnation died (restart latency is measured from it).
+    pub died_at: Option<Instant>,
+    /// The heartbeat ping in flight: sequence number and when it was sent.
+    pub ping: Option<(u64, Instant)>,
+    /// When the last ping was sent.
+    pub last_ping: Option<Instant>,
+    /// When the current incarnation was started.
+    pub started_at: Option<Instant>,
+}
+
+/// State a driver left with the DDM for its next incarnation.
+#[derive(Debug)]
+pub struct Stored {
+    /// Bytes.
+    pub bytes: Vec<u8>,
+    /// Descriptors (a memfd, ...), owned by the DDM.
+    pub fds: Vec<OwnedFd>,
 }
 
 /// A driver instance: one manifest, one process at a time.
@@ -288,6 +112,8 @@ pub struct Instance {
     pub live: Mutex<Live>,
     /// Signalled when the state changes (start-up waits on it).
     pub changed: Condvar,
+    /// The state store: survives the driver's restarts (not ddm's).
+    pub store: Mutex<BTreeMap<String, Stored>>,
     /// Calls answered.
     pub requests: AtomicU64,
     /// Calls answered with an error.
@@ -306,6 +132,49 @@ impl Instance {
     }
 }
 
+/// A call waiting for an open file's driver to come back.
+pub struct Waiter {
+    /// Builds the call once the new handle is known.
+    pub make: Box<dyn FnOnce(Handle) -> Call + Send>,
+    /// The call's payload (a write's data).
+    pub payload: Vec<u8>,
+    /// The FUSE reply.
+    pub parked: Parked,
+    /// The caller.
+    pub pid: u32,
+}
+
+impl std::fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waiter")
+            .field("parked", &self.parked.kind())
+            .field("pid", &self.pid)
+            .finish()
+    }
+}
+
+/// How an open file reaches its driver.
+#[derive(Debug)]
+pub enum Link {
+    /// Through this incarnation, with this handle.
+    Live {
+        /// The incarnation.
+        conn: Arc<Conn>,
+        /// The driver's handle.
+        handle: Handle,
+    },
+    /// The driver restarted and the file is being re-opened (or waits for
+    /// the driver to be ready); calls wait here.
+    Waiting {
+        /// Calls made meanwhile.
+        waiters: Vec<Waiter>,
+        /// Whether the re-open was sent.
+        reopening: bool,
+    },
+    /// The driver died and this file does not survive restarts: `EIO`.
+    Dead,
+}
+
 /// An open file under the mount.
 #[derive(Debug)]
 pub struct OpenFile {
@@ -313,10 +182,10 @@ pub struct OpenFile {
     pub ino: Ino,
     /// The driver instance.
     pub instance: usize,
-    /// The driver's handle.
-    pub handle: Handle,
-    /// The incarnation that issued the handle.
-    pub conn: Arc<Conn>,
+    /// `open(2)` flags (for re-opening).
+    pub flags: i32,
+    /// The link to the driver.
+    pub link: Link,
     /// The kernel's poll handle, if the file is polled.
     pub poll: Option<PollNotifier>,
 }
@@ -354,11 +223,19 @@ impl Core {
                         pid: None,
                         conn: None,
                         devices: HashMap::new(),
+                        names: HashMap::new(),
+                        seen: HashSet::new(),
                         restarts: 0,
                         last_exit: None,
-                        generation: 0,
+                        kill_reason: None,
+                        failures: Vec::new(),
+                        died_at: None,
+                        ping: None,
+                        last_ping: None,
+                        started_at: None,
                     }),
                     changed: Condvar::new(),
+                    store: Mutex::new(BTreeMap::new()),
                     requests: AtomicU64::new(0),
                     errors: AtomicU64::new(0),
                 })
@@ -374,184 +251,118 @@ impl Core {
         })
     }
 
-    /// Starts the driver process of `inst` and its threads.
-    pub fn start(self: &Arc<Core>, inst: &Arc<Instance>) -> Result<(), String> {
-        let (ours, theirs) = Channel::pair().map_err(|e| format!("socketpair: {e}"))?;
-        let theirs: OwnedFd = theirs.into();
-        let child_fd = theirs.as_raw_fd();
-        let mut cmd = Command::new(&inst.exec);
-        cmd.env(SOCKET_FD_ENV, "3")
-            .env("DDF_INSTANCE", inst.name())
-            .stdin(Stdio::null());
-        // SAFETY: the closure runs in the forked child before exec and calls
-        // only async-signal-safe functions (dup2, fcntl, prctl).
-        unsafe {
-            cmd.pre_exec(move || {
-                if child_fd == 3 {
-                    let flags = libc::fcntl(3, libc::F_GETFD);
-                    if flags < 0 || libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                } else if libc::dup2(child_fd, 3) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // A driver never outlives its DDM, and never gains privileges.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0
-                    || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) < 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", inst.exec.display()))?;
-        drop(theirs);
-        let pid = child.id();
-        let conn = Arc::new(Conn::new(ours));
-        {
-            let mut live = lock(&inst.live);
-            live.state = DriverState::Starting;
-            live.pid = Some(pid);
-            live.conn = Some(conn.clone());
-            live.generation += 1;
-        }
-        inst.changed.notify_all();
-        info!("driver {}: started pid {pid} ({})", inst.name(), inst.exec.display());
-
-        let core = self.clone();
-        let i = inst.clone();
-        let c = conn.clone();
-        spawn_named(&format!("rd-{}", inst.name()), move || core.reader(&i, &c));
-        let c = conn.clone();
-        spawn_named(&format!("wr-{}", inst.name()), move || c.writer_loop());
-        let core = self.clone();
-        let i = inst.clone();
-        spawn_named(&format!("wait-{}", inst.name()), move || core.reap(&i, child, &conn));
-        Ok(())
+    /// The instance called `name`.
+    pub fn instance(&self, name: &str) -> Option<&Arc<Instance>> {
+        self.instances.iter().find(|i| i.name() == name)
     }
 
-    /// Waits until `inst` is running (or failed), at most `timeout`.
-    pub fn wait_ready(&self, inst: &Instance, timeout: Duration) -> DriverState {
-        let deadline = Instant::now() + timeout;
-        let mut live = lock(&inst.live);
-        while live.state == DriverState::Starting {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            live = inst
-                .changed
-                .wait_timeout(live, left)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
-        }
-        live.state
-    }
-
-    fn reap(self: &Arc<Core>, inst: &Arc<Instance>, mut child: Child, conn: &Arc<Conn>) {
-        let status = child.wait();
-        let how = match &status {
-            Ok(s) => describe_exit(s),
-            Err(e) => format!("wait failed: {e}"),
-        };
-        let failed = conn.kill();
-        let paths = self.device_paths(inst);
-        let stopping = self.stopping.load(Ordering::Acquire);
-        {
-            let mut live = lock(&inst.live);
-            live.pid = None;
-            live.last_exit = Some(how.clone());
-            if live.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
-                live.conn = None;
-            }
-            live.state = if stopping || live.state == DriverState::Stopped {
-                DriverState::Stopped
-            } else {
-                DriverState::Failed
-            };
-        }
-        inst.changed.notify_all();
-        if stopping {
-            info!("driver {}: {how}", inst.name());
-        } else {
-            error!(
-                "driver {} ({}) died: {how}; {failed} request(s) in flight failed with EIO",
-                inst.name(),
-                paths.join(", ")
-            );
-        }
-    }
-
-    /// Paths of an instance's devices, for log lines.
+    /// Paths of an instance's device nodes, for log lines.
     pub fn device_paths(&self, inst: &Instance) -> Vec<String> {
-        let inos: Vec<Ino> = lock(&inst.live).devices.values().copied().collect();
+        let inos: Vec<Ino> = lock(&inst.live).names.values().copied().collect();
         let tree = self.tree.read().unwrap_or_else(|p| p.into_inner());
         let mut v: Vec<String> = inos.into_iter().map(|i| format!("/{}", tree.path(i))).collect();
         v.sort();
         v
     }
 
-    fn reader(self: &Arc<Core>, inst: &Arc<Instance>, conn: &Arc<Conn>) {
+    /// Serves one incarnation's socket until it closes or breaks the
+    /// protocol; runs on the link's reader thread.
+    pub fn reader(self: &Arc<Core>, inst: &Arc<Instance>, conn: &Arc<Conn>) {
         let mut buf = RecvBuf::default();
+        let mut bucket = FLOOD_BURST;
+        let mut refilled = Instant::now();
         let outcome = (|| -> Result<(), String> {
-            conn.chan.handshake(&mut buf).map_err(|e| format!("handshake: {e}"))?;
-            let start = DdmToDriver::Start {
-                instance: inst.name().to_owned(),
-                params: inst.manifest.param_pairs(),
-            };
-            conn.send(&start, &[]).map_err(|e| format!("start: {e}"))?;
+            conn.chan().handshake(&mut buf).map_err(|e| format!("handshake: {e}"))?;
+            self.send_start(inst, conn)?;
             loop {
-                let frame = match conn.chan.recv(&mut buf) {
+                let frame = match conn.chan().recv(&mut buf) {
                     Ok(f) => f,
                     Err(IpcError::Closed) => return Ok(()),
                     Err(e) => return Err(format!("bad frame: {e}")),
                 };
                 let msg: DriverToDdm = frame.decode().map_err(|e| format!("bad message: {e}"))?;
-                self.on_message(inst, conn, msg, frame.payload)?;
+                if !matches!(msg, DriverToDdm::Reply { .. }) {
+                    let now = Instant::now();
+                    bucket = (bucket + now.duration_since(refilled).as_secs_f64() * FLOOD_RATE).min(FLOOD_BURST);
+                    refilled = now;
+                    bucket -= 1.0;
+                    if bucket < 0.0 {
+                        return Err(format!("flood: more than {FLOOD_RATE} unsolicited messages a second"));
+                    }
+                }
+                let fds = frame.fds;
+                self.on_message(inst, conn, msg, frame.payload, fds)?;
             }
         })();
         if let Err(why) = outcome {
             if !conn.is_dead() {
                 error!("driver {}: protocol violation: {why}; killing it", inst.name());
-                self.kill_process(inst);
+                crate::supervise::kill(inst, Cause::Protocol(why));
             }
         }
         conn.kill();
     }
 
-    /// Sends SIGKILL to an instance's process, if it runs.
-    pub fn kill_process(&self, inst: &Instance) {
-        if let Some(pid) = lock(&inst.live).pid {
-            // SAFETY: kill(2) with a pid we started and have not reaped yet
-            // (the reaper clears `pid` before the zombie goes away).
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    /// Sends `Start` with the instance's parameters and stored state.
+    fn send_start(&self, inst: &Instance, conn: &Conn) -> Result<(), String> {
+        let store = lock(&inst.store);
+        let mut state = Vec::new();
+        let mut fds = Vec::new();
+        for (key, s) in store.iter() {
+            if fds.len() + s.fds.len() > MAX_FDS {
+                warn!("driver {}: state {key:?} left out: too many descriptors", inst.name());
+                continue;
+            }
+            state.push(StateEntry {
+                key: key.clone(),
+                bytes: s.bytes.clone(),
+                fds: s.fds.len() as u8,
+            });
+            fds.extend(s.fds.iter().map(|f| f.as_fd()));
         }
+        let start = DdmToDriver::Start {
+            instance: inst.name().to_owned(),
+            params: inst.manifest.param_pairs(),
+            state,
+        };
+        conn.chan().send(&start, &[], &fds).map_err(|e| format!("start: {e}"))
     }
 
-    fn on_message(self: &Arc<Core>, inst: &Arc<Instance>, conn: &Arc<Conn>, msg: DriverToDdm, payload: &[u8]) -> Result<(), String> {
+    fn on_message(
+        self: &Arc<Core>,
+        inst: &Arc<Instance>,
+        conn: &Arc<Conn>,
+        msg: DriverToDdm,
+        payload: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> Result<(), String> {
+        if !fds.is_empty() && !matches!(msg, DriverToDdm::SaveState { .. }) {
+            return Err(format!("{} descriptors sent with a message that takes none", fds.len()));
+        }
         match msg {
-            DriverToDdm::AddDevice(spec) => {
-                self.add_device(inst, spec);
-                Ok(())
-            }
+            DriverToDdm::AddDevice(spec) => self.add_device(inst, spec),
             DriverToDdm::RemoveDevice { device } => {
                 self.remove_device(inst, device);
                 Ok(())
             }
             DriverToDdm::Ready => {
-                lock(&inst.live).state = DriverState::Running;
-                inst.changed.notify_all();
-                info!("driver {}: ready, serving {}", inst.name(), self.device_paths(inst).join(" "));
+                self.on_ready(inst, conn);
                 Ok(())
             }
             DriverToDdm::Pong { seq } => {
-                debug!("driver {}: pong {seq}", inst.name());
+                let mut live = lock(&inst.live);
+                if live.ping.is_some_and(|(s, _)| s == seq) {
+                    live.ping = None;
+                }
                 Ok(())
             }
             DriverToDdm::PollWake { handle } => {
-                self.poll_wake(inst.index, conn, handle);
+                self.poll_wake(conn, handle);
+                Ok(())
+            }
+            DriverToDdm::SaveState { key } => self.save_state(inst, key, payload, fds),
+            DriverToDdm::DropState { key } => {
+                lock(&inst.store).remove(&key);
                 Ok(())
             }
             DriverToDdm::Reply { id, result } => {
@@ -564,6 +375,238 @@ impl Core {
                 }
                 self.complete(inst, conn, id, p.parked, result, payload)
             }
+        }
+    }
+
+    fn save_state(&self, inst: &Instance, key: String, bytes: &[u8], fds: Vec<OwnedFd>) -> Result<(), String> {
+        let mut store = lock(&inst.store);
+        let others: usize = store.iter().filter(|(k, _)| **k != key).map(|(_, s)| s.bytes.len()).sum();
+        if others + bytes.len() > STATE_MAX_BYTES {
+            return Err(format!("state store over {STATE_MAX_BYTES} bytes"));
+        }
+        if !store.contains_key(&key) && store.len() >= STATE_MAX_KEYS {
+            return Err(format!("state store over {STATE_MAX_KEYS} keys"));
+        }
+        debug!("driver {}: state {key:?} saved ({} bytes, {} fds)", inst.name(), bytes.len(), fds.len());
+        store.insert(
+            key,
+            Stored {
+                bytes: bytes.to_vec(),
+                fds,
+            },
+        );
+        Ok(())
+    }
+
+    fn on_ready(self: &Arc<Core>, inst: &Arc<Instance>, conn: &Arc<Conn>) {
+        let (stale, restarted_in, restarts) = {
+            let mut live = lock(&inst.live);
+            live.state = DriverState::Running;
+            let seen = std::mem::take(&mut live.seen);
+            let stale: Vec<(String, Ino)> = live
+                .names
+                .iter()
+                .filter(|(_, ino)| !seen.contains(ino))
+                .map(|(n, i)| (n.clone(), *i))
+                .collect();
+            for (n, _) in &stale {
+                live.names.remove(n);
+            }
+            live.seen = seen;
+            (stale, live.died_at.take().map(|t| t.elapsed()), live.restarts)
+        };
+        inst.changed.notify_all();
+        for (_, ino) in stale {
+            self.remove_node(ino);
+        }
+        match restarted_in {
+            Some(d) => info!(
+                "driver {}: restarted (restart {restarts}) in {} ms, serving {}",
+                inst.name(),
+                d.as_millis(),
+                self.device_paths(inst).join(" ")
+            ),
+            None => info!("driver {}: ready, serving {}", inst.name(), self.device_paths(inst).join(" ")),
+        }
+        // Open files that survive restarts and have calls waiting: re-open now.
+        let todo: Vec<(u64, Ino, i32)> = lock(&self.files)
+            .iter_mut()
+            .filter(|(_, f)| f.instance == inst.index)
+            .filter_map(|(fh, f)| match &mut f.link {
+                Link::Waiting { reopening, .. } if !*reopening => {
+                    *reopening = true;
+                    Some((*fh, f.ino, f.flags))
+                }
+                _ => None,
+            })
+            .collect();
+        for (fh, ino, flags) in todo {
+            self.reopen(inst, conn, fh, ino, flags);
+        }
+    }
+
+    /// Sends an open for file `fh` on a new incarnation.
+    fn reopen(&self, inst: &Instance, conn: &Arc<Conn>, fh: u64, ino: Ino, flags: i32) {
+        let device = match self.tree.read().unwrap_or_else(|p| p.into_inner()).get(ino).map(|n| &n.kind) {
+            Some(NodeKind::Device(d)) if d.instance == inst.index => Some(d.device),
+            _ => None,
+        };
+        match device {
+            Some(device) => {
+                debug!("driver {}: re-opening fh {fh}", inst.name());
+                conn.call(Call::Open { device, flags }, &[], Parked::Reopen { fh }, 0);
+            }
+            None => self.reopen_failed(fh, Errno::ENODEV),
+        }
+    }
+
+    fn reopen_failed(&self, fh: u64, err: Errno) {
+        let waiters = match lock(&self.files).get_mut(&fh) {
+            Some(f) => match std::mem::replace(&mut f.link, Link::Dead) {
+                Link::Waiting { waiters, .. } => waiters,
+                other => {
+                    f.link = other;
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+        for w in waiters {
+            w.parked.fail(err);
+        }
+    }
+
+    /// What to do with an incarnation's open files when it died: files that
+    /// survive restarts wait for the next incarnation (a re-open in flight
+    /// is retried), the others are dead. With `quarantined`, all are dead.
+    pub fn orphan_files(&self, inst: &Instance, quarantined: bool) {
+        let survive = inst.manifest.handles_survive_restart && !quarantined;
+        let mut failed = Vec::new();
+        for f in lock(&self.files).values_mut().filter(|f| f.instance == inst.index) {
+            let dead_link = match &f.link {
+                Link::Live { conn, .. } => conn.is_dead(),
+                Link::Waiting { .. } => true,
+                Link::Dead => false,
+            };
+            if !dead_link {
+                continue;
+            }
+            if survive {
+                match &mut f.link {
+                    Link::Waiting { reopening, .. } => *reopening = false,
+                    other => {
+                        *other = Link::Waiting {
+                            waiters: Vec::new(),
+                            reopening: false,
+                        }
+                    }
+                }
+            } else if let Link::Waiting { waiters, .. } = std::mem::replace(&mut f.link, Link::Dead) {
+                failed.extend(waiters);
+            }
+        }
+        for w in failed {
+            w.parked.fail(Errno::EIO);
+        }
+    }
+
+    /// Makes a call on open file `fh`: at once on a live link, after the
+    /// re-open for a file whose driver restarted, or `EIO`/`EBADF`.
+    pub fn file_call<F>(&self, fh: u64, make: F, payload: &[u8], parked: Parked, pid: u32)
+    where
+        F: FnOnce(Handle) -> Call + Send + 'static,
+    {
+        let mut files = lock(&self.files);
+        let Some(f) = files.get_mut(&fh) else {
+            drop(files);
+            parked.fail(Errno::EBADF);
+            return;
+        };
+        let waiter = |make: F, parked: Parked| Waiter {
+            make: Box::new(make),
+            payload: payload.to_vec(),
+            parked,
+            pid,
+        };
+        match &mut f.link {
+            Link::Live { conn, handle } if !conn.is_dead() => {
+                let (conn, handle) = (conn.clone(), *handle);
+                drop(files);
+                conn.call(make(handle), payload, parked, pid);
+            }
+            Link::Waiting { waiters, .. } => waiters.push(waiter(make, parked)),
+            Link::Dead => {
+                drop(files);
+                parked.fail(Errno::EIO);
+            }
+            Link::Live { .. } => {
+                // The incarnation died under this file.
+                let Some(inst) = self.instances.get(f.instance) else {
+                    drop(files);
+                    parked.fail(Errno::EIO);
+                    return;
+                };
+                if !inst.manifest.handles_survive_restart {
+                    f.link = Link::Dead;
+                    drop(files);
+                    parked.fail(Errno::EIO);
+                    return;
+                }
+                let (state, conn) = {
+                    let live = lock(&inst.live);
+                    (live.state, live.conn.clone())
+                };
+                match (state, conn) {
+                    (DriverState::Running, Some(conn)) => {
+                        f.link = Link::Waiting {
+                            waiters: vec![waiter(make, parked)],
+                            reopening: true,
+                        };
+                        let (ino, flags) = (f.ino, f.flags);
+                        drop(files);
+                        self.reopen(inst, &conn, fh, ino, flags);
+                    }
+                    (DriverState::Running | DriverState::Starting | DriverState::Restarting, _) => {
+                        f.link = Link::Waiting {
+                            waiters: vec![waiter(make, parked)],
+                            reopening: false,
+                        };
+                    }
+                    (DriverState::Failed | DriverState::Stopped, _) => {
+                        f.link = Link::Dead;
+                        drop(files);
+                        parked.fail(Errno::EIO);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes open file `fh` (FUSE release).
+    pub fn release(&self, fh: u64) {
+        let Some(f) = lock(&self.files).remove(&fh) else { return };
+        match f.link {
+            Link::Live { conn, handle } => {
+                conn.call(Call::Close { handle }, &[], Parked::Discard, 0);
+            }
+            Link::Waiting { waiters, .. } => {
+                for w in waiters {
+                    w.parked.fail(Errno::EBADF);
+                }
+            }
+            Link::Dead => {}
+        }
+    }
+
+    /// Records the kernel's poll handle for `fh`; returns false if there is
+    /// no such file.
+    pub fn set_poll(&self, fh: u64, ph: PollNotifier) -> bool {
+        match lock(&self.files).get_mut(&fh) {
+            Some(f) => {
+                f.poll = Some(ph);
+                true
+            }
+            None => false,
         }
     }
 
@@ -581,7 +624,11 @@ impl Core {
             Ok(a) => a,
             Err(e) => {
                 let e = if (1..4096).contains(&e.0) { e } else { Errno::EIO };
-                parked.fail(e);
+                if let Parked::Reopen { fh } = parked {
+                    self.reopen_failed(fh, e);
+                } else {
+                    parked.fail(e);
+                }
                 return Ok(());
             }
         };
@@ -594,13 +641,42 @@ impl Core {
                     OpenFile {
                         ino,
                         instance: inst.index,
-                        handle,
-                        conn: conn.clone(),
+                        flags,
+                        link: Link::Live {
+                            conn: conn.clone(),
+                            handle,
+                        },
                         poll: None,
                     },
                 );
-                debug!("driver {}: open of inode {ino} (flags {flags:#o}) is handle {handle}, fh {fh}", inst.name());
                 reply.opened(fuser::FileHandle(fh), open_flags(class));
+            }
+            (Parked::Reopen { fh }, Answer::Opened { handle }) => {
+                let waiters = match lock(&self.files).get_mut(&fh) {
+                    Some(f) => match std::mem::replace(
+                        &mut f.link,
+                        Link::Live {
+                            conn: conn.clone(),
+                            handle,
+                        },
+                    ) {
+                        Link::Waiting { waiters, .. } => Some(waiters),
+                        _ => Some(Vec::new()),
+                    },
+                    None => None,
+                };
+                match waiters {
+                    // Closed meanwhile: close the new handle too.
+                    None => {
+                        conn.call(Call::Close { handle }, &[], Parked::Discard, 0);
+                    }
+                    Some(waiters) => {
+                        debug!("driver {}: fh {fh} re-opened as handle {handle}", inst.name());
+                        for w in waiters {
+                            conn.call((w.make)(handle), &w.payload, w.parked, w.pid);
+                        }
+                    }
+                }
             }
             (Parked::Read(reply), Answer::Data) => reply.data(payload),
             (Parked::Write(reply), Answer::Written { len }) => reply.written(len),
@@ -610,17 +686,21 @@ impl Core {
             }
             (parked, answer) => {
                 let kind = parked.kind();
-                parked.fail(Errno::EIO);
+                if let Parked::Reopen { fh } = parked {
+                    self.reopen_failed(fh, Errno::EIO);
+                } else {
+                    parked.fail(Errno::EIO);
+                }
                 return Err(format!("answer {answer:?} does not fit {kind} request {}", id.0));
             }
         }
         Ok(())
     }
 
-    fn poll_wake(&self, instance: usize, conn: &Arc<Conn>, handle: Handle) {
+    fn poll_wake(&self, conn: &Arc<Conn>, handle: Handle) {
         let notifiers: Vec<PollNotifier> = lock(&self.files)
             .values_mut()
-            .filter(|f| f.instance == instance && f.handle == handle && Arc::ptr_eq(&f.conn, conn))
+            .filter(|f| matches!(&f.link, Link::Live { conn: c, handle: h } if *h == handle && Arc::ptr_eq(c, conn)))
             .filter_map(|f| f.poll.take())
             .collect();
         for n in notifiers {
@@ -630,37 +710,85 @@ impl Core {
         }
     }
 
-    fn add_device(&self, inst: &Instance, spec: DeviceSpec) {
+    fn add_device(&self, inst: &Instance, spec: DeviceSpec) -> Result<(), String> {
+        let size = if spec.class == DeviceClass::Block { spec.size } else { 0 };
+        let dref = DeviceRef {
+            instance: inst.index,
+            device: spec.device,
+            class: spec.class,
+            size,
+        };
+        let live = lock(&inst.live);
+        if live.devices.len() >= DEVICES_MAX {
+            return Err(format!("more than {DEVICES_MAX} devices"));
+        }
+        if live.devices.contains_key(&spec.device) {
+            return Err(format!("device number {} registered twice", spec.device));
+        }
+        // A restarted driver registering a device it had before gets the
+        // same node back (same inode, permissions, open files).
+        if let Some(&ino) = live.names.get(&spec.name) {
+            drop(live);
+            let ok = {
+                let mut tree = self.tree.write().unwrap_or_else(|p| p.into_inner());
+                match tree.get_mut(ino) {
+                    Some(n) => {
+                        n.kind = NodeKind::Device(dref);
+                        true
+                    }
+                    None => false,
+                }
+            };
+            let mut live = lock(&inst.live);
+            if ok {
+                live.devices.insert(spec.device, ino);
+                live.seen.insert(ino);
+                return Ok(());
+            }
+            live.names.remove(&spec.name);
+        } else {
+            drop(live);
+        }
         let kind = match spec.class {
             DeviceClass::Char => PolicyKind::CharDevice,
             DeviceClass::Block => PolicyKind::BlockDevice,
         };
         let perm: Perm = access_policy::default_perm(&spec.name, kind);
-        let node = NodeKind::Device(DeviceRef {
-            instance: inst.index,
-            device: spec.device,
-            class: spec.class,
-            size: if spec.class == DeviceClass::Block { spec.size } else { 0 },
-        });
         let added = self
             .tree
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .add(ROOT, &spec.name, node, perm);
+            .add(ROOT, &spec.name, NodeKind::Device(dref), perm);
         match added {
             Ok(ino) => {
-                lock(&inst.live).devices.insert(spec.device, ino);
+                let mut live = lock(&inst.live);
+                live.devices.insert(spec.device, ino);
+                live.names.insert(spec.name.clone(), ino);
+                live.seen.insert(ino);
                 debug!("driver {}: device /{} is inode {ino}", inst.name(), spec.name);
             }
             Err(e) => warn!("driver {}: device {:?} refused: {e}", inst.name(), spec.name),
         }
+        Ok(())
     }
 
     fn remove_device(&self, inst: &Instance, device: DeviceId) {
-        let Some(ino) = lock(&inst.live).devices.remove(&device) else {
-            warn!("driver {}: removal of unknown device {device}", inst.name());
-            return;
+        let ino = {
+            let mut live = lock(&inst.live);
+            let Some(ino) = live.devices.remove(&device) else {
+                drop(live);
+                warn!("driver {}: removal of unknown device {device}", inst.name());
+                return;
+            };
+            live.names.retain(|_, i| *i != ino);
+            live.seen.remove(&ino);
+            ino
         };
+        self.remove_node(ino);
+    }
+
+    /// Removes a node (and what is below it) and tells the kernel.
+    pub fn remove_node(&self, ino: Ino) {
         let removed = self.tree.write().unwrap_or_else(|p| p.into_inner()).remove(ino);
         if let Some(n) = self.notifier.get() {
             for node in removed {
@@ -679,6 +807,7 @@ impl Core {
             let conn = {
                 let mut live = lock(&inst.live);
                 live.state = DriverState::Stopped;
+                live.kill_reason = Some(Cause::Requested(crate::supervise::Request::Stop));
                 live.conn.clone()
             };
             if let Some(c) = conn {
@@ -694,7 +823,7 @@ impl Core {
                 if left.is_zero() {
                     drop(live);
                     warn!("driver {}: did not stop in time; killing it", inst.name());
-                    self.kill_process(inst);
+                    crate::supervise::signal(inst, libc::SIGKILL);
                     break;
                 }
                 live = inst
@@ -714,22 +843,6 @@ pub fn open_flags(class: DeviceClass) -> FopenFlags {
     match class {
         DeviceClass::Char => FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NONSEEKABLE | FopenFlags::FOPEN_STREAM,
         DeviceClass::Block => FopenFlags::FOPEN_DIRECT_IO,
-    }
-}
-
-/// "exited with status 3", "killed by signal 9 (SIGKILL)", ...
-pub fn describe_exit(s: &std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    if let Some(code) = s.code() {
-        format!("exited with status {code}")
-    } else if let Some(sig) = s.signal() {
-        let name = nix::sys::signal::Signal::try_from(sig)
-            .map(|s| s.as_str().to_owned())
-            .unwrap_or_else(|_| "unknown".into());
-        let core = if s.core_dumped() { ", core dumped" } else { "" };
-        format!("killed by signal {sig} ({name}{core})")
-    } else {
-        format!("ended: {s}")
     }
 }
 

@@ -34,7 +34,8 @@ use fuser::{
 };
 use log::debug;
 
-use crate::core::{lock, Core, Parked};
+use crate::conn::Parked;
+use crate::core::{lock, Core};
 use crate::tree::{Node, NodeKind};
 
 /// How long the kernel may cache attributes and entries.
@@ -104,11 +105,6 @@ impl DdfFs {
             }
         }
         v
-    }
-
-    /// The open file `fh`: its driver link and handle.
-    fn file(&self, fh: FileHandle) -> Option<(Arc<crate::core::Conn>, u64)> {
-        lock(&self.core.files).get(&fh.0).map(|f| (f.conn.clone(), f.handle))
     }
 }
 
@@ -311,17 +307,15 @@ impl Filesystem for DdfFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let Some((conn, handle)) = self.file(fh) else {
-            reply.error(Errno::EBADF);
-            return;
-        };
-        let call = Call::Read {
+        let len = size.min(PAYLOAD_MAX as u32);
+        let flags = flags.0;
+        let make = move |handle| Call::Read {
             handle,
             offset,
-            len: size.min(PAYLOAD_MAX as u32),
-            flags: flags.0,
+            len,
+            flags,
         };
-        conn.call(call, &[], Parked::Read(reply), req.pid());
+        self.core.file_call(fh.0, make, &[], Parked::Read(reply), req.pid());
     }
 
     fn write(
@@ -336,21 +330,14 @@ impl Filesystem for DdfFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let Some((conn, handle)) = self.file(fh) else {
-            reply.error(Errno::EBADF);
-            return;
-        };
         if data.len() > PAYLOAD_MAX {
-            // max_write is PAYLOAD_MAX; a kernel that ignores it gets a short write.
+            // max_write is PAYLOAD_MAX; a kernel that ignores it gets an error.
             reply.error(Errno::EINVAL);
             return;
         }
-        let call = Call::Write {
-            handle,
-            offset,
-            flags: flags.0,
-        };
-        conn.call(call, data, Parked::Write(reply), req.pid());
+        let flags = flags.0;
+        let make = move |handle| Call::Write { handle, offset, flags };
+        self.core.file_call(fh.0, make, data, Parked::Write(reply), req.pid());
     }
 
     fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lo: LockOwner, reply: ReplyEmpty) {
@@ -371,11 +358,8 @@ impl Filesystem for DdfFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let file = lock(&self.core.files).remove(&fh.0);
         reply.ok();
-        if let Some(f) = file {
-            f.conn.call(Call::Close { handle: f.handle }, &[], Parked::Discard, 0);
-        }
+        self.core.release(fh.0);
     }
 
     fn ioctl(
@@ -389,16 +373,9 @@ impl Filesystem for DdfFs {
         out_size: u32,
         reply: ReplyIoctl,
     ) {
-        let Some((conn, handle)) = self.file(fh) else {
-            reply.error(Errno::EBADF);
-            return;
-        };
-        let call = Call::Ioctl {
-            handle,
-            cmd,
-            out_len: out_size.min(PAYLOAD_MAX as u32),
-        };
-        conn.call(call, in_data, Parked::Ioctl(reply), req.pid());
+        let out_len = out_size.min(PAYLOAD_MAX as u32);
+        let make = move |handle| Call::Ioctl { handle, cmd, out_len };
+        self.core.file_call(fh.0, make, in_data, Parked::Ioctl(reply), req.pid());
     }
 
     fn poll(
@@ -412,25 +389,13 @@ impl Filesystem for DdfFs {
         reply: ReplyPoll,
     ) {
         let notify = flags.contains(PollFlags::FUSE_POLL_SCHEDULE_NOTIFY);
-        let found = {
-            let mut files = lock(&self.core.files);
-            files.get_mut(&fh.0).map(|f| {
-                if notify {
-                    f.poll = Some(ph);
-                }
-                (f.conn.clone(), f.handle)
-            })
-        };
-        let Some((conn, handle)) = found else {
+        if notify && !self.core.set_poll(fh.0, ph) {
             reply.error(Errno::EBADF);
             return;
-        };
-        let call = Call::Poll {
-            handle,
-            events: events.bits(),
-            notify,
-        };
-        conn.call(call, &[], Parked::Poll(reply), req.pid());
+        }
+        let events = events.bits();
+        let make = move |handle| Call::Poll { handle, events, notify };
+        self.core.file_call(fh.0, make, &[], Parked::Poll(reply), req.pid());
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {

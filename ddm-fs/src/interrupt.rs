@@ -27,7 +27,8 @@ use std::time::Duration;
 use ddf::proto::{DdmToDriver, Errno};
 use log::debug;
 
-use crate::core::{lock, Core, Parked};
+use crate::conn::{lock, Parked};
+use crate::core::Core;
 
 /// How often parked requests are checked.
 pub const PERIOD: Duration = Duration::from_millis(20);

@@ -15,11 +15,13 @@ use fuser::{Config, MountOption, SessionACL};
 use log::{error, info, warn};
 use nix::sys::signal::{SigSet, Signal};
 
+mod conn;
 mod control;
 mod core;
 mod fs;
 mod interrupt;
 mod manifest;
+mod supervise;
 mod tree;
 
 use crate::core::{spawn_named, Core};
@@ -57,6 +59,11 @@ pub struct Args {
     /// How long to wait for each driver to become ready at start, in seconds.
     #[arg(long, default_value_t = 10)]
     pub start_timeout: u64,
+
+    /// Members of this group (name or number) may use ddmctl's commands that
+    /// change things, besides root.
+    #[arg(long, value_name = "GROUP")]
+    pub admin_group: Option<String>,
 }
 
 /// Why ddm could not start.
@@ -80,6 +87,19 @@ enum StartError {
     DriverDir(#[source] std::io::Error),
     #[error("signal setup failed")]
     Signals(#[source] nix::Error),
+    #[error("no group {0:?} (--admin-group takes a group name or number)")]
+    AdminGroup(String),
+}
+
+/// Resolves `--admin-group`.
+fn admin_gid(group: &str) -> Result<u32, StartError> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        _ => Err(StartError::AdminGroup(group.to_owned())),
+    }
 }
 
 fn main() -> ExitCode {
@@ -121,6 +141,7 @@ fn check_mountpoint(path: &Path) -> Result<(), StartError> {
 
 fn run(args: &Args) -> Result<(), StartError> {
     check_mountpoint(&args.mountpoint)?;
+    let admin_gid = args.admin_group.as_deref().map(admin_gid).transpose()?;
 
     // Every thread started from here on inherits this mask: the signals
     // arrive only where main waits for them.
@@ -189,9 +210,19 @@ fn run(args: &Args) -> Result<(), StartError> {
     let session = session.spawn().map_err(|e| StartError::Mount(args.mountpoint.clone(), e))?;
 
     let c = core.clone();
-    spawn_named("control-accept", move || control::serve(c, listener));
+    let rights = control::Rights {
+        admin_gid,
+        mountpoint: std::fs::canonicalize(&args.mountpoint)
+            .unwrap_or_else(|_| args.mountpoint.clone())
+            .display()
+            .to_string(),
+    };
+    spawn_named("control-accept", move || control::serve(c, listener, rights));
     let c = core.clone();
     spawn_named("interrupts", move || interrupt::watch(c));
+    let c = core.clone();
+    let start_timeout = Duration::from_secs(args.start_timeout);
+    spawn_named("watchdog", move || supervise::watchdog(c, start_timeout));
 
     info!(
         "serving {} (control socket {})",

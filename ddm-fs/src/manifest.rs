@@ -6,7 +6,17 @@
 //! name = "null"          # instance name, unique in one ddm
 //! exec = "ddf-null"      # executable; relative names are looked up in the driver directory
 //! autostart = true       # start when ddm starts
+//! handles_survive_restart = true   # open files are re-opened on a new incarnation
 //! [params]               # key = "value" pairs handed to the driver at start
+//! [supervision]          # optional overrides of the restart policy
+//! max_failures = 5       # deaths within `window_secs` that quarantine it
+//! window_secs = 60
+//! backoff_ms = 100       # wait before the 2nd restart; doubles each time
+//! backoff_max_ms = 5000
+//! heartbeat_ms = 1000    # ping period
+//! heartbeat_timeout_ms = 3000   # no pong for this long: hung, killed
+//! request_timeout_ms = 5000     # open/ioctl/poll unanswered this long: hung
+//! blocking_calls = ["read", "write"]   # calls that may wait forever
 //! ```
 //!
 //! The built-in drivers' manifests are compiled into `ddm` (so it needs no
@@ -29,12 +39,60 @@ pub struct Manifest {
     /// Start with ddm.
     #[serde(default)]
     pub autostart: bool,
+    /// Whether open files stay usable across a restart (the DDM re-opens
+    /// them on the new incarnation). Only for drivers whose handles carry no
+    /// state a restart would lose.
+    #[serde(default)]
+    pub handles_survive_restart: bool,
     /// Parameters for the driver.
     #[serde(default)]
     pub params: BTreeMap<String, toml::Value>,
+    /// Restart policy and hang detection.
+    #[serde(default)]
+    pub supervision: Supervision,
     /// Where it came from, for messages.
     #[serde(skip)]
     pub source: String,
+}
+
+/// How a driver is supervised. Every field has a documented default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Supervision {
+    /// Deaths within [`Supervision::window_secs`] that put the driver in the
+    /// `failed` state (quarantine) instead of restarting it again.
+    pub max_failures: u32,
+    /// The window for counting deaths, in seconds.
+    pub window_secs: u64,
+    /// The first restart is immediate; the second waits this long, and each
+    /// later one twice as long as the one before.
+    pub backoff_ms: u64,
+    /// The longest wait between restarts.
+    pub backoff_max_ms: u64,
+    /// How often the DDM pings the driver.
+    pub heartbeat_ms: u64,
+    /// A driver that has not answered a ping for this long is hung.
+    pub heartbeat_timeout_ms: u64,
+    /// An open, ioctl, poll or close unanswered for this long means the
+    /// driver is hung.
+    pub request_timeout_ms: u64,
+    /// Calls that may wait forever (a keyboard read waits for a key).
+    pub blocking_calls: Vec<String>,
+}
+
+impl Default for Supervision {
+    fn default() -> Self {
+        Supervision {
+            max_failures: 5,
+            window_secs: 60,
+            backoff_ms: 100,
+            backoff_max_ms: 5000,
+            heartbeat_ms: 1000,
+            heartbeat_timeout_ms: 3000,
+            request_timeout_ms: 5000,
+            blocking_calls: vec!["read".into(), "write".into()],
+        }
+    }
 }
 
 /// Manifests of the drivers that ship with ddf, compiled in.

@@ -17,7 +17,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::ipc::{Channel, IpcError, RecvBuf};
-use crate::proto::{ControlRequest, ControlResponse, DriverStatus, NodeInfo};
+use crate::proto::{ControlRequest, ControlResponse, DdmInfo, DriverStatus, Fault, NodeInfo};
 
 /// Where `ddm` listens unless told otherwise.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/ddf/control.sock";
@@ -87,6 +87,37 @@ impl Ddm {
     pub fn status(&mut self) -> Result<Vec<DriverStatus>, DdmError> {
         match self.call(&ControlRequest::Status)? {
             ControlResponse::Status(drivers) => Ok(drivers),
+            other => Err(DdmError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Where the DDM is mounted, its version and pid.
+    pub fn info(&mut self) -> Result<DdmInfo, DdmError> {
+        match self.call(&ControlRequest::Info)? {
+            ControlResponse::Info(info) => Ok(info),
+            other => Err(DdmError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Restarts driver `driver` now (also out of quarantine). Needs root or
+    /// the admin group.
+    pub fn restart(&mut self, driver: &str) -> Result<String, DdmError> {
+        self.done(&ControlRequest::Restart {
+            driver: driver.to_owned(),
+        })
+    }
+
+    /// Injects `fault` into driver `driver`. Needs root or the admin group.
+    pub fn inject(&mut self, driver: &str, fault: Fault) -> Result<String, DdmError> {
+        self.done(&ControlRequest::Inject {
+            driver: driver.to_owned(),
+            fault,
+        })
+    }
+
+    fn done(&mut self, req: &ControlRequest) -> Result<String, DdmError> {
+        match self.call(req)? {
+            ControlResponse::Done(msg) => Ok(msg),
             other => Err(DdmError::Unexpected(format!("{other:?}"))),
         }
     }

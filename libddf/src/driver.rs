@@ -38,8 +38,8 @@
 //! and writable" (the kernel's default poll mask). `close`, `init` and `fini`
 //! succeed. A driver implements only what it means.
 
-use std::collections::HashSet;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::collections::{HashMap, HashSet};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -48,8 +48,8 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::ipc::{Channel, IpcError, RecvBuf, PAYLOAD_MAX};
 use crate::proto::{
-    Answer, Call, DdmToDriver, DeviceClass, DeviceId, DeviceSpec, DriverToDdm, Errno, Handle,
-    RequestId,
+    Answer, Call, DdmToDriver, DeviceClass, DeviceId, DeviceSpec, DriverToDdm, Errno, Fault, Handle,
+    RequestId, StateEntry,
 };
 
 /// The environment variable that names the descriptor of the DDM socket a
@@ -183,10 +183,21 @@ impl Waker {
     }
 }
 
+/// State an earlier incarnation left with the DDM (see
+/// [`Context::save_state`]).
+#[derive(Debug)]
+pub struct SavedState {
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+    /// Its descriptors, now owned by this process.
+    pub fds: Vec<OwnedFd>,
+}
+
 /// What the runtime lends a driver in every call.
 #[derive(Debug)]
 pub struct Context {
     chan: Arc<Channel>,
+    state: HashMap<String, SavedState>,
     instance: String,
     params: Vec<(String, String)>,
     watches: Vec<(RawFd, u64)>,
@@ -258,6 +269,35 @@ impl Context {
         if self.poll_waiters.remove(&handle) {
             let _ = self.send(&DriverToDdm::PollWake { handle });
         }
+    }
+
+    /// The state saved under `key` by an earlier incarnation, if any.
+    pub fn state(&self, key: &str) -> Option<&SavedState> {
+        self.state.get(key)
+    }
+
+    /// Takes the saved state under `key` (its descriptors become yours).
+    pub fn take_state(&mut self, key: &str) -> Option<SavedState> {
+        self.state.remove(key)
+    }
+
+    /// Leaves state with the DDM for the next incarnation (the state store):
+    /// `bytes` and up to [`crate::ipc::MAX_FDS`] descriptors (a memfd holding
+    /// a disk, ...). It replaces what was saved under `key`. Because the DDM
+    /// handles this driver's messages in order, state saved before a reply
+    /// is stored before the client sees that reply: acknowledged state
+    /// survives a crash.
+    pub fn save_state(&mut self, key: &str, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), Errno> {
+        let msg = DriverToDdm::SaveState { key: key.to_owned() };
+        self.chan.send(&msg, bytes, fds).map_err(|e| {
+            warn!("{}: saving state {key:?} failed: {e}", self.instance);
+            Errno::EIO
+        })
+    }
+
+    /// Forgets the state saved under `key`.
+    pub fn drop_state(&mut self, key: &str) -> Result<(), Errno> {
+        self.send(&DriverToDdm::DropState { key: key.to_owned() })
     }
 
     /// Asks the runtime to stop after the current call (fini, then exit 0).
@@ -485,10 +525,15 @@ where
 
     let mut buf = RecvBuf::default();
     chan.handshake(&mut buf)?;
-    let start = {
+    let (start, state) = {
         let frame = chan.recv(&mut buf)?;
-        match frame.decode::<DdmToDriver>()? {
-            DdmToDriver::Start { instance, params } => StartInfo { instance, params },
+        let msg = frame.decode::<DdmToDriver>()?;
+        match msg {
+            DdmToDriver::Start {
+                instance,
+                params,
+                state,
+            } => (StartInfo { instance, params }, take_state(state, frame.fds)?),
             other => return Err(RunError::Protocol(format!("expected Start, got {other:?}"))),
         }
     };
@@ -496,6 +541,7 @@ where
         .map_err(|e| RunError::Setup(e.into()))?;
     let mut ctx = Context {
         chan: chan.clone(),
+        state,
         instance: start.instance.clone(),
         params: start.params.clone(),
         watches: Vec::new(),
@@ -562,6 +608,61 @@ where
     }
 }
 
+/// Pairs the saved state entries with the descriptors that came with them.
+fn take_state(entries: Vec<StateEntry>, fds: Vec<OwnedFd>) -> Result<HashMap<String, SavedState>, RunError> {
+    let want: usize = entries.iter().map(|e| usize::from(e.fds)).sum();
+    if want != fds.len() {
+        return Err(RunError::Protocol(format!(
+            "state names {want} descriptors, {} came",
+            fds.len()
+        )));
+    }
+    let mut fds = fds.into_iter();
+    Ok(entries
+        .into_iter()
+        .map(|e| {
+            let mine: Vec<OwnedFd> = fds.by_ref().take(usize::from(e.fds)).collect();
+            (
+                e.key,
+                SavedState {
+                    bytes: e.bytes,
+                    fds: mine,
+                },
+            )
+        })
+        .collect())
+}
+
+/// Does what [`DdmToDriver::Inject`] asks. Most of these do not return.
+fn inject(chan: &Channel, fault: Fault) -> Result<(), RunError> {
+    warn!("fault injected on request: {fault:?}");
+    match fault {
+        Fault::Panic => panic!("injected panic (ddmctl inject)"),
+        Fault::Abort => std::process::abort(),
+        Fault::Segv => {
+            // The Rust runtime handles SIGSEGV (to report stack overflows)
+            // and returns from a raised one; restore the default action so
+            // that the signal ends the process like a real invalid access.
+            // SAFETY: signal(2) with SIG_DFL and raise(2) have no memory
+            // preconditions; ending the process is the point.
+            unsafe {
+                libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+                libc::raise(libc::SIGSEGV);
+            }
+            Ok(())
+        }
+        Fault::Hang => loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        },
+        Fault::Garbage => {
+            let junk = [0xffu8; 64];
+            chan.send_raw(&junk, &[], false)?;
+            Ok(())
+        }
+        Fault::Exit(code) => std::process::exit(code),
+    }
+}
+
 fn dispatch<D: Driver>(
     driver: &mut D,
     ctx: &mut Context,
@@ -576,6 +677,7 @@ fn dispatch<D: Driver>(
             ctx.chan.send(&DriverToDdm::Pong { seq }, &[], &[])?;
         }
         DdmToDriver::Shutdown => ctx.stop = true,
+        DdmToDriver::Inject(fault) => inject(&ctx.chan, fault)?,
         DdmToDriver::Cancel { id } => driver.cancel(ctx, id),
         DdmToDriver::Call { id, call } => {
             let to = ReplyTo {

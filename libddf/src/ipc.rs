@@ -414,6 +414,36 @@ impl Channel {
         })
     }
 
+    /// The supplementary groups of the peer process (`SO_PEERGROUPS`).
+    pub fn peer_groups(&self) -> Result<Vec<u32>> {
+        let mut groups = vec![0 as libc::gid_t; 64];
+        loop {
+            let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
+            // SAFETY: `groups` is a writable buffer of `len` bytes, and the
+            // kernel writes at most `len` bytes and updates `len`.
+            let rc = unsafe {
+                libc::getsockopt(
+                    self.fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_PEERGROUPS,
+                    groups.as_mut_ptr().cast(),
+                    &mut len,
+                )
+            };
+            let n = len as usize / std::mem::size_of::<libc::gid_t>();
+            if rc == 0 {
+                groups.truncate(n);
+                return Ok(groups);
+            }
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::ERANGE) && n > groups.len() && n <= 65536 {
+                groups.resize(n, 0);
+                continue;
+            }
+            return Err(IpcError::Setup(err));
+        }
+    }
+
     /// Shuts the socket down in both directions: a thread blocked in
     /// [`Channel::recv`] wakes with [`IpcError::Closed`].
     pub fn shutdown(&self) {
@@ -539,6 +569,11 @@ mod tests {
         assert_eq!(f.fds.len(), 1);
         let cred = b.peer_cred().unwrap();
         assert_eq!(cred.pid, std::process::id() as i32);
+        let mut ours = nix::unistd::getgroups().unwrap().into_iter().map(|g| g.as_raw()).collect::<Vec<_>>();
+        let mut theirs = b.peer_groups().unwrap();
+        ours.sort();
+        theirs.sort();
+        assert_eq!(theirs, ours);
     }
 
     #[test]

@@ -11,6 +11,11 @@
 //! | libIPC    | [`ipc`]      | framed, typed messages over `SOCK_SEQPACKET` Unix sockets, with fd passing and peer credentials |
 //! | libDDM    | [`ddm`]      | the DDM proxy: the control-socket client `ddmctl` and programs use |
 //! | libDriver | [`driver`]   | the [`driver::Driver`] trait and the runtime that serves a driver from its request FIFO |
+//! | libMem    | [`mem`]      | sealed memfd buffers granted by descriptor, `process_vm_readv/writev` copies, locked DMA-minded buffers |
+//! | libIO     | [`io`]       | port I/O behind a trait: a real x86 backend behind `ioperm`, and an emulated port space |
+//!
+//! [`input`] holds what input drivers and their clients share: the evdev
+//! record, key codes, and the US keyboard layout both ways.
 //!
 //! The messages themselves live in [`proto`], in one place, so that the wire
 //! format can be read (and is pinned by tests) without reading the transport.

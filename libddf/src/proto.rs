@@ -98,6 +98,7 @@ pub type Handle = u64;
 /// How a device file behaves (paper §3.1: class is metadata, but it decides
 /// the file's shape).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DeviceClass {
     /// A non-seekable stream: no size, no offsets, direct I/O.
     Char,
@@ -131,12 +132,17 @@ pub struct DeviceSpec {
 /// The DDM's messages to a driver.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DdmToDriver {
-    /// Sent once after the handshake: who the driver is and its parameters.
+    /// Sent once after the handshake: who the driver is, its parameters,
+    /// and the state its previous incarnation left. The frame carries the
+    /// state's descriptors, in the order of `state`, each entry taking
+    /// [`StateEntry::fds`] of them.
     Start {
         /// The instance name (from its manifest).
         instance: String,
         /// `key=value` parameters from the manifest or the command line.
         params: Vec<(String, String)>,
+        /// State left with the DDM by earlier incarnations.
+        state: Vec<StateEntry>,
     },
     /// A client's call, to be answered by exactly one [`DriverToDdm::Reply`]
     /// with the same id.
@@ -159,6 +165,53 @@ pub enum DdmToDriver {
     },
     /// Finish (`fini`) and exit.
     Shutdown,
+    /// Misbehave on purpose (fault injection, `ddmctl inject`): the runtime
+    /// does it, whatever the driver.
+    Inject(Fault),
+}
+
+/// A fault the driver runtime injects into itself on request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Fault {
+    /// `panic!` in the runtime.
+    Panic,
+    /// `abort()`.
+    Abort,
+    /// Raise `SIGSEGV`.
+    Segv,
+    /// Stop answering anything, heartbeats included, forever.
+    Hang,
+    /// Send a frame that does not decode.
+    Garbage,
+    /// Exit with this status, unasked.
+    Exit(i32),
+}
+
+impl Fault {
+    /// Parses the names `ddmctl inject` takes.
+    pub fn parse(s: &str) -> Option<Fault> {
+        Some(match s {
+            "panic" | "crash" => Fault::Panic,
+            "abort" => Fault::Abort,
+            "segv" => Fault::Segv,
+            "hang" => Fault::Hang,
+            "garbage" => Fault::Garbage,
+            "exit" => Fault::Exit(0),
+            other => Fault::Exit(other.strip_prefix("exit:")?.parse().ok()?),
+        })
+    }
+}
+
+/// One piece of state a driver left with the DDM (see
+/// [`DriverToDdm::SaveState`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateEntry {
+    /// The driver's name for it.
+    pub key: String,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+    /// How many descriptors belong to it.
+    pub fds: u8,
 }
 
 /// A libDriver operation (paper §3.4, plus poll).
@@ -266,6 +319,20 @@ pub enum DriverToDdm {
         /// The handle.
         handle: Handle,
     },
+    /// Keep this state for the next incarnation (the state store): the
+    /// payload is its bytes, the frame's descriptors (a memfd, ...) go with
+    /// it. It replaces any state under the same key. The DDM handles a
+    /// driver's messages in order, so state saved before a reply is stored
+    /// before the client sees that reply.
+    SaveState {
+        /// The driver's name for it.
+        key: String,
+    },
+    /// Forget the state under `key`.
+    DropState {
+        /// The key.
+        key: String,
+    },
 }
 
 /// A successful outcome of a [`Call`].
@@ -297,13 +364,40 @@ pub enum Answer {
     },
 }
 
-/// A request on the control socket.
+/// A request on the control socket. `Tree`, `Status` and `Info` are for
+/// everyone; the others change something and need root or the DDM's admin
+/// group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControlRequest {
     /// The device tree.
     Tree,
     /// Every driver instance.
     Status,
+    /// Where the DDM is mounted and what it runs.
+    Info,
+    /// Restart a driver now (also out of the `failed` state).
+    Restart {
+        /// Driver instance name.
+        driver: String,
+    },
+    /// Make a driver misbehave (fault injection).
+    Inject {
+        /// Driver instance name.
+        driver: String,
+        /// What to do.
+        fault: Fault,
+    },
+}
+
+/// Answer to [`ControlRequest::Info`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DdmInfo {
+    /// The mount point.
+    pub mountpoint: String,
+    /// ddm's version.
+    pub version: String,
+    /// ddm's process id.
+    pub pid: u32,
 }
 
 /// The DDM's answer on the control socket.
@@ -315,6 +409,10 @@ pub enum ControlResponse {
     Status(Vec<DriverStatus>),
     /// The request failed; the text says why and what to do.
     Error(String),
+    /// Answer to [`ControlRequest::Info`].
+    Info(DdmInfo),
+    /// A change was made; the text says what.
+    Done(String),
 }
 
 /// One node of the tree as the control socket shows it.
@@ -342,6 +440,7 @@ pub struct NodeInfo {
 
 /// The life of a driver instance as the DDM sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DriverState {
     /// Process started, not yet ready.
     Starting,
@@ -373,6 +472,8 @@ impl DriverState {
 pub struct DriverStatus {
     /// Instance name.
     pub name: String,
+    /// How its last incarnation ended, if one did.
+    pub last_exit: Option<String>,
     /// Executable it runs.
     pub exec: String,
     /// Process id, while it runs.

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ddf::ddm::{Ddm, DdmError};
-use ddf::proto::{DriverStatus, NodeInfo};
+use ddf::proto::{DriverStatus, Fault, NodeInfo};
 
 /// Manage the ddf device driver manager.
 #[derive(Debug, Parser)]
@@ -30,6 +30,22 @@ enum Command {
     Tree,
     /// Show every driver: pid, state, requests served, errors, restarts.
     Status,
+    /// Show where ddm is mounted, its version and pid.
+    Info,
+    /// Restart a driver now; also takes it out of the failed state (root or admin group).
+    Restart {
+        /// Driver name (see `ddmctl status`).
+        driver: String,
+    },
+    /// Make a driver misbehave on purpose, to test supervision (root or admin group).
+    ///
+    /// FAULT is one of: panic, abort, segv, hang, garbage, exit, exit:CODE.
+    Inject {
+        /// Driver name.
+        driver: String,
+        /// The fault.
+        fault: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -67,6 +83,23 @@ fn run(args: &Args) -> Result<(), DdmError> {
             } else {
                 print_status(&drivers);
             }
+        }
+        Command::Info => {
+            let info = ddm.info()?;
+            if args.json {
+                print_json(&info);
+            } else {
+                println!("mountpoint {}\nversion    {}\npid        {}", info.mountpoint, info.version, info.pid);
+            }
+        }
+        Command::Restart { driver } => println!("{}", ddm.restart(driver)?),
+        Command::Inject { driver, fault } => {
+            let f = Fault::parse(fault).ok_or_else(|| {
+                DdmError::Refused(format!(
+                    "unknown fault {fault:?}: use panic, abort, segv, hang, garbage, exit or exit:CODE"
+                ))
+            })?;
+            println!("{}", ddm.inject(driver, f)?);
         }
     }
     Ok(())

@@ -5,6 +5,15 @@
 //! parks every read and never answers it: only a cancel (the reader was
 //! signalled) or the close of the handle ends such a read. It shows that one
 //! stuck driver holds up nothing else.
+//!
+//! Its second device, `stall.info`, reads as `incarnation N`: the driver
+//! counts its own starts in the DDM's state store, so N shows that state
+//! survives a restart.
+//!
+//! Parameters: `name` (device name), `panic_on_init = "true"` (crash at every
+//! start: a crash loop), `hang_on_init = "true"` (never become ready).
+//! Other faults are injected at run time with `ddmctl inject`, which works
+//! on every driver.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -15,27 +24,49 @@ use ddf::proto::{DeviceClass, DeviceId, Errno, Handle, RequestId};
 #[derive(Debug, Default)]
 struct TestDriver {
     stall: DeviceId,
+    info: DeviceId,
+    incarnation: u64,
     next_handle: Handle,
     /// Reads parked forever, by request id, with the handle they belong to.
     parked: HashMap<RequestId, (Handle, ReadReply)>,
+    /// Open handles and their device.
+    handles: HashMap<Handle, (DeviceId, bool)>,
 }
 
 impl Driver for TestDriver {
     fn init(&mut self, ctx: &mut Context) -> Result<(), Errno> {
+        if ctx.param("panic_on_init") == Some("true") {
+            panic!("panic_on_init is set: crashing at start, as asked");
+        }
+        if ctx.param("hang_on_init") == Some("true") {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
+        let boots = ctx
+            .state("boots")
+            .and_then(|s| s.bytes.as_slice().try_into().ok())
+            .map(u64::from_le_bytes)
+            .unwrap_or(0);
+        self.incarnation = boots + 1;
+        ctx.save_state("boots", &self.incarnation.to_le_bytes(), &[])?;
         let name = ctx.param("name").unwrap_or("stall").to_owned();
         self.stall = ctx.add_device(&name, DeviceClass::Char, 0)?;
+        self.info = ctx.add_device(&format!("{name}.info"), DeviceClass::Char, 0)?;
         Ok(())
     }
 
     fn open(&mut self, _ctx: &mut Context, device: DeviceId, _flags: i32) -> Result<Handle, Errno> {
-        if device != self.stall {
+        if device != self.stall && device != self.info {
             return Err(Errno::ENXIO);
         }
         self.next_handle += 1;
+        self.handles.insert(self.next_handle, (device, false));
         Ok(self.next_handle)
     }
 
     fn close(&mut self, _ctx: &mut Context, handle: Handle) {
+        self.handles.remove(&handle);
         let ids: Vec<RequestId> = self
             .parked
             .iter()
@@ -50,6 +81,19 @@ impl Driver for TestDriver {
     }
 
     fn read(&mut self, _ctx: &mut Context, handle: Handle, _offset: u64, _len: u32, reply: ReadReply) {
+        if let Some((dev, done)) = self.handles.get_mut(&handle) {
+            if *dev == self.info {
+                // The text once, then end of file.
+                let text = if *done { String::new() } else { format!("incarnation {}\n", self.incarnation) };
+                *done = true;
+                reply.data(text.as_bytes());
+                return;
+            }
+        }
+        if reply.nonblocking() {
+            reply.error(Errno::EAGAIN);
+            return;
+        }
         log::debug!("parking read {} of handle {handle}", reply.id().0);
         self.parked.insert(reply.id(), (handle, reply));
     }

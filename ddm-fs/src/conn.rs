@@ -1,0 +1,291 @@
+//! One incarnation's link to a driver process: the socket, the requests in
+//! flight, and the FIFO of frames waiting for the socket.
+//!
+//! FUSE workers call [`Conn::call`]: it parks the FUSE reply under a new
+//! request id and hands the frame to the socket without blocking (if the
+//! socket is full, the frame joins a bounded in-memory FIFO that a writer
+//! thread drains). No FUSE worker ever waits on a driver. [`Conn::kill`]
+//! ends every request in flight with `EIO` at once.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use ddf::ipc::{encode_frame, Channel, IpcError};
+use ddf::proto::{Call, DdmToDriver, DeviceClass, Errno, RequestId};
+use fuser::{ReplyData, ReplyIoctl, ReplyOpen, ReplyPoll, ReplyWrite};
+use log::debug;
+
+use crate::tree::Ino;
+
+/// Most bytes of frames one driver's FIFO may hold before new requests are
+/// refused with `ENOBUFS`: the DDM's memory stays bounded even when a driver
+/// stops reading.
+const FIFO_MAX_BYTES: usize = 64 << 20;
+
+/// Locks a mutex, recovering the data if a thread panicked while holding it:
+/// the DDM keeps serving rather than cascading one bug into every thread.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A FUSE reply waiting for a driver's answer.
+#[derive(Debug)]
+pub enum Parked {
+    /// An open: on success a file handle is made for `ino`.
+    Open {
+        /// The FUSE reply.
+        reply: ReplyOpen,
+        /// The node opened.
+        ino: Ino,
+        /// Its class (decides the open flags).
+        class: DeviceClass,
+        /// `open(2)` flags.
+        flags: i32,
+    },
+    /// A read.
+    Read(ReplyData),
+    /// A write.
+    Write(ReplyWrite),
+    /// An ioctl.
+    Ioctl(ReplyIoctl),
+    /// A poll.
+    Poll(ReplyPoll),
+    /// The DDM re-opening an open file on a new incarnation of its driver
+    /// (handles that survive restarts); requests wait on the file meanwhile.
+    Reopen {
+        /// The FUSE file handle being re-opened.
+        fh: u64,
+    },
+    /// Nobody waits for the answer (a close, or a request whose caller was
+    /// interrupted); the answer is dropped when it comes.
+    Discard,
+}
+
+impl Parked {
+    /// Ends the request with `err` (no driver answer will come, or it came
+    /// malformed).
+    pub fn fail(self, err: Errno) {
+        let e = fuser::Errno::from_i32(err.0);
+        match self {
+            Parked::Open { reply, .. } => reply.error(e),
+            Parked::Read(r) => r.error(e),
+            Parked::Write(r) => r.error(e),
+            Parked::Ioctl(r) => r.error(e),
+            Parked::Poll(r) => r.error(e),
+            Parked::Reopen { .. } | Parked::Discard => {}
+        }
+    }
+
+    /// What kind of request it is, for log lines.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Parked::Open { .. } => "open",
+            Parked::Read(_) => "read",
+            Parked::Write(_) => "write",
+            Parked::Ioctl(_) => "ioctl",
+            Parked::Poll(_) => "poll",
+            Parked::Reopen { .. } => "re-open",
+            Parked::Discard => "discarded",
+        }
+    }
+}
+
+/// A request in flight.
+#[derive(Debug)]
+pub struct Pending {
+    /// The reply to complete.
+    pub parked: Parked,
+    /// The calling thread (FUSE gives the thread id), for interrupts.
+    pub pid: u32,
+    /// When it was sent.
+    pub since: Instant,
+    /// When the driver counts as hung if it has not answered (calls that
+    /// may block have none).
+    pub deadline: Option<Instant>,
+    /// The call's name, for log lines.
+    pub call: &'static str,
+}
+
+#[derive(Debug, Default)]
+struct OutQueue {
+    frames: VecDeque<Vec<u8>>,
+    bytes: usize,
+    /// The writer thread holds a frame it took from the queue.
+    busy: bool,
+    closed: bool,
+}
+
+/// One incarnation's link to a driver process.
+#[derive(Debug)]
+pub struct Conn {
+    chan: Channel,
+    /// Requests in flight by id.
+    pub pending: Mutex<HashMap<RequestId, Pending>>,
+    next_id: AtomicU64,
+    out: Mutex<OutQueue>,
+    out_cv: Condvar,
+    dead: AtomicBool,
+    /// What was in flight when the link died (for the death's log line).
+    failed: Mutex<Vec<String>>,
+    blocking: Vec<String>,
+    request_timeout: Duration,
+}
+
+/// The name of a call, as manifests' `blocking_calls` use it.
+pub fn call_name(call: &Call) -> &'static str {
+    match call {
+        Call::Open { .. } => "open",
+        Call::Close { .. } => "close",
+        Call::Read { .. } => "read",
+        Call::Write { .. } => "write",
+        Call::Ioctl { .. } => "ioctl",
+        Call::Poll { .. } => "poll",
+        Call::Scatter { .. } => "scatter",
+        Call::Gather { .. } => "gather",
+    }
+}
+
+impl Conn {
+    /// A link over `chan`; calls not named in `blocking` must be answered
+    /// within `request_timeout`.
+    pub fn new(chan: Channel, blocking: Vec<String>, request_timeout: Duration) -> Conn {
+        Conn {
+            blocking,
+            request_timeout,
+            failed: Mutex::new(Vec::new()),
+            chan,
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            out: Mutex::new(OutQueue::default()),
+            out_cv: Condvar::new(),
+            dead: AtomicBool::new(false),
+        }
+    }
+
+    /// Sends `call` and parks `parked` until the driver answers. Never
+    /// blocks on the driver. On failure the parked reply is failed here.
+    pub fn call(&self, call: Call, payload: &[u8], parked: Parked, pid: u32) -> Option<RequestId> {
+        if self.dead.load(Ordering::Acquire) {
+            parked.fail(Errno::EIO);
+            return None;
+        }
+        let id = RequestId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let name = call_name(&call);
+        let now = Instant::now();
+        let deadline = (!self.blocking.iter().any(|b| b == name)).then(|| now + self.request_timeout);
+        lock(&self.pending).insert(
+            id,
+            Pending {
+                parked,
+                pid,
+                since: now,
+                deadline,
+                call: name,
+            },
+        );
+        let msg = DdmToDriver::Call { id, call };
+        if let Err(err) = self.send(&msg, payload) {
+            if let Some(p) = lock(&self.pending).remove(&id) {
+                p.parked.fail(err);
+            }
+            return None;
+        }
+        Some(id)
+    }
+
+    /// Queues a message to the driver in FIFO order, without blocking.
+    pub fn send(&self, msg: &DdmToDriver, payload: &[u8]) -> Result<(), Errno> {
+        let mut q = lock(&self.out);
+        if q.closed {
+            return Err(Errno::EIO);
+        }
+        if q.frames.is_empty() && !q.busy {
+            match self.chan.try_send(msg, payload, &[]) {
+                Ok(()) => return Ok(()),
+                Err(IpcError::WouldBlock) => {}
+                Err(e) => {
+                    debug!("send to driver failed: {e}");
+                    return Err(Errno::EIO);
+                }
+            }
+        }
+        let frame = encode_frame(msg, payload).map_err(|_| Errno::EIO)?;
+        if q.bytes + frame.len() > FIFO_MAX_BYTES {
+            return Err(Errno::ENOBUFS);
+        }
+        q.bytes += frame.len();
+        q.frames.push_back(frame);
+        self.out_cv.notify_one();
+        Ok(())
+    }
+
+    /// Drains the FIFO into the socket; runs on the link's writer thread.
+    pub fn writer_loop(&self) {
+        loop {
+            let frame = {
+                let mut q = lock(&self.out);
+                loop {
+                    if q.closed {
+                        return;
+                    }
+                    if let Some(f) = q.frames.pop_front() {
+                        q.bytes -= f.len();
+                        q.busy = true;
+                        break f;
+                    }
+                    q = self.out_cv.wait(q).unwrap_or_else(|p| p.into_inner());
+                }
+            };
+            let res = self.chan.send_raw(&frame, &[], false);
+            let mut q = lock(&self.out);
+            q.busy = false;
+            if let Err(e) = res {
+                debug!("writer: {e}");
+                q.closed = true;
+                return;
+            }
+        }
+    }
+
+    /// Marks the link dead, stops its threads, and fails every request in
+    /// flight with `EIO`. Returns what was in flight when the link died
+    /// (for the log), whichever thread killed it first.
+    pub fn kill(&self) -> Vec<String> {
+        let mut failed = lock(&self.failed);
+        if self.dead.swap(true, Ordering::AcqRel) {
+            return failed.clone();
+        }
+        {
+            let mut q = lock(&self.out);
+            q.closed = true;
+            q.frames.clear();
+            q.bytes = 0;
+        }
+        self.out_cv.notify_all();
+        self.chan.shutdown();
+        let mut drained: Vec<(RequestId, Pending)> = lock(&self.pending).drain().collect();
+        drained.sort_by_key(|(id, _)| *id);
+        let mut what = Vec::new();
+        for (id, p) in drained {
+            if !matches!(p.parked, Parked::Discard) {
+                what.push(format!("{} #{} from pid {}", p.call, id.0, p.pid));
+            }
+            p.parked.fail(Errno::EIO);
+        }
+        failed.clone_from(&what);
+        what
+    }
+
+    /// The socket (for the reader thread).
+    pub fn chan(&self) -> &Channel {
+        &self.chan
+    }
+
+    /// Whether the link is gone.
+    pub fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Acquire)
+    }
+}
+
