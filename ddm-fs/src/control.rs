@@ -217,6 +217,7 @@ pub fn status(core: &Core) -> Vec<DriverStatus> {
                 errors: inst.errors.load(std::sync::atomic::Ordering::Relaxed),
                 restarts: live.restarts,
                 devices,
+                counters: lock(&inst.counters).iter().map(|(k, v)| (k.clone(), *v)).collect(),
             }
         })
         .collect()

@@ -118,6 +118,8 @@ pub struct Instance {
     pub requests: AtomicU64,
     /// Calls answered with an error.
     pub errors: AtomicU64,
+    /// The driver's own counters, by name.
+    pub counters: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Instance {
@@ -238,6 +240,7 @@ impl Core {
                     store: Mutex::new(BTreeMap::new()),
                     requests: AtomicU64::new(0),
                     errors: AtomicU64::new(0),
+                    counters: Mutex::new(BTreeMap::new()),
                 })
             })
             .collect();
@@ -363,6 +366,19 @@ impl Core {
             DriverToDdm::SaveState { key } => self.save_state(inst, key, payload, fds),
             DriverToDdm::DropState { key } => {
                 lock(&inst.store).remove(&key);
+                Ok(())
+            }
+            DriverToDdm::Counters(list) => {
+                let mut counters = lock(&inst.counters);
+                for (name, value) in list {
+                    if counters.len() >= ddf::proto::COUNTERS_MAX && !counters.contains_key(&name) {
+                        return Err(format!("more than {} counters", ddf::proto::COUNTERS_MAX));
+                    }
+                    if name.len() > 64 {
+                        return Err("counter name over 64 bytes".into());
+                    }
+                    counters.insert(name, value);
+                }
                 Ok(())
             }
             DriverToDdm::Reply { id, result } => {

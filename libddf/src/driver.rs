@@ -295,6 +295,13 @@ impl Context {
         })
     }
 
+    /// Reports the driver's own counters (`lost_bytes`, ...); `ddmctl
+    /// status` shows the latest value of each.
+    pub fn counters(&mut self, counters: &[(&str, u64)]) -> Result<(), Errno> {
+        let v = counters.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect();
+        self.send(&DriverToDdm::Counters(v))
+    }
+
     /// Forgets the state saved under `key`.
     pub fn drop_state(&mut self, key: &str) -> Result<(), Errno> {
         self.send(&DriverToDdm::DropState { key: key.to_owned() })

@@ -333,7 +333,14 @@ pub enum DriverToDdm {
         /// The key.
         key: String,
     },
+    /// The driver's own counters (`lost_bytes`, ...), shown by `ddmctl
+    /// status`. Each replaces the earlier value under its name; at most
+    /// [`COUNTERS_MAX`] names are kept.
+    Counters(Vec<(String, u64)>),
 }
+
+/// Most counter names the DDM keeps for one driver.
+pub const COUNTERS_MAX: usize = 32;
 
 /// A successful outcome of a [`Call`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -488,6 +495,8 @@ pub struct DriverStatus {
     pub restarts: u32,
     /// Its devices, as paths below the mount.
     pub devices: Vec<String>,
+    /// The driver's own counters (see [`DriverToDdm::Counters`]).
+    pub counters: Vec<(String, u64)>,
 }
 
 #[cfg(test)]

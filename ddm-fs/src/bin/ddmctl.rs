@@ -158,5 +158,9 @@ fn print_status(drivers: &[DriverStatus]) {
             d.restarts,
             d.devices.join(" ")
         );
+        if !d.counters.is_empty() {
+            let c: Vec<String> = d.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!("{:<12} counters: {}", "", c.join(" "));
+        }
     }
 }
