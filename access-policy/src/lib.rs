@@ -39,6 +39,7 @@
 
 #![warn(missing_docs, missing_debug_implementations)]
 
+pub mod acl;
 pub mod pattern;
 pub mod rules;
 pub mod store;

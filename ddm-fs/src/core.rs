@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use access_policy::{NodeKind as PolicyKind, Perm};
+use access_policy::{NodeKey, NodeKind as PolicyKind, Perm, PermStore, Policy};
 use ddf::ipc::{IpcError, RecvBuf, MAX_FDS};
 use ddf::proto::{
     Answer, Call, DdmToDriver, DeviceClass, DeviceId, DeviceSpec, DriverState, DriverToDdm, Errno,
@@ -206,12 +206,17 @@ pub struct Core {
     pub notifier: OnceLock<Notifier>,
     /// Set once shutdown begins: nothing restarts after it.
     pub stopping: AtomicBool,
+    /// Default permissions.
+    pub policy: Policy,
+    /// Permissions changed on the mount (chmod, chown, ACLs), persisted.
+    pub perms: Mutex<PermStore>,
 }
 
 impl Core {
     /// A core with the null bus and the given driver instances (not started).
-    pub fn new(manifests: Vec<Manifest>, driver_dir: &std::path::Path) -> Arc<Core> {
-        let root_perm = access_policy::default_perm("", PolicyKind::Bus);
+    pub fn new(manifests: Vec<Manifest>, driver_dir: &std::path::Path, policy: Policy, perms: PermStore) -> Arc<Core> {
+        let root_key = NodeKey::new("", None);
+        let root_perm = perms.get(&root_key).unwrap_or_else(|| policy.perm_for("", PolicyKind::Bus));
         let instances = manifests
             .into_iter()
             .enumerate()
@@ -251,7 +256,25 @@ impl Core {
             next_fh: AtomicU64::new(1),
             notifier: OnceLock::new(),
             stopping: AtomicBool::new(false),
+            policy,
+            perms: Mutex::new(perms),
         })
+    }
+
+    /// The permissions a new node at `path` starts with: what was recorded
+    /// for it (a chmod before a restart of ddm, of its driver, or before it
+    /// was unplugged), else what the rules say.
+    pub fn initial_perm(&self, path: &str, identity: Option<&str>, kind: PolicyKind) -> Perm {
+        let key = NodeKey::new(path, identity.map(str::to_owned));
+        lock(&self.perms)
+            .get(&key)
+            .unwrap_or_else(|| self.policy.perm_for(path, kind))
+    }
+
+    /// The store key of node `ino`.
+    pub fn node_key(&self, ino: Ino) -> NodeKey {
+        let path = self.tree.read().unwrap_or_else(|p| p.into_inner()).path(ino);
+        NodeKey::new(path, None)
     }
 
     /// The instance called `name`.
@@ -769,7 +792,7 @@ impl Core {
             DeviceClass::Char => PolicyKind::CharDevice,
             DeviceClass::Block => PolicyKind::BlockDevice,
         };
-        let perm: Perm = access_policy::default_perm(&spec.name, kind);
+        let perm: Perm = self.initial_perm(&spec.name, None, kind);
         let added = self
             .tree
             .write()

@@ -32,7 +32,9 @@ use fuser::{
     ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyPoll, ReplyWrite, ReplyXattr, Request, TimeOrNow,
     WriteFlags,
 };
-use log::debug;
+use access_policy::acl::{acl_chmod, mode_from_acl};
+use access_policy::{StoreError, ACL_ACCESS_XATTR};
+use log::{debug, error, info};
 
 use crate::conn::Parked;
 use crate::core::{lock, Core};
@@ -113,6 +115,11 @@ impl Filesystem for DdfFs {
         let max = PAYLOAD_MAX as u32;
         let _ = config.set_max_write(max);
         let _ = config.set_max_readahead(max);
+        // POSIX ACLs: the kernel enforces them from system.posix_acl_access,
+        // which the DDM stores with the other permission state.
+        if config.add_capabilities(fuser::InitFlags::FUSE_POSIX_ACL).is_err() {
+            log::warn!("this kernel's FUSE has no POSIX ACL support: setfacl on the mount will fail");
+        }
         Ok(())
     }
 
@@ -152,26 +159,57 @@ impl Filesystem for DdfFs {
         reply: ReplyAttr,
     ) {
         // The kernel has already checked the caller's right to each change
-        // (default_permissions); the DDM records it.
+        // (default_permissions); the DDM records it, durably, before it
+        // answers: a change that cannot be saved is refused, not lost.
+        if mode.is_none() && uid.is_none() && gid.is_none() {
+            // Truncation and times: accepted and ignored, as for device files.
+            match self.node(ino) {
+                Some(n) => reply.attr(&TTL, &self.attr(&n)),
+                None => reply.error(Errno::ENOENT),
+            }
+            return;
+        }
+        let key = self.core.node_key(ino.0);
         let mut tree = self.core.tree.write().unwrap_or_else(|p| p.into_inner());
         let Some(n) = tree.get_mut(ino.0) else {
             reply.error(Errno::ENOENT);
             return;
         };
-        if mode.is_some() || uid.is_some() || gid.is_some() {
-            if let Some(m) = mode {
-                n.perm.mode = m & 0o7777;
-            }
-            if let Some(u) = uid {
-                n.perm.uid = u;
-            }
-            if let Some(g) = gid {
-                n.perm.gid = g;
-            }
-            n.ctime = SystemTime::now();
+        let mut perm = n.perm;
+        if let Some(m) = mode {
+            perm.mode = m & 0o7777;
         }
+        if let Some(u) = uid {
+            perm.uid = u;
+        }
+        if let Some(g) = gid {
+            perm.gid = g;
+        }
+        let mut perms = lock(&self.core.perms);
+        // A chmod rewrites the ACL entries the mode stands for.
+        let acl = match (mode, perms.get_acl(&key)) {
+            (Some(m), Some(old)) => acl_chmod(old, m),
+            _ => None,
+        };
+        let saved = perms.set(&key, perm).and_then(|()| match &acl {
+            Some(a) => perms.set_acl(&key, a),
+            None => Ok(()),
+        });
+        drop(perms);
+        if let Err(e) = saved {
+            drop(tree);
+            error!("chmod/chown of /{} not saved, refused: {e}", key.path);
+            reply.error(store_errno(&e));
+            return;
+        }
+        n.perm = perm;
+        n.ctime = SystemTime::now();
         let attr = self.attr(n);
         drop(tree);
+        info!(
+            "/{}: now {:04o} {}:{}",
+            key.path, perm.mode, perm.uid, perm.gid
+        );
         reply.attr(&TTL, &attr);
     }
 
@@ -403,6 +441,14 @@ impl Filesystem for DdfFs {
             reply.error(Errno::ENOENT);
             return;
         };
+        if name == OsStr::new(ACL_ACCESS_XATTR) {
+            let key = self.core.node_key(ino.0);
+            match lock(&self.core.perms).get_acl(&key) {
+                Some(v) => xattr_reply(reply, v, size),
+                None => reply.error(Errno::NO_XATTR),
+            }
+            return;
+        }
         let value = self.xattrs(&n).into_iter().find(|(k, _)| OsStr::new(k) == name).map(|(_, v)| v);
         match value {
             None => reply.error(Errno::NO_XATTR),
@@ -420,15 +466,90 @@ impl Filesystem for DdfFs {
             list.extend_from_slice(k.as_bytes());
             list.push(0);
         }
+        if lock(&self.core.perms).get_acl(&self.core.node_key(ino.0)).is_some() {
+            list.extend_from_slice(ACL_ACCESS_XATTR.as_bytes());
+            list.push(0);
+        }
         xattr_reply(reply, &list, size);
     }
 
-    fn setxattr(&self, _r: &Request, _i: INodeNo, _n: &OsStr, _v: &[u8], _f: i32, _p: u32, reply: ReplyEmpty) {
-        reply.error(Errno::EPERM);
+    fn setxattr(&self, _r: &Request, ino: INodeNo, name: &OsStr, value: &[u8], _f: i32, _p: u32, reply: ReplyEmpty) {
+        // Only POSIX ACLs can be set (the kernel checked that the caller owns
+        // the file); the user.ddf.* attributes are the DDM's to say.
+        if name != OsStr::new(ACL_ACCESS_XATTR) {
+            reply.error(Errno::EPERM);
+            return;
+        }
+        if self.node(ino).is_none() {
+            reply.error(Errno::ENOENT);
+            return;
+        }
+        let key = self.core.node_key(ino.0);
+        // The mode follows the ACL (owner, mask, other), as on any file system.
+        let mut tree = self.core.tree.write().unwrap_or_else(|p| p.into_inner());
+        let Some(n) = tree.get_mut(ino.0) else {
+            reply.error(Errno::ENOENT);
+            return;
+        };
+        let Some(new_mode) = mode_from_acl(value, n.perm.mode) else {
+            reply.error(Errno::EINVAL);
+            return;
+        };
+        let perm = access_policy::Perm { mode: new_mode, ..n.perm };
+        let mut perms = lock(&self.core.perms);
+        let saved = perms.set_acl(&key, value).and_then(|()| perms.set(&key, perm));
+        drop(perms);
+        if saved.is_ok() {
+            n.perm = perm;
+            n.ctime = SystemTime::now();
+        }
+        drop(tree);
+        match saved {
+            Ok(()) => {
+                info!("/{}: ACL set, mode now {:04o}", key.path, perm.mode);
+                reply.ok();
+            }
+            Err(e) => {
+                error!("ACL of /{} not saved, refused: {e}", key.path);
+                reply.error(store_errno(&e));
+            }
+        }
     }
 
-    fn removexattr(&self, _r: &Request, _i: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EPERM);
+    fn removexattr(&self, _r: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if name != OsStr::new(ACL_ACCESS_XATTR) {
+            reply.error(Errno::EPERM);
+            return;
+        }
+        let key = self.core.node_key(ino.0);
+        let mut perms = lock(&self.core.perms);
+        if perms.get_acl(&key).is_none() {
+            reply.error(Errno::NO_XATTR);
+            return;
+        }
+        match perms.remove_acl(&key) {
+            Ok(()) => reply.ok(),
+            Err(e) => {
+                error!("ACL removal of /{} not saved, refused: {e}", key.path);
+                reply.error(store_errno(&e));
+            }
+        }
+    }
+}
+
+/// The errno for a permission change that could not be saved: the disk's
+/// own (ENOSPC, EROFS, ...) when there is one, else EIO.
+fn store_errno(e: &StoreError) -> Errno {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if let Some(code) = s.downcast_ref::<std::io::Error>().and_then(std::io::Error::raw_os_error) {
+            return Errno::from_i32(code);
+        }
+        src = s.source();
+    }
+    match e {
+        StoreError::InvalidMode { .. } | StoreError::InvalidAcl { .. } => Errno::EINVAL,
+        _ => Errno::EIO,
     }
 }
 

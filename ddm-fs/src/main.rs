@@ -64,6 +64,15 @@ pub struct Args {
     /// change things, besides root.
     #[arg(long, value_name = "GROUP")]
     pub admin_group: Option<String>,
+
+    /// Add permission rules from FILE after the built-in ones (repeatable;
+    /// see ddf.rules(5)).
+    #[arg(long = "rules", value_name = "FILE")]
+    pub rules: Vec<PathBuf>,
+
+    /// Where the permission state (chmod, chown, ACLs made on the mount) is kept.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/ddf")]
+    pub state_dir: PathBuf,
 }
 
 /// Why ddm could not start.
@@ -89,6 +98,10 @@ enum StartError {
     Signals(#[source] nix::Error),
     #[error("no group {0:?} (--admin-group takes a group name or number)")]
     AdminGroup(String),
+    #[error("bad rules, not starting: {0}")]
+    Rules(#[from] access_policy::RulesError),
+    #[error("cannot create the state directory {0}")]
+    StateDir(PathBuf, #[source] std::io::Error),
 }
 
 /// Resolves `--admin-group`.
@@ -172,8 +185,17 @@ fn run(args: &Args) -> Result<(), StartError> {
             return Err(ManifestError::Duplicate(m.name.clone()).into());
         }
     }
+    let mut policy = access_policy::Policy::builtin();
+    for r in &args.rules {
+        policy.add_file(r)?;
+    }
+    std::fs::create_dir_all(&args.state_dir).map_err(|e| StartError::StateDir(args.state_dir.clone(), e))?;
+    let (perms, recovered) = access_policy::PermStore::open(args.state_dir.join("permissions.json"));
+    if let Some(r) = recovered {
+        error!("{r}");
+    }
     let listener = control::bind(&args.socket)?;
-    let core = Core::new(manifests, &driver_dir);
+    let core = Core::new(manifests, &driver_dir, policy, perms);
 
     // Drivers first, so the tree is populated when the mount appears.
     for inst in &core.instances {

@@ -520,7 +520,9 @@ mod tests {
             "t",
         )
         .unwrap();
-        let core = Core::new(vec![m], std::path::Path::new("/"));
+        let dir = std::env::temp_dir().join(format!("ddm-sup-test-{}", std::process::id()));
+        let (store, _) = access_policy::PermStore::open(dir.join("p.json"));
+        let core = Core::new(vec![m], std::path::Path::new("/"), access_policy::Policy::empty(), store);
         Arc::try_unwrap(core).unwrap().instances.pop().map(|a| Arc::try_unwrap(a).unwrap()).unwrap()
     }
 

@@ -88,12 +88,15 @@ pub struct Ddm {
     pub socket: PathBuf,
     /// The temporary directory holding both (and any files a test adds).
     pub dir: tempfile::TempDir,
+    /// Where its permission state is kept.
+    pub state: PathBuf,
     log: PathBuf,
 }
 
 /// How to start a [`Ddm`].
 #[derive(Debug, Default)]
 pub struct DdmBuilder {
+    state_dir: Option<PathBuf>,
     args: Vec<String>,
     manifests: Vec<String>,
     env: Vec<(String, String)>,
@@ -119,6 +122,13 @@ impl DdmBuilder {
         self
     }
 
+    /// Keeps the permission state in `dir` (to start a second ddm on the
+    /// state of a first); by default each ddm has its own fresh one.
+    pub fn state_dir(mut self, dir: &Path) -> Self {
+        self.state_dir = Some(dir.to_owned());
+        self
+    }
+
     /// Waits at start until this path (below the mount) exists.
     pub fn wait_for(mut self, rel: &str) -> Self {
         self.wait_for.push(rel.into());
@@ -131,8 +141,9 @@ impl DdmBuilder {
         let mnt = dir.path().join("mnt");
         let socket = dir.path().join("control.sock");
         let log = dir.path().join("ddm.log");
+        let state = self.state_dir.clone().unwrap_or_else(|| dir.path().join("state"));
         let mut cmd = Command::new(bin("ddm"));
-        cmd.arg(&mnt).arg("--socket").arg(&socket);
+        cmd.arg(&mnt).arg("--socket").arg(&socket).arg("--state-dir").arg(&state);
         for (i, m) in self.manifests.iter().enumerate() {
             let p = dir.path().join(format!("manifest-{i}.toml"));
             std::fs::write(&p, m).unwrap();
@@ -152,6 +163,7 @@ impl DdmBuilder {
             mnt,
             socket,
             dir,
+            state,
             log,
         };
         let up = wait_until(Duration::from_secs(30), || {

@@ -150,6 +150,8 @@ fn bad_mountpoints_are_refused_with_a_clear_error() {
             .arg(mnt)
             .arg("--socket")
             .arg(&sock)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
             .output()
             .unwrap()
     };
@@ -190,6 +192,8 @@ fn missing_mountpoint_is_created() {
         .arg(&mnt)
         .arg("--socket")
         .arg(&sock)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
