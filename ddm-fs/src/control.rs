@@ -6,7 +6,7 @@
 //! is mode 0666: anyone may ask; the caller's credentials (`SO_PEERCRED`) are
 //! what decide whether a request that changes something is allowed.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -61,6 +61,9 @@ pub struct Rights {
     pub admin_gid: Option<u32>,
     /// The mount point, for `Info`.
     pub mountpoint: String,
+    /// The device number of the mount (`st_dev`), to check that a file
+    /// given as proof of access is one of ours.
+    pub mount_dev: u64,
 }
 
 /// Accepts connections until the listening socket is shut down.
@@ -98,23 +101,34 @@ fn client(core: &Arc<Core>, fd: OwnedFd, rights: &Rights) -> Result<(), IpcError
             Err(IpcError::Closed) => return Ok(()),
             Err(e) => return Err(e),
         };
-        let answer = match frame.decode::<ControlRequest>() {
+        let decoded = frame.decode::<ControlRequest>();
+        let fds = frame.fds;
+        let (answer, give) = match decoded {
+            Ok(ControlRequest::Direct) => match direct(core, rights, fds) {
+                Ok((answer, fd)) => (answer, vec![fd]),
+                Err(why) => {
+                    warn!("control: direct connection refused to uid {} (pid {}): {why}", cred.uid, cred.pid);
+                    (ControlResponse::Error(why), Vec::new())
+                }
+            },
             Ok(req) => {
                 debug!("control: {req:?} from uid {} pid {}", cred.uid, cred.pid);
-                match allowed(&req, &cred, &groups, rights) {
+                let answer = match allowed(&req, &cred, &groups, rights) {
                     Ok(()) => handle(core, req, rights),
                     Err(why) => {
                         warn!("control: {req:?} refused to uid {} (pid {}): {why}", cred.uid, cred.pid);
                         ControlResponse::Error(why)
                     }
-                }
+                };
+                (answer, Vec::new())
             }
             Err(e) => {
                 warn!("control: undecodable request from pid {}: {e}", cred.pid);
-                ControlResponse::Error(format!("request not understood: {e}"))
+                (ControlResponse::Error(format!("request not understood: {e}")), Vec::new())
             }
         };
-        chan.send(&answer, &[], &[])?;
+        let give: Vec<std::os::fd::BorrowedFd<'_>> = give.iter().map(|f| f.as_fd()).collect();
+        chan.send(&answer, &[], &give)?;
     }
 }
 
@@ -122,7 +136,8 @@ fn client(core: &Arc<Core>, fd: OwnedFd, rights: &Rights) -> Result<(), IpcError
 /// everyone; changes need uid 0 or membership of the admin group.
 fn allowed(req: &ControlRequest, cred: &PeerCred, groups: &[u32], rights: &Rights) -> Result<(), String> {
     let changes = match req {
-        ControlRequest::Tree | ControlRequest::Status | ControlRequest::Info => false,
+        // Direct carries its own proof (an open file of the device).
+        ControlRequest::Tree | ControlRequest::Status | ControlRequest::Info | ControlRequest::Direct => false,
         ControlRequest::Restart { .. } | ControlRequest::Inject { .. } => true,
     };
     if !changes || cred.uid == 0 {
@@ -163,7 +178,52 @@ fn handle(core: &Arc<Core>, req: ControlRequest, rights: &Rights) -> ControlResp
         }),
         ControlRequest::Restart { driver } => done(named(&driver).and_then(|i| core.restart_request(&i))),
         ControlRequest::Inject { driver, fault } => done(named(&driver).and_then(|i| core.inject(&i, fault))),
+        ControlRequest::Direct => ControlResponse::Error("a direct connection needs an open device file".into()),
     }
+}
+
+/// Grants a direct link to a device's driver. The proof is a descriptor of
+/// the device file opened on our mount: the kernel checked the caller's
+/// rights when it was opened, and its access mode is what is granted.
+fn direct(core: &Core, rights: &Rights, fds: Vec<OwnedFd>) -> Result<(ControlResponse, OwnedFd), String> {
+    let [proof]: [OwnedFd; 1] = fds
+        .try_into()
+        .map_err(|_| "a direct connection needs exactly one open device file as proof".to_owned())?;
+    let st = nix::sys::stat::fstat(&proof).map_err(|e| format!("cannot stat the proof: {e}"))?;
+    if st.st_dev as u64 != rights.mount_dev {
+        return Err(format!("the file given is not on the ddf mount {}", rights.mountpoint));
+    }
+    let flags = nix::fcntl::fcntl(&proof, nix::fcntl::FcntlArg::F_GETFL).map_err(|e| format!("F_GETFL: {e}"))?;
+    let access = flags & libc::O_ACCMODE;
+    let dref = match core
+        .tree
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(st.st_ino as u64)
+        .map(|n| n.kind.clone())
+    {
+        Some(NodeKind::Device(d)) => d,
+        Some(NodeKind::Bus { .. }) => return Err("that is a bus, not a device".into()),
+        None => return Err("that device is gone".into()),
+    };
+    let inst = core.instances.get(dref.instance).ok_or("no driver for that device")?;
+    let conn = inst.conn().ok_or_else(|| format!("driver {} is not running", inst.name()))?;
+    let (ours, theirs) = Channel::pair().map_err(|e| format!("socketpair: {e}"))?;
+    let theirs: OwnedFd = theirs.into();
+    let msg = ddf::proto::DdmToDriver::Attach {
+        device: dref.device,
+        access,
+    };
+    conn.chan()
+        .send(&msg, &[], &[theirs.as_fd()])
+        .map_err(|e| format!("driver {}: {e}", inst.name()))?;
+    log::info!("direct link to driver {} for device {} (access {access:#o})", inst.name(), dref.device);
+    let answer = ControlResponse::Direct {
+        device: dref.device,
+        access,
+        driver: inst.name().to_owned(),
+    };
+    Ok((answer, ours.into()))
 }
 
 /// The tree as the control socket shows it.

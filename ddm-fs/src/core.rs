@@ -190,6 +190,21 @@ pub struct OpenFile {
     pub link: Link,
     /// The kernel's poll handle, if the file is polled.
     pub poll: Option<PollNotifier>,
+    /// Whether this open uses its node's passthrough backing file (see
+    /// [`Core::backings`]).
+    pub backing: bool,
+}
+
+/// A passthrough backing file registered with the kernel for one node. The
+/// kernel wants every passthrough open of an inode to use the same one, so it
+/// is shared by the node's opens and released with the last of them.
+#[derive(Debug)]
+pub struct Backing {
+    id: fuser::BackingId,
+    /// Device and inode of the backing file, to recognise the same file when
+    /// a restarted driver hands it over again.
+    file: (u64, u64),
+    opens: usize,
 }
 
 /// Everything the DDM knows.
@@ -201,6 +216,8 @@ pub struct Core {
     pub instances: Vec<Arc<Instance>>,
     /// Open files by FUSE file handle.
     pub files: Mutex<HashMap<u64, OpenFile>>,
+    /// Passthrough backing files by node.
+    pub backings: Mutex<HashMap<Ino, Backing>>,
     next_fh: AtomicU64,
     /// FUSE notifications, once mounted.
     pub notifier: OnceLock<Notifier>,
@@ -253,6 +270,7 @@ impl Core {
             tree: RwLock::new(Tree::new(root_perm)),
             instances,
             files: Mutex::new(HashMap::new()),
+            backings: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             notifier: OnceLock::new(),
             stopping: AtomicBool::new(false),
@@ -362,7 +380,12 @@ impl Core {
         payload: &[u8],
         fds: Vec<OwnedFd>,
     ) -> Result<(), String> {
-        if !fds.is_empty() && !matches!(msg, DriverToDdm::SaveState { .. }) {
+        let takes_fds = match &msg {
+            DriverToDdm::SaveState { .. } => true,
+            DriverToDdm::Reply { result, .. } => fds.len() == 1 && matches!(result, Ok(Answer::OpenedBacked { .. })),
+            _ => false,
+        };
+        if !fds.is_empty() && !takes_fds {
             return Err(format!("{} descriptors sent with a message that takes none", fds.len()));
         }
         match msg {
@@ -412,7 +435,8 @@ impl Core {
                 if result.is_err() {
                     inst.errors.fetch_add(1, Ordering::Relaxed);
                 }
-                self.complete(inst, conn, id, p.parked, result, payload)
+                let backing = fds.into_iter().next();
+                self.complete(inst, conn, id, p.parked, result, payload, backing)
             }
         }
     }
@@ -621,9 +645,46 @@ impl Core {
         }
     }
 
+    /// Registers (or reuses) the passthrough backing file of node `ino` for
+    /// one more open. `None`: serve this open through the driver.
+    fn backing_for(&self, inst: &Instance, reply: &fuser::ReplyOpen, ino: Ino, fd: OwnedFd) -> Option<()> {
+        let st = nix::sys::stat::fstat(&fd).ok()?;
+        let file = (st.st_dev as u64, st.st_ino as u64);
+        let mut backings = lock(&self.backings);
+        if let Some(b) = backings.get_mut(&ino) {
+            if b.file == file {
+                b.opens += 1;
+                return Some(());
+            }
+            // Another file while the old one is in use: the kernel would
+            // refuse mixing them on one inode.
+            warn!("driver {}: a different backing file while the old one is open; serving through the driver", inst.name());
+            return None;
+        }
+        match reply.open_backing(&fd) {
+            Ok(id) => {
+                backings.insert(ino, Backing { id, file, opens: 1 });
+                Some(())
+            }
+            Err(e) => {
+                warn!("driver {}: passthrough refused by the kernel ({e}); serving through the driver", inst.name());
+                None
+            }
+        }
+    }
+
     /// Closes open file `fh` (FUSE release).
     pub fn release(&self, fh: u64) {
         let Some(f) = lock(&self.files).remove(&fh) else { return };
+        if f.backing {
+            let mut backings = lock(&self.backings);
+            if let Some(b) = backings.get_mut(&f.ino) {
+                b.opens -= 1;
+                if b.opens == 0 {
+                    backings.remove(&f.ino);
+                }
+            }
+        }
         match f.link {
             Link::Live { conn, handle } => {
                 conn.call(Call::Close { handle }, &[], Parked::Discard, 0);
@@ -658,6 +719,7 @@ impl Core {
         parked: Parked,
         result: Result<Answer, Errno>,
         payload: &[u8],
+        backing: Option<OwnedFd>,
     ) -> Result<(), String> {
         let answer = match result {
             Ok(a) => a,
@@ -673,8 +735,12 @@ impl Core {
         };
         match (parked, answer) {
             (Parked::Discard, _) => {}
-            (Parked::Open { reply, ino, class, flags }, Answer::Opened { handle }) => {
+            (Parked::Open { reply, ino, class, flags }, Answer::Opened { handle } | Answer::OpenedBacked { handle }) => {
                 let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+                // Zero copy: the kernel reads and writes the driver's file
+                // itself (FUSE passthrough). Without kernel support, the
+                // open goes through the driver like any other.
+                let passthrough = backing.and_then(|fd| self.backing_for(inst, &reply, ino, fd));
                 lock(&self.files).insert(
                     fh,
                     OpenFile {
@@ -686,11 +752,21 @@ impl Core {
                             handle,
                         },
                         poll: None,
+                        backing: passthrough.is_some(),
                     },
                 );
-                reply.opened(fuser::FileHandle(fh), open_flags(class));
+                match passthrough {
+                    Some(()) => {
+                        let backings = lock(&self.backings);
+                        match backings.get(&ino) {
+                            Some(b) => reply.opened_passthrough(fuser::FileHandle(fh), FopenFlags::empty(), &b.id),
+                            None => reply.opened(fuser::FileHandle(fh), open_flags(class)),
+                        }
+                    }
+                    None => reply.opened(fuser::FileHandle(fh), open_flags(class)),
+                }
             }
-            (Parked::Reopen { fh }, Answer::Opened { handle }) => {
+            (Parked::Reopen { fh }, Answer::Opened { handle } | Answer::OpenedBacked { handle }) => {
                 let waiters = match lock(&self.files).get_mut(&fh) {
                     Some(f) => match std::mem::replace(
                         &mut f.link,

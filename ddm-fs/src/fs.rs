@@ -115,6 +115,13 @@ impl Filesystem for DdfFs {
         let max = PAYLOAD_MAX as u32;
         let _ = config.set_max_write(max);
         let _ = config.set_max_readahead(max);
+        // Zero copy for drivers that hand over a backing file (the ramdisk's
+        // memfd): FUSE passthrough. One level of stacking (a memfd has none).
+        if config.add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH).is_ok() {
+            let _ = config.set_max_stack_depth(1);
+        } else {
+            log::warn!("this kernel's FUSE has no passthrough: block devices are served through their drivers");
+        }
         // POSIX ACLs: the kernel enforces them from system.posix_acl_access,
         // which the DDM stores with the other permission state.
         if config.add_capabilities(fuser::InitFlags::FUSE_POSIX_ACL).is_err() {

@@ -232,7 +232,11 @@ fn run(args: &Args) -> Result<(), StartError> {
     let session = session.spawn().map_err(|e| StartError::Mount(args.mountpoint.clone(), e))?;
 
     let c = core.clone();
+    let mount_dev = std::fs::metadata(&args.mountpoint)
+        .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
+        .unwrap_or(0);
     let rights = control::Rights {
+        mount_dev,
         admin_gid,
         mountpoint: std::fs::canonicalize(&args.mountpoint)
             .unwrap_or_else(|_| args.mountpoint.clone())

@@ -67,11 +67,39 @@ impl Ddm {
     /// Sends one request and returns the answer, with
     /// [`ControlResponse::Error`] turned into [`DdmError::Refused`].
     pub fn call(&mut self, req: &ControlRequest) -> Result<ControlResponse, DdmError> {
-        self.chan.send(req, &[], &[])?;
+        self.call_fds(req, &[]).map(|(r, _)| r)
+    }
+
+    fn call_fds(
+        &mut self,
+        req: &ControlRequest,
+        fds: &[std::os::fd::BorrowedFd<'_>],
+    ) -> Result<(ControlResponse, Vec<std::os::fd::OwnedFd>), DdmError> {
+        self.chan.send(req, &[], fds)?;
         let frame = self.chan.recv(&mut self.buf)?;
         match frame.decode::<ControlResponse>()? {
             ControlResponse::Error(msg) => Err(DdmError::Refused(msg)),
-            other => Ok(other),
+            other => Ok((other, frame.fds)),
+        }
+    }
+
+    /// A direct connection to the driver of the device `file` was opened on
+    /// (a file under the DDM's mount): libDriver's client proxy, with no
+    /// FUSE in the path. Opening the file is the permission check (the
+    /// kernel's, against mode, owner, groups and ACLs); the link gets the
+    /// access `file` was opened with, and only for that device.
+    pub fn connect_device(&mut self, file: &std::fs::File) -> Result<crate::driver::Client, DdmError> {
+        use std::os::fd::AsFd;
+        let (answer, mut fds) = self.call_fds(&ControlRequest::Direct, &[file.as_fd()])?;
+        match answer {
+            ControlResponse::Direct { device, access, .. } => {
+                let fd = fds
+                    .pop()
+                    .ok_or_else(|| DdmError::Unexpected("Direct without a socket".into()))?;
+                let chan = Channel::from_fd(fd)?;
+                crate::driver::Client::new(chan, device, access).map_err(|e| DdmError::Unexpected(e.to_string()))
+            }
+            other => Err(DdmError::Unexpected(format!("{other:?}"))),
         }
     }
 

@@ -44,6 +44,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use log::{debug, error, warn};
+
+
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::ipc::{Channel, IpcError, RecvBuf, PAYLOAD_MAX};
@@ -92,6 +94,17 @@ pub trait Driver {
     /// The last close of a handle. Any request of this handle still parked
     /// should be answered (or dropped) now.
     fn close(&mut self, ctx: &mut Context, handle: Handle) {}
+
+    /// The file that holds the bytes of the device opened as `handle` with
+    /// `flags`, if reads and writes of this open may go straight to it (a
+    /// ramdisk's memfd). The DDM then hands it to the kernel (FUSE
+    /// passthrough) and this open's reads and writes never reach the driver
+    /// nor the DDM. Return `None` (the default) when every call must come to
+    /// the driver, for example because a write past the end must answer
+    /// `ENOSPC` (a sealed memfd would answer `EPERM`).
+    fn backing_file(&mut self, ctx: &mut Context, handle: Handle, flags: i32) -> Option<OwnedFd> {
+        None
+    }
 
     /// Reads up to `len` bytes at `offset`; answer now or later. A handle
     /// read with `O_NONBLOCK` set ([`ReadReply::nonblocking`]) that has
@@ -331,12 +344,16 @@ struct ReplyTo {
 
 impl ReplyTo {
     fn send(&mut self, result: Result<Answer, Errno>, payload: &[u8]) {
+        self.send_fds(result, payload, &[]);
+    }
+
+    fn send_fds(&mut self, result: Result<Answer, Errno>, payload: &[u8], fds: &[BorrowedFd<'_>]) {
         self.sent = true;
         let msg = DriverToDdm::Reply {
             id: self.id,
             result,
         };
-        if let Err(e) = self.chan.send(&msg, payload, &[]) {
+        if let Err(e) = self.chan.send(&msg, payload, fds) {
             // The DDM is gone or the answer is malformed; the DDM fails the
             // request on its side in both cases.
             warn!("reply to request {}: {e}", self.id.0);
@@ -564,6 +581,7 @@ where
     chan.send(&DriverToDdm::Ready, &[], &[])?;
 
     let mut pollfds: Vec<libc::pollfd> = Vec::new();
+    let mut clients: Vec<ClientLink> = Vec::new();
     loop {
         if ctx.stop {
             driver.fini(&mut ctx);
@@ -577,6 +595,14 @@ where
                 revents: 0,
             });
         }
+        for c in &clients {
+            pollfds.push(libc::pollfd {
+                fd: c.chan.as_fd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        let first_watch = pollfds.len();
         for (fd, _) in &ctx.watches {
             pollfds.push(libc::pollfd {
                 fd: *fd,
@@ -598,7 +624,7 @@ where
             let _ = ctx.waker.0.read();
             driver.wake(&mut ctx);
         }
-        let ready: Vec<u64> = pollfds[2..]
+        let ready: Vec<u64> = pollfds[first_watch..]
             .iter()
             .zip(ctx.watches.iter())
             .filter(|(p, _)| p.revents != 0)
@@ -607,10 +633,247 @@ where
         for token in ready {
             driver.ready(&mut ctx, token);
         }
+        // Direct clients, newest first so that removal keeps indices valid.
+        for i in (0..clients.len()).rev() {
+            if pollfds[2 + i].revents == 0 {
+                continue;
+            }
+            if let Err(why) = serve_client(&mut driver, &mut ctx, &mut clients[i], &mut buf) {
+                debug!("direct client gone: {why}");
+                let gone = clients.swap_remove(i);
+                for h in gone.handles {
+                    ctx.poll_waiters.remove(&h);
+                    driver.close(&mut ctx, h);
+                }
+            }
+        }
         if pollfds[0].revents != 0 {
             let frame = chan.recv(&mut buf)?;
             let msg: DdmToDriver = frame.decode()?;
-            dispatch(&mut driver, &mut ctx, msg, frame.payload)?;
+            let fds = frame.fds;
+            dispatch(&mut driver, &mut ctx, msg, frame.payload, fds, &mut clients)?;
+        }
+    }
+}
+
+/// A direct client of the driver (see [`DdmToDriver::Attach`]).
+#[derive(Debug)]
+struct ClientLink {
+    chan: Arc<Channel>,
+    device: DeviceId,
+    access: i32,
+    /// Handles this client opened: the only ones it may use.
+    handles: HashSet<Handle>,
+    greeted: bool,
+}
+
+/// Whether `flags` ask for no more than `granted` (`O_ACCMODE` values).
+fn access_within(flags: i32, granted: i32) -> bool {
+    let want = flags & libc::O_ACCMODE;
+    granted == libc::O_RDWR || want == granted
+}
+
+/// Serves one frame of a direct client. An error ends the client's link
+/// (its handles are closed); it never ends the driver.
+fn serve_client<D: Driver>(
+    driver: &mut D,
+    ctx: &mut Context,
+    client: &mut ClientLink,
+    buf: &mut RecvBuf,
+) -> Result<(), String> {
+    let frame = client.chan.recv(buf).map_err(|e| e.to_string())?;
+    if !frame.fds.is_empty() {
+        return Err("a direct client sent descriptors".into());
+    }
+    if !client.greeted {
+        let hello: crate::proto::Hello = frame.decode().map_err(|e| e.to_string())?;
+        if hello != crate::proto::Hello::ours() {
+            return Err(format!("direct client speaks {hello:?}"));
+        }
+        client.greeted = true;
+        return Ok(());
+    }
+    let DdmToDriver::Call { id, call } = frame.decode::<DdmToDriver>().map_err(|e| e.to_string())? else {
+        return Err("a direct client sent something other than a call".into());
+    };
+    let mut to = ReplyTo {
+        id,
+        chan: client.chan.clone(),
+        sent: false,
+    };
+    let can_read = client.access != libc::O_WRONLY;
+    let can_write = client.access != libc::O_RDONLY;
+    let (handle, needs_read, needs_write) = match &call {
+        Call::Open { device, flags } => {
+            if *device != client.device || !access_within(*flags, client.access) {
+                to.send(Err(Errno::EPERM), &[]);
+                return Ok(());
+            }
+            match driver.open(ctx, *device, *flags) {
+                Ok(h) => {
+                    client.handles.insert(h);
+                    to.send(Ok(Answer::Opened { handle: h }), &[]);
+                }
+                Err(e) => to.send(Err(e), &[]),
+            }
+            return Ok(());
+        }
+        Call::Close { handle } => (*handle, false, false),
+        Call::Read { handle, .. } | Call::Scatter { handle, .. } => (*handle, true, false),
+        Call::Write { handle, .. } | Call::Gather { handle, .. } => (*handle, false, true),
+        Call::Ioctl { handle, .. } | Call::Poll { handle, .. } => (*handle, false, false),
+    };
+    if !client.handles.contains(&handle) {
+        to.send(Err(Errno::EBADF), &[]);
+        return Ok(());
+    }
+    if (needs_read && !can_read) || (needs_write && !can_write) {
+        to.send(Err(Errno::EBADF), &[]);
+        return Ok(());
+    }
+    let call = match call {
+        // No one to wake: a direct client polls.
+        Call::Poll { handle, events, .. } => Call::Poll {
+            handle,
+            events,
+            notify: false,
+        },
+        Call::Close { handle } => {
+            client.handles.remove(&handle);
+            Call::Close { handle }
+        }
+        other => other,
+    };
+    call_driver(driver, ctx, to, call, frame.payload);
+    Ok(())
+}
+
+/// What can go wrong calling a driver directly.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The link to the driver failed (it died or restarted: connect again).
+    #[error("link to the driver failed")]
+    Ipc(#[from] IpcError),
+    /// The driver answered with an error.
+    #[error("driver answered {0}")]
+    Errno(Errno),
+    /// The driver answered something that does not fit the call.
+    #[error("unexpected answer from the driver: {0}")]
+    Protocol(String),
+}
+
+/// The libDriver client proxy: calls to one device's driver that look like
+/// local method calls, over a direct socket to the driver process (no FUSE,
+/// no DDM in the path). Get one from [`crate::ddm::Ddm::connect_device`],
+/// which checks the caller's right to the device first.
+///
+/// A link does not survive a restart of the driver: calls then fail with
+/// [`ClientError::Ipc`], and a new connection is needed.
+#[derive(Debug)]
+pub struct Client {
+    chan: Channel,
+    buf: RecvBuf,
+    next: u64,
+    device: DeviceId,
+    access: i32,
+}
+
+impl Client {
+    /// Wraps the socket the DDM handed over and does the handshake.
+    pub fn new(chan: Channel, device: DeviceId, access: i32) -> Result<Client, ClientError> {
+        let mut buf = RecvBuf::default();
+        chan.handshake(&mut buf)?;
+        Ok(Client {
+            chan,
+            buf,
+            next: 1,
+            device,
+            access,
+        })
+    }
+
+    /// The access this link was granted (`O_RDONLY`, `O_WRONLY`, `O_RDWR`).
+    pub fn access(&self) -> i32 {
+        self.access
+    }
+
+    /// Makes one call and returns the answer and its payload (copied into `out`).
+    pub fn call(&mut self, call: Call, payload: &[u8], out: &mut [u8]) -> Result<(Answer, usize), ClientError> {
+        let id = RequestId(self.next);
+        self.next += 1;
+        self.chan.send(&DdmToDriver::Call { id, call }, payload, &[])?;
+        let frame = self.chan.recv(&mut self.buf)?;
+        match frame.decode::<DriverToDdm>()? {
+            DriverToDdm::Reply { id: got, result } if got == id => {
+                let answer = result.map_err(ClientError::Errno)?;
+                let n = frame.payload.len().min(out.len());
+                out[..n].copy_from_slice(&frame.payload[..n]);
+                Ok((answer, n))
+            }
+            other => Err(ClientError::Protocol(format!("{other:?}"))),
+        }
+    }
+
+    /// Opens the device with `open(2)` flags (within the granted access).
+    pub fn open(&mut self, flags: i32) -> Result<Handle, ClientError> {
+        let call = Call::Open {
+            device: self.device,
+            flags,
+        };
+        match self.call(call, &[], &mut [])? {
+            (Answer::Opened { handle } | Answer::OpenedBacked { handle }, _) => Ok(handle),
+            (other, _) => Err(ClientError::Protocol(format!("{other:?}"))),
+        }
+    }
+
+    /// Reads into `buf` at `offset`; returns the bytes read (0 is end of file).
+    pub fn read(&mut self, handle: Handle, offset: u64, buf: &mut [u8]) -> Result<usize, ClientError> {
+        let len = buf.len().min(PAYLOAD_MAX) as u32;
+        let call = Call::Read {
+            handle,
+            offset,
+            len,
+            flags: 0,
+        };
+        match self.call(call, &[], buf)? {
+            (Answer::Data, n) => Ok(n),
+            (other, _) => Err(ClientError::Protocol(format!("{other:?}"))),
+        }
+    }
+
+    /// Writes `data` at `offset` (at most [`PAYLOAD_MAX`] bytes per call);
+    /// returns the bytes taken.
+    pub fn write(&mut self, handle: Handle, offset: u64, data: &[u8]) -> Result<usize, ClientError> {
+        let data = &data[..data.len().min(PAYLOAD_MAX)];
+        let call = Call::Write {
+            handle,
+            offset,
+            flags: 0,
+        };
+        match self.call(call, data, &mut [])? {
+            (Answer::Written { len }, _) => Ok(len as usize),
+            (other, _) => Err(ClientError::Protocol(format!("{other:?}"))),
+        }
+    }
+
+    /// Device control; returns `ioctl(2)`'s value and the output bytes.
+    pub fn ioctl(&mut self, handle: Handle, cmd: u32, input: &[u8], out: &mut [u8]) -> Result<(i32, usize), ClientError> {
+        let call = Call::Ioctl {
+            handle,
+            cmd,
+            out_len: out.len().min(PAYLOAD_MAX) as u32,
+        };
+        match self.call(call, input, out)? {
+            (Answer::Ioctl { result }, n) => Ok((result, n)),
+            (other, _) => Err(ClientError::Protocol(format!("{other:?}"))),
+        }
+    }
+
+    /// Closes a handle.
+    pub fn close(&mut self, handle: Handle) -> Result<(), ClientError> {
+        match self.call(Call::Close { handle }, &[], &mut [])? {
+            (Answer::Closed, _) => Ok(()),
+            (other, _) => Err(ClientError::Protocol(format!("{other:?}"))),
         }
     }
 }
@@ -675,8 +938,28 @@ fn dispatch<D: Driver>(
     ctx: &mut Context,
     msg: DdmToDriver,
     payload: &[u8],
+    fds: Vec<OwnedFd>,
+    clients: &mut Vec<ClientLink>,
 ) -> Result<(), RunError> {
+    if !fds.is_empty() && !matches!(msg, DdmToDriver::Attach { .. }) {
+        return Err(RunError::Protocol("descriptors with a message that takes none".into()));
+    }
     match msg {
+        DdmToDriver::Attach { device, access } => {
+            let Some(fd) = fds.into_iter().next() else {
+                return Err(RunError::Protocol("Attach without a socket".into()));
+            };
+            let chan = Arc::new(Channel::from_fd(fd)?);
+            chan.send(&crate::proto::Hello::ours(), &[], &[])?;
+            debug!("direct client attached for device {device} (access {access:#o})");
+            clients.push(ClientLink {
+                chan,
+                device,
+                access: access & libc::O_ACCMODE,
+                handles: HashSet::new(),
+                greeted: false,
+            });
+        }
         DdmToDriver::Start { .. } => {
             return Err(RunError::Protocol("second Start".into()));
         }
@@ -701,7 +984,10 @@ fn dispatch<D: Driver>(
 fn call_driver<D: Driver>(driver: &mut D, ctx: &mut Context, mut to: ReplyTo, call: Call, payload: &[u8]) {
     match call {
         Call::Open { device, flags } => match driver.open(ctx, device, flags) {
-            Ok(handle) => to.send(Ok(Answer::Opened { handle }), &[]),
+            Ok(handle) => match driver.backing_file(ctx, handle, flags) {
+                Some(fd) => to.send_fds(Ok(Answer::OpenedBacked { handle }), &[], &[fd.as_fd()]),
+                None => to.send(Ok(Answer::Opened { handle }), &[]),
+            },
             Err(e) => to.send(Err(e), &[]),
         },
         Call::Close { handle } => {

@@ -168,6 +168,18 @@ pub enum DdmToDriver {
     /// Misbehave on purpose (fault injection, `ddmctl inject`): the runtime
     /// does it, whatever the driver.
     Inject(Fault),
+    /// Serve a direct client (libDriver's client proxy, no FUSE in the
+    /// path) on the socket that comes with this frame. The DDM checked the
+    /// client's right to open `device` with `access` (`O_RDONLY`,
+    /// `O_WRONLY` or `O_RDWR`); the runtime holds the client to it. The
+    /// client speaks [`DdmToDriver::Call`] and gets [`DriverToDdm::Reply`],
+    /// after a [`Hello`] each way.
+    Attach {
+        /// The one device the client may open.
+        device: DeviceId,
+        /// The access it may open it with.
+        access: i32,
+    },
 }
 
 /// A fault the driver runtime injects into itself on request.
@@ -350,6 +362,14 @@ pub enum Answer {
         /// The driver's handle for later calls.
         handle: Handle,
     },
+    /// From [`Call::Open`], with one descriptor in the frame: the file that
+    /// holds the device's bytes. The DDM hands it to the kernel (FUSE
+    /// passthrough) and reads and writes of this open go straight to it,
+    /// without the DDM or the driver.
+    OpenedBacked {
+        /// The driver's handle (still closed when the file is).
+        handle: Handle,
+    },
     /// From [`Call::Close`].
     Closed,
     /// From [`Call::Read`] and [`Call::Scatter`]: the bytes are the payload.
@@ -394,6 +414,11 @@ pub enum ControlRequest {
         /// What to do.
         fault: Fault,
     },
+    /// A direct connection to the driver of a device (libDriver without
+    /// FUSE). The frame carries, as proof of the caller's right, a
+    /// descriptor of the device file that the caller opened on the mount:
+    /// the kernel already checked it, and its access mode is what is granted.
+    Direct,
 }
 
 /// Answer to [`ControlRequest::Info`].
@@ -420,6 +445,16 @@ pub enum ControlResponse {
     Info(DdmInfo),
     /// A change was made; the text says what.
     Done(String),
+    /// Answer to [`ControlRequest::Direct`]; the frame carries the socket
+    /// to the driver.
+    Direct {
+        /// The driver's number for the device.
+        device: DeviceId,
+        /// The access granted (`O_RDONLY`, `O_WRONLY` or `O_RDWR`).
+        access: i32,
+        /// The driver instance.
+        driver: String,
+    },
 }
 
 /// One node of the tree as the control socket shows it.

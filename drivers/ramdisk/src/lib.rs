@@ -27,14 +27,17 @@
 //!   is sent. Saved state whose capacity differs from the `size` parameter
 //!   (the administrator changed it) is dropped with a warning, and the disk
 //!   starts empty;
-//! - **zero copy**: the same descriptor ([`Disk::memfd`]) can be mapped by the
-//!   DDM (shared memory, large transfers copied once, by the DDM, straight
-//!   between the FUSE request and the disk) or registered as a FUSE
-//!   passthrough backing file (the kernel serves reads and writes itself).
+//! - **zero copy**: a read-only open hands the same descriptor to the DDM
+//!   ([`ddf::driver::Driver::backing_file`]), which registers it with the
+//!   kernel as the FUSE passthrough backing file of that open: the kernel
+//!   reads the memfd itself, with neither the DDM nor the driver in the
+//!   path. Opens that may write are served by the driver, because a write
+//!   past the end must answer `ENOSPC` and the sealed memfd would answer
+//!   `EPERM` under passthrough.
 //!
 //! The driver itself copies: a read is one copy out of the memfd into a
 //! reused buffer, then the socket; a write one copy from the request into
-//! the memfd. That is the slow path the zero-copy paths avoid.
+//! the memfd. That is the path of opens that may write.
 //!
 //! ## Block device ioctls
 //!
@@ -283,6 +286,24 @@ impl Driver for RamDisk {
 
     fn close(&mut self, _ctx: &mut Context, handle: Handle) {
         self.handles.remove(&handle);
+    }
+
+    /// Read-only opens get the memfd as a FUSE passthrough backing file:
+    /// the kernel reads it directly, no copy through the DDM or the driver.
+    /// Opens that may write stay on the driver's path, because a write past
+    /// the end must answer `ENOSPC`, where the sealed memfd would answer
+    /// `EPERM`.
+    fn backing_file(&mut self, _ctx: &mut Context, _handle: Handle, flags: i32) -> Option<std::os::fd::OwnedFd> {
+        if flags & libc::O_ACCMODE != libc::O_RDONLY {
+            return None;
+        }
+        match self.disk.try_clone_memfd() {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                warn!("{}: no passthrough: {}", self.name, chain(&e));
+                None
+            }
+        }
     }
 
     fn read(
