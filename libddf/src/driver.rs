@@ -50,8 +50,8 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::ipc::{Channel, IpcError, RecvBuf, PAYLOAD_MAX};
 use crate::proto::{
-    Answer, Call, DdmToDriver, DeviceClass, DeviceId, DeviceSpec, DriverToDdm, Errno, Fault, Handle,
-    RequestId, StateEntry,
+    Answer, BoundDevice, BusId, Call, DdmToDriver, DeviceClass, DeviceId, DeviceSpec, DriverToDdm, Errno,
+    Fault, Handle, RequestId, StateEntry,
 };
 
 /// The environment variable that names the descriptor of the DDM socket a
@@ -171,6 +171,20 @@ pub trait Driver {
         events & (poll_events::POLLIN | poll_events::POLLOUT | poll_events::POLLRDNORM | poll_events::POLLWRNORM)
     }
 
+    /// The plugin manager hands this driver a device its manifest matches.
+    /// Register a device with [`DeviceSpec::serves`] = `dev.path` (through
+    /// [`Context::add`]) and serve it; an error leaves the device unbound.
+    fn bind(&mut self, ctx: &mut Context, dev: &BoundDevice) -> Result<(), Errno> {
+        Err(Errno::ENODEV)
+    }
+
+    /// The device at `path` that was bound to this driver is gone.
+    fn unbind(&mut self, ctx: &mut Context, path: &str) {}
+
+    /// Enumerate the bus again (bus drivers): add what appeared, remove what
+    /// went.
+    fn rescan(&mut self, ctx: &mut Context) {}
+
     /// The caller of request `id` gave up: drop or answer the reply kept for it.
     fn cancel(&mut self, ctx: &mut Context, id: RequestId) {}
 
@@ -217,6 +231,7 @@ pub struct Context {
     poll_waiters: HashSet<Handle>,
     waker: Waker,
     next_device: DeviceId,
+    next_bus: BusId,
     stop: bool,
 }
 
@@ -240,19 +255,40 @@ impl Context {
         &self.params
     }
 
-    /// Registers a device (libDDM): it appears under the mount on this
-    /// driver's bus. Returns the driver's number for it.
+    /// Registers a device (libDDM): it appears under the mount where this
+    /// driver is attached. Returns the driver's number for it.
     pub fn add_device(&mut self, name: &str, class: DeviceClass, size: u64) -> Result<DeviceId, Errno> {
+        self.add(DeviceSpec::new(0, name, class, size))
+    }
+
+    /// Registers a device described in full (on one of the driver's buses,
+    /// with its address and identifiers, offered to the plugin manager, or
+    /// serving a bound node). The `device` field is filled in; returns it.
+    pub fn add(&mut self, mut spec: DeviceSpec) -> Result<DeviceId, Errno> {
         let device = self.next_device;
         self.next_device += 1;
-        let spec = DeviceSpec {
-            device,
-            name: name.to_owned(),
-            class,
-            size,
-        };
+        spec.device = device;
         self.send(&DriverToDdm::AddDevice(spec))?;
         Ok(device)
+    }
+
+    /// Creates a bus (a directory) of `kind` named `name`, on `parent` or
+    /// where the driver is attached. Returns the driver's number for it.
+    pub fn add_bus(&mut self, name: &str, kind: &str, parent: Option<BusId>) -> Result<BusId, Errno> {
+        let bus = self.next_bus;
+        self.next_bus += 1;
+        self.send(&DriverToDdm::AddBus {
+            bus,
+            name: name.to_owned(),
+            kind: kind.to_owned(),
+            parent,
+        })?;
+        Ok(bus)
+    }
+
+    /// Removes a bus and everything on it.
+    pub fn remove_bus(&mut self, bus: BusId) -> Result<(), Errno> {
+        self.send(&DriverToDdm::RemoveBus { bus })
     }
 
     /// Removes a device from the tree; its open handles fail from now on.
@@ -572,6 +608,7 @@ where
         poll_waiters: HashSet::new(),
         waker: Waker(Arc::new(efd)),
         next_device: 0,
+        next_bus: 0,
         stop: false,
     };
     let mut driver = make(&start).map_err(RunError::Init)?;
@@ -967,6 +1004,13 @@ fn dispatch<D: Driver>(
             ctx.chan.send(&DriverToDdm::Pong { seq }, &[], &[])?;
         }
         DdmToDriver::Shutdown => ctx.stop = true,
+        DdmToDriver::Bind(dev) => {
+            if let Err(e) = driver.bind(ctx, &dev) {
+                warn!("{}: cannot serve {}: {e}", ctx.instance, dev.path);
+            }
+        }
+        DdmToDriver::Unbind { path } => driver.unbind(ctx, &path),
+        DdmToDriver::Rescan => driver.rescan(ctx),
         DdmToDriver::Inject(fault) => inject(&ctx.chan, fault)?,
         DdmToDriver::Cancel { id } => driver.cancel(ctx, id),
         DdmToDriver::Call { id, call } => {

@@ -116,6 +116,9 @@ impl DeviceClass {
     }
 }
 
+/// A bus as its driver numbers it.
+pub type BusId = u32;
+
 /// A driver's description of one of its devices.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceSpec {
@@ -127,6 +130,54 @@ pub struct DeviceSpec {
     pub class: DeviceClass,
     /// Size in bytes (block devices; 0 for char).
     pub size: u64,
+    /// Which of this driver's buses it sits on; `None`: where the driver is
+    /// attached (the null bus, for drivers started by ddm).
+    pub bus: Option<BusId>,
+    /// Its address on the bus or its serial: its stable identity (keys its
+    /// permissions, shows as `user.ddf.address`).
+    pub address: Option<String>,
+    /// Identifiers and resources (`vendor`, `device`, `class`, `irq`, ...):
+    /// what driver manifests match on, shown as `user.ddf.<key>`.
+    pub meta: Vec<(String, String)>,
+    /// Offer the device to the plugin manager: a driver whose manifest
+    /// matches it is started (or handed the device) and serves the node
+    /// from then on. Until then this driver serves it.
+    pub offer: bool,
+    /// For a driver bound to a device ([`DdmToDriver::Bind`]): the path of
+    /// the node it now serves (the name must be that node's).
+    pub serves: Option<String>,
+}
+
+impl DeviceSpec {
+    /// A plain device on the driver's attach point.
+    pub fn new(device: DeviceId, name: &str, class: DeviceClass, size: u64) -> DeviceSpec {
+        DeviceSpec {
+            device,
+            name: name.to_owned(),
+            class,
+            size,
+            bus: None,
+            address: None,
+            meta: Vec::new(),
+            offer: false,
+            serves: None,
+        }
+    }
+}
+
+/// A device the DDM hands to a driver whose manifest matched it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoundDevice {
+    /// The node's path below the mount (`vbus/vdev0`).
+    pub path: String,
+    /// The node's name.
+    pub name: String,
+    /// The kind of bus it sits on (`pci`, `vbus`).
+    pub bus_kind: String,
+    /// Its address on the bus.
+    pub address: Option<String>,
+    /// Its identifiers and resources.
+    pub meta: Vec<(String, String)>,
 }
 
 /// The DDM's messages to a driver.
@@ -180,6 +231,18 @@ pub enum DdmToDriver {
         /// The access it may open it with.
         access: i32,
     },
+    /// The plugin manager hands this driver a device its manifest matches:
+    /// it should register a device with [`DeviceSpec::serves`] set to the
+    /// path, and serve it.
+    Bind(BoundDevice),
+    /// The device at `path` is gone (or unloaded): stop serving it.
+    Unbind {
+        /// The node's path.
+        path: String,
+    },
+    /// Enumerate the bus again: report devices that appeared, remove those
+    /// that went (bus drivers).
+    Rescan,
 }
 
 /// A fault the driver runtime injects into itself on request.
@@ -349,6 +412,22 @@ pub enum DriverToDdm {
     /// status`. Each replaces the earlier value under its name; at most
     /// [`COUNTERS_MAX`] names are kept.
     Counters(Vec<(String, u64)>),
+    /// A bus (a directory) this driver enumerates.
+    AddBus {
+        /// The driver's number for it.
+        bus: BusId,
+        /// Directory name.
+        name: String,
+        /// The kind of bus (`pci`, `vbus`): what manifests match on.
+        kind: String,
+        /// The bus it sits on; `None`: the driver's attach point.
+        parent: Option<BusId>,
+    },
+    /// A bus that is gone, with everything on it.
+    RemoveBus {
+        /// The driver's number for it.
+        bus: BusId,
+    },
 }
 
 /// Most counter names the DDM keeps for one driver.
@@ -360,14 +439,6 @@ pub enum Answer {
     /// From [`Call::Open`].
     Opened {
         /// The driver's handle for later calls.
-        handle: Handle,
-    },
-    /// From [`Call::Open`], with one descriptor in the frame: the file that
-    /// holds the device's bytes. The DDM hands it to the kernel (FUSE
-    /// passthrough) and reads and writes of this open go straight to it,
-    /// without the DDM or the driver.
-    OpenedBacked {
-        /// The driver's handle (still closed when the file is).
         handle: Handle,
     },
     /// From [`Call::Close`].
@@ -388,6 +459,14 @@ pub enum Answer {
     Polled {
         /// Ready events.
         revents: u32,
+    },
+    /// From [`Call::Open`], with one descriptor in the frame: the file that
+    /// holds the device's bytes. The DDM hands it to the kernel (FUSE
+    /// passthrough) and reads and writes of this open go straight to it,
+    /// without the DDM or the driver.
+    OpenedBacked {
+        /// The driver's handle (still closed when the file is).
+        handle: Handle,
     },
 }
 
@@ -550,13 +629,9 @@ mod tests {
 
     #[test]
     fn driver_messages_are_pinned() {
-        let add = DriverToDdm::AddDevice(DeviceSpec {
-            device: 1,
-            name: "zero".into(),
-            class: DeviceClass::Char,
-            size: 0,
-        });
-        assert_eq!(enc(&add), [0, 1, 4, b'z', b'e', b'r', b'o', 0, 0]);
+        let add = DriverToDdm::AddDevice(DeviceSpec::new(1, "zero", DeviceClass::Char, 0));
+        // device, name, class, size, bus None, address None, meta [], offer false, serves None
+        assert_eq!(enc(&add), [0, 1, 4, b'z', b'e', b'r', b'o', 0, 0, 0, 0, 0, 0, 0]);
         let reply = DriverToDdm::Reply {
             id: RequestId(300),
             result: Ok(Answer::Written { len: 1 }),
