@@ -17,7 +17,7 @@ use log::{debug, warn};
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
 
 use crate::core::{lock, spawn_named, Core};
-use crate::tree::NodeKind;
+use crate::tree::{Ino, NodeKind};
 
 /// Errors setting up the control socket.
 #[derive(Debug, thiserror::Error)]
@@ -137,8 +137,16 @@ fn client(core: &Arc<Core>, fd: OwnedFd, rights: &Rights) -> Result<(), IpcError
 fn allowed(req: &ControlRequest, cred: &PeerCred, groups: &[u32], rights: &Rights) -> Result<(), String> {
     let changes = match req {
         // Direct carries its own proof (an open file of the device).
-        ControlRequest::Tree | ControlRequest::Status | ControlRequest::Info | ControlRequest::Direct => false,
-        ControlRequest::Restart { .. } | ControlRequest::Inject { .. } => true,
+        ControlRequest::Tree
+        | ControlRequest::Status
+        | ControlRequest::Info
+        | ControlRequest::Find(_)
+        | ControlRequest::Direct => false,
+        ControlRequest::Restart { .. }
+        | ControlRequest::Inject { .. }
+        | ControlRequest::Load { .. }
+        | ControlRequest::Unload { .. }
+        | ControlRequest::Rescan { .. } => true,
     };
     if !changes || cred.uid == 0 {
         return Ok(());
@@ -161,7 +169,6 @@ fn allowed(req: &ControlRequest, cred: &PeerCred, groups: &[u32], rights: &Right
 fn handle(core: &Arc<Core>, req: ControlRequest, rights: &Rights) -> ControlResponse {
     let named = |driver: &str| {
         core.instance(driver)
-            .cloned()
             .ok_or_else(|| format!("no driver named {driver:?} (see ddmctl status)"))
     };
     let done = |r: Result<String, String>| match r {
@@ -179,6 +186,12 @@ fn handle(core: &Arc<Core>, req: ControlRequest, rights: &Rights) -> ControlResp
         ControlRequest::Restart { driver } => done(named(&driver).and_then(|i| core.restart_request(&i))),
         ControlRequest::Inject { driver, fault } => done(named(&driver).and_then(|i| core.inject(&i, fault))),
         ControlRequest::Direct => ControlResponse::Error("a direct connection needs an open device file".into()),
+        ControlRequest::Find(q) => {
+            ControlResponse::Tree(tree(core).into_iter().filter(|n| crate::plug::matches_query(&q, n)).collect())
+        }
+        ControlRequest::Load { driver, bus, params } => done(crate::plug::load(core, &driver, bus.as_deref(), &params)),
+        ControlRequest::Unload { path } => done(crate::plug::unload(core, &path)),
+        ControlRequest::Rescan { bus } => done(crate::plug::rescan(core, bus.as_deref())),
     }
 }
 
@@ -206,7 +219,7 @@ fn direct(core: &Core, rights: &Rights, fds: Vec<OwnedFd>) -> Result<(ControlRes
         Some(NodeKind::Bus { .. }) => return Err("that is a bus, not a device".into()),
         None => return Err("that device is gone".into()),
     };
-    let inst = core.instances.get(dref.instance).ok_or("no driver for that device")?;
+    let inst = core.inst(dref.instance).ok_or("no driver for that device")?;
     let conn = inst.conn().ok_or_else(|| format!("driver {} is not running", inst.name()))?;
     let (ours, theirs) = Channel::pair().map_err(|e| format!("socketpair: {e}"))?;
     let theirs: OwnedFd = theirs.into();
@@ -228,41 +241,70 @@ fn direct(core: &Core, rights: &Rights, fds: Vec<OwnedFd>) -> Result<(ControlRes
 
 /// The tree as the control socket shows it.
 pub fn tree(core: &Core) -> Vec<NodeInfo> {
-    let tree = core.tree.read().unwrap_or_else(|p| p.into_inner());
-    tree.walk()
+    let nodes: Vec<(Ino, String, NodeKind, access_policy::Perm)> = {
+        let tree = core.tree.read().unwrap_or_else(|p| p.into_inner());
+        tree.walk()
+            .into_iter()
+            .map(|n| (n.ino, tree.path(n.ino), n.kind.clone(), n.perm))
+            .collect()
+    };
+    nodes
         .into_iter()
-        .map(|n| {
-            let (class, driver, pid, state, size) = match &n.kind {
-                NodeKind::Bus { .. } => (None, None, None, None, 0),
-                NodeKind::Device(d) => {
-                    let inst = core.instances.get(d.instance);
-                    let (pid, state) = inst
-                        .map(|i| {
-                            let l = lock(&i.live);
-                            (l.pid, Some(l.state))
-                        })
-                        .unwrap_or((None, None));
-                    (Some(d.class), inst.map(|i| i.name().to_owned()), pid, state, d.size)
-                }
+        .map(|(ino, path, kind, perm)| {
+            let mut info = NodeInfo {
+                path,
+                class: None,
+                driver: None,
+                pid: None,
+                state: None,
+                mode: perm.mode,
+                uid: perm.uid,
+                gid: perm.gid,
+                size: 0,
+                bus: None,
+                address: None,
+                meta: Vec::new(),
+                state_text: None,
             };
-            NodeInfo {
-                path: tree.path(n.ino),
-                class,
-                driver,
-                pid,
-                state,
-                mode: n.perm.mode,
-                uid: n.perm.uid,
-                gid: n.perm.gid,
-                size,
+            match kind {
+                NodeKind::Bus { kind, owner, .. } => {
+                    info.bus = kind;
+                    if let Some(inst) = owner.and_then(|o| core.inst(o)) {
+                        let l = lock(&inst.live);
+                        info.driver = Some(inst.name().to_owned());
+                        info.pid = l.pid;
+                        info.state = Some(l.state);
+                        info.state_text = Some(l.state.as_str().to_owned());
+                    }
+                }
+                NodeKind::Device(d) => {
+                    info.class = Some(d.class);
+                    info.size = d.size;
+                    if let Some(inst) = core.inst(d.instance) {
+                        let (pid, state) = {
+                            let l = lock(&inst.live);
+                            (l.pid, l.state)
+                        };
+                        info.driver = Some(inst.name().to_owned());
+                        info.pid = pid;
+                        info.state = Some(state);
+                        info.state_text = crate::plug::node_state(core, ino, Some(state));
+                    }
+                    if let Some(b) = d.bus {
+                        info.bus = Some(b.kind.clone());
+                        info.address = b.address.clone();
+                        info.meta = b.meta.clone();
+                    }
+                }
             }
+            info
         })
         .collect()
 }
 
 /// Every driver instance.
 pub fn status(core: &Core) -> Vec<DriverStatus> {
-    core.instances
+    core.all()
         .iter()
         .map(|inst| {
             let devices = core.device_paths(inst);

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use access_policy::{NodeKey, NodeKind as PolicyKind, Perm, PermStore, Policy};
 use ddf::ipc::{IpcError, RecvBuf, MAX_FDS};
 use ddf::proto::{
-    Answer, Call, DdmToDriver, DeviceClass, DeviceId, DeviceSpec, DriverState, DriverToDdm, Errno,
+    Answer, BusId, Call, DdmToDriver, DeviceClass, DeviceId, DeviceSpec, DriverState, DriverToDdm, Errno,
     Handle, RequestId, StateEntry,
 };
 use fuser::{FopenFlags, Notifier, PollNotifier};
@@ -40,7 +40,7 @@ pub use crate::conn::lock;
 use crate::conn::{Conn, Parked};
 use crate::manifest::Manifest;
 use crate::supervise::Cause;
-use crate::tree::{DeviceRef, Ino, NodeKind, Tree, ROOT};
+use crate::tree::{BusDevice, DeviceRef, Ino, NodeKind, Tree, ROOT};
 
 /// Most bytes the state store keeps for one driver (all keys together).
 pub const STATE_MAX_BYTES: usize = 1 << 20;
@@ -67,8 +67,10 @@ pub struct Live {
     pub conn: Option<Arc<Conn>>,
     /// This incarnation's devices: driver number to inode.
     pub devices: HashMap<DeviceId, Ino>,
-    /// Every device node this instance has, by name, across incarnations
-    /// (a restarted driver gets its old nodes back).
+    /// This incarnation's buses: driver number to inode.
+    pub buses: HashMap<BusId, Ino>,
+    /// Every node (device or bus) this instance made or serves, by path,
+    /// across incarnations (a restarted driver gets its old nodes back).
     pub names: HashMap<String, Ino>,
     /// Nodes registered by the current incarnation.
     pub seen: HashSet<Ino>,
@@ -108,6 +110,9 @@ pub struct Instance {
     pub manifest: Manifest,
     /// Executable path.
     pub exec: PathBuf,
+    /// The bus its plain devices go on (the null bus unless loaded with
+    /// `--bus`).
+    pub attach: Ino,
     /// Changing state.
     pub live: Mutex<Live>,
     /// Signalled when the state changes (start-up waits on it).
@@ -123,6 +128,38 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// An instance of `manifest`, not started.
+    pub fn new(index: usize, manifest: Manifest, driver_dir: &std::path::Path, attach: Ino) -> Instance {
+        Instance {
+            index,
+            exec: manifest.exec_path(driver_dir),
+            manifest,
+            attach,
+            live: Mutex::new(Live {
+                state: DriverState::Stopped,
+                pid: None,
+                conn: None,
+                devices: HashMap::new(),
+                buses: HashMap::new(),
+                names: HashMap::new(),
+                seen: HashSet::new(),
+                restarts: 0,
+                last_exit: None,
+                kill_reason: None,
+                failures: Vec::new(),
+                died_at: None,
+                ping: None,
+                last_ping: None,
+                started_at: None,
+            }),
+            changed: Condvar::new(),
+            store: Mutex::new(BTreeMap::new()),
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            counters: Mutex::new(BTreeMap::new()),
+        }
+    }
+
     /// The current link, if the driver runs.
     pub fn conn(&self) -> Option<Arc<Conn>> {
         lock(&self.live).conn.clone()
@@ -175,6 +212,8 @@ pub enum Link {
     },
     /// The driver died and this file does not survive restarts: `EIO`.
     Dead,
+    /// The device went away: `ENODEV`.
+    Gone,
 }
 
 /// An open file under the mount.
@@ -207,13 +246,29 @@ pub struct Backing {
     opens: usize,
 }
 
+/// What the plugin manager did with an offered device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Binding {
+    /// No driver took it; why.
+    Unbound(String),
+    /// Handed to this driver instance.
+    Bound(usize),
+}
+
 /// Everything the DDM knows.
 #[derive(Debug)]
 pub struct Core {
     /// The device tree.
     pub tree: RwLock<Tree>,
-    /// Driver instances, fixed at start.
-    pub instances: Vec<Arc<Instance>>,
+    /// Driver instances; only ever appended to (indices are stable), a
+    /// stopped instance stays with state `stopped`.
+    pub instances: RwLock<Vec<Arc<Instance>>>,
+    /// Every manifest ddm knows (built in, `--manifest`): what `ddmctl load`
+    /// and the plugin manager start instances from.
+    pub catalog: Vec<Manifest>,
+    /// Which offered device nodes are bound to which driver, or why not.
+    pub bindings: Mutex<HashMap<Ino, Binding>>,
+    driver_dir: PathBuf,
     /// Open files by FUSE file handle.
     pub files: Mutex<HashMap<u64, OpenFile>>,
     /// Passthrough backing files by node.
@@ -231,44 +286,24 @@ pub struct Core {
 
 impl Core {
     /// A core with the null bus and the given driver instances (not started).
-    pub fn new(manifests: Vec<Manifest>, driver_dir: &std::path::Path, policy: Policy, perms: PermStore) -> Arc<Core> {
+    /// A core with the null bus, knowing the `catalog` of manifests, with an
+    /// instance (not started) of each one that starts with ddm.
+    pub fn new(catalog: Vec<Manifest>, driver_dir: &std::path::Path, policy: Policy, perms: PermStore) -> Arc<Core> {
         let root_key = NodeKey::new("", None);
         let root_perm = perms.get(&root_key).unwrap_or_else(|| policy.perm_for("", PolicyKind::Bus));
-        let instances = manifests
-            .into_iter()
+        let instances = catalog
+            .iter()
+            .filter(|m| m.autostart)
+            .cloned()
             .enumerate()
-            .map(|(index, manifest)| {
-                Arc::new(Instance {
-                    index,
-                    exec: manifest.exec_path(driver_dir),
-                    manifest,
-                    live: Mutex::new(Live {
-                        state: DriverState::Stopped,
-                        pid: None,
-                        conn: None,
-                        devices: HashMap::new(),
-                        names: HashMap::new(),
-                        seen: HashSet::new(),
-                        restarts: 0,
-                        last_exit: None,
-                        kill_reason: None,
-                        failures: Vec::new(),
-                        died_at: None,
-                        ping: None,
-                        last_ping: None,
-                        started_at: None,
-                    }),
-                    changed: Condvar::new(),
-                    store: Mutex::new(BTreeMap::new()),
-                    requests: AtomicU64::new(0),
-                    errors: AtomicU64::new(0),
-                    counters: Mutex::new(BTreeMap::new()),
-                })
-            })
+            .map(|(index, manifest)| Arc::new(Instance::new(index, manifest, driver_dir, ROOT)))
             .collect();
         Arc::new(Core {
             tree: RwLock::new(Tree::new(root_perm)),
-            instances,
+            instances: RwLock::new(instances),
+            catalog,
+            bindings: Mutex::new(HashMap::new()),
+            driver_dir: driver_dir.to_owned(),
             files: Mutex::new(HashMap::new()),
             backings: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -277,6 +312,25 @@ impl Core {
             policy,
             perms: Mutex::new(perms),
         })
+    }
+
+    /// The instance at `index`.
+    pub fn inst(&self, index: usize) -> Option<Arc<Instance>> {
+        self.instances.read().unwrap_or_else(|p| p.into_inner()).get(index).cloned()
+    }
+
+    /// Every instance, in index order.
+    pub fn all(&self) -> Vec<Arc<Instance>> {
+        self.instances.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Adds an instance of `manifest` (not started) whose plain devices go
+    /// on bus `attach`; returns it.
+    pub fn add_instance(&self, manifest: Manifest, attach: Ino) -> Arc<Instance> {
+        let mut all = self.instances.write().unwrap_or_else(|p| p.into_inner());
+        let inst = Arc::new(Instance::new(all.len(), manifest, &self.driver_dir, attach));
+        all.push(inst.clone());
+        inst
     }
 
     /// The permissions a new node at `path` starts with: what was recorded
@@ -296,8 +350,8 @@ impl Core {
     }
 
     /// The instance called `name`.
-    pub fn instance(&self, name: &str) -> Option<&Arc<Instance>> {
-        self.instances.iter().find(|i| i.name() == name)
+    pub fn instance(&self, name: &str) -> Option<Arc<Instance>> {
+        self.all().into_iter().find(|i| i.name() == name)
     }
 
     /// Paths of an instance's device nodes, for log lines.
@@ -392,6 +446,11 @@ impl Core {
             DriverToDdm::AddDevice(spec) => self.add_device(inst, spec),
             DriverToDdm::RemoveDevice { device } => {
                 self.remove_device(inst, device);
+                Ok(())
+            }
+            DriverToDdm::AddBus { bus, name, kind, parent } => self.add_bus(inst, bus, name, kind, parent),
+            DriverToDdm::RemoveBus { bus } => {
+                self.remove_bus(inst, bus);
                 Ok(())
             }
             DriverToDdm::Ready => {
@@ -491,6 +550,8 @@ impl Core {
             ),
             None => info!("driver {}: ready, serving {}", inst.name(), self.device_paths(inst).join(" ")),
         }
+        // Devices the plugin manager handed it (again, after a restart).
+        crate::plug::bind_all(self, inst);
         // Open files that survive restarts and have calls waiting: re-open now.
         let todo: Vec<(u64, Ino, i32)> = lock(&self.files)
             .iter_mut()
@@ -549,7 +610,7 @@ impl Core {
             let dead_link = match &f.link {
                 Link::Live { conn, .. } => conn.is_dead(),
                 Link::Waiting { .. } => true,
-                Link::Dead => false,
+                Link::Dead | Link::Gone => false,
             };
             if !dead_link {
                 continue;
@@ -602,13 +663,18 @@ impl Core {
                 drop(files);
                 parked.fail(Errno::EIO);
             }
+            Link::Gone => {
+                drop(files);
+                parked.fail(Errno::ENODEV);
+            }
             Link::Live { .. } => {
                 // The incarnation died under this file.
-                let Some(inst) = self.instances.get(f.instance) else {
+                let Some(inst) = self.inst(f.instance) else {
                     drop(files);
                     parked.fail(Errno::EIO);
                     return;
                 };
+                let inst = &inst;
                 if !inst.manifest.handles_survive_restart {
                     f.link = Link::Dead;
                     drop(files);
@@ -694,7 +760,7 @@ impl Core {
                     w.parked.fail(Errno::EBADF);
                 }
             }
-            Link::Dead => {}
+            Link::Dead | Link::Gone => {}
         }
     }
 
@@ -825,30 +891,141 @@ impl Core {
         }
     }
 
-    fn add_device(&self, inst: &Instance, spec: DeviceSpec) -> Result<(), String> {
+    /// Where a driver's node goes: on one of its buses, or its attach point.
+    fn parent_of(&self, inst: &Instance, bus: Option<BusId>) -> Result<Ino, String> {
+        match bus {
+            None => Ok(inst.attach),
+            Some(b) => lock(&inst.live)
+                .buses
+                .get(&b)
+                .copied()
+                .ok_or_else(|| format!("device on unknown bus {b}")),
+        }
+    }
+
+    /// Tells the kernel that `name` in `parent` changed (appeared or went),
+    /// so that the next lookup or `ls` sees it.
+    fn inval_entry(&self, parent: Ino, name: &str) {
+        if let Some(n) = self.notifier.get() {
+            if let Err(e) = n.inval_entry(fuser::INodeNo(parent), name.as_ref()) {
+                debug!("inval entry {name}: {e}");
+            }
+        }
+    }
+
+    fn add_bus(&self, inst: &Instance, bus: BusId, name: String, kind: String, parent: Option<BusId>) -> Result<(), String> {
+        let parent = self.parent_of(inst, parent)?;
+        if lock(&inst.live).buses.contains_key(&bus) {
+            return Err(format!("bus number {bus} registered twice"));
+        }
+        let path = {
+            let tree = self.tree.read().unwrap_or_else(|p| p.into_inner());
+            join(&tree.path(parent), &name)
+        };
+        // A restarted bus driver gets its old directory back.
+        let existing = lock(&inst.live).names.get(&path).copied();
+        if let Some(ino) = existing {
+            let ok = matches!(
+                self.tree.read().unwrap_or_else(|p| p.into_inner()).get(ino).map(|n| &n.kind),
+                Some(NodeKind::Bus { .. })
+            );
+            if ok {
+                let mut live = lock(&inst.live);
+                live.buses.insert(bus, ino);
+                live.seen.insert(ino);
+                return Ok(());
+            }
+        }
+        let perm = self.initial_perm(&path, None, PolicyKind::Bus);
+        let kind = NodeKind::Bus {
+            children: BTreeMap::new(),
+            kind: Some(kind),
+            owner: Some(inst.index),
+        };
+        let added = self.tree.write().unwrap_or_else(|p| p.into_inner()).add(parent, &name, kind, perm);
+        match added {
+            Ok(ino) => {
+                let mut live = lock(&inst.live);
+                live.buses.insert(bus, ino);
+                live.names.insert(path, ino);
+                live.seen.insert(ino);
+                drop(live);
+                self.inval_entry(parent, &name);
+                Ok(())
+            }
+            Err(e) => {
+                warn!("driver {}: bus {name:?} refused: {e}", inst.name());
+                Ok(())
+            }
+        }
+    }
+
+    fn add_device(self: &Arc<Core>, inst: &Arc<Instance>, spec: DeviceSpec) -> Result<(), String> {
         let size = if spec.class == DeviceClass::Block { spec.size } else { 0 };
+        {
+            let live = lock(&inst.live);
+            if live.devices.len() >= DEVICES_MAX {
+                return Err(format!("more than {DEVICES_MAX} devices"));
+            }
+            if live.devices.contains_key(&spec.device) {
+                return Err(format!("device number {} registered twice", spec.device));
+            }
+        }
+        // A driver bound to a device takes over the node the bus made.
+        if let Some(path) = &spec.serves {
+            return self.serve_bound(inst, &spec, path);
+        }
+        let parent = self.parent_of(inst, spec.bus)?;
+        let path = {
+            let tree = self.tree.read().unwrap_or_else(|p| p.into_inner());
+            join(&tree.path(parent), &spec.name)
+        };
+        let bus = match spec.bus {
+            None => None,
+            Some(_) => {
+                let kind = match self.tree.read().unwrap_or_else(|p| p.into_inner()).get(parent).map(|n| &n.kind) {
+                    Some(NodeKind::Bus { kind, .. }) => kind.clone().unwrap_or_default(),
+                    _ => String::new(),
+                };
+                Some(Arc::new(BusDevice {
+                    provider: (inst.index, spec.device),
+                    class: spec.class,
+                    size,
+                    kind,
+                    address: spec.address.clone(),
+                    meta: spec.meta.clone(),
+                    offered: spec.offer,
+                }))
+            }
+        };
         let dref = DeviceRef {
             instance: inst.index,
             device: spec.device,
             class: spec.class,
             size,
+            bus,
         };
-        let live = lock(&inst.live);
-        if live.devices.len() >= DEVICES_MAX {
-            return Err(format!("more than {DEVICES_MAX} devices"));
-        }
-        if live.devices.contains_key(&spec.device) {
-            return Err(format!("device number {} registered twice", spec.device));
-        }
         // A restarted driver registering a device it had before gets the
         // same node back (same inode, permissions, open files).
-        if let Some(&ino) = live.names.get(&spec.name) {
-            drop(live);
+        let existing = lock(&inst.live).names.get(&path).copied();
+        if let Some(ino) = existing {
+            let bound_elsewhere = matches!(
+                lock(&self.bindings).get(&ino),
+                Some(Binding::Bound(i)) if *i != inst.index
+            );
             let ok = {
                 let mut tree = self.tree.write().unwrap_or_else(|p| p.into_inner());
                 match tree.get_mut(ino) {
                     Some(n) => {
-                        n.kind = NodeKind::Device(dref);
+                        if let NodeKind::Device(old) = &mut n.kind {
+                            if bound_elsewhere {
+                                // Keep serving through the bound driver;
+                                // refresh what the bus says.
+                                old.bus = dref.bus.clone();
+                            } else {
+                                *old = dref.clone();
+                            }
+                        }
                         true
                     }
                     None => false,
@@ -860,34 +1037,66 @@ impl Core {
                 live.seen.insert(ino);
                 return Ok(());
             }
-            live.names.remove(&spec.name);
-        } else {
-            drop(live);
+            live.names.remove(&path);
         }
         let kind = match spec.class {
             DeviceClass::Char => PolicyKind::CharDevice,
             DeviceClass::Block => PolicyKind::BlockDevice,
         };
-        let perm: Perm = self.initial_perm(&spec.name, None, kind);
+        let perm: Perm = self.initial_perm(&path, spec.address.as_deref(), kind);
+        let offered = spec.offer && dref.bus.is_some();
         let added = self
             .tree
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .add(ROOT, &spec.name, NodeKind::Device(dref), perm);
+            .add(parent, &spec.name, NodeKind::Device(dref), perm);
         match added {
             Ok(ino) => {
                 let mut live = lock(&inst.live);
                 live.devices.insert(spec.device, ino);
-                live.names.insert(spec.name.clone(), ino);
+                live.names.insert(path.clone(), ino);
                 live.seen.insert(ino);
-                debug!("driver {}: device /{} is inode {ino}", inst.name(), spec.name);
+                drop(live);
+                debug!("driver {}: device /{path} is inode {ino}", inst.name());
+                self.inval_entry(parent, &spec.name);
+                if offered {
+                    crate::plug::plug(self, ino);
+                }
             }
             Err(e) => warn!("driver {}: device {:?} refused: {e}", inst.name(), spec.name),
         }
         Ok(())
     }
 
-    fn remove_device(&self, inst: &Instance, device: DeviceId) {
+    /// A bound driver registers the device it serves for node `path`.
+    fn serve_bound(&self, inst: &Instance, spec: &DeviceSpec, path: &str) -> Result<(), String> {
+        let ino = self
+            .tree
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .resolve(path)
+            .map(|n| n.ino);
+        let Some(ino) = ino.filter(|i| lock(&self.bindings).get(i) == Some(&Binding::Bound(inst.index))) else {
+            return Err(format!("serves {path:?}, which is not bound to it"));
+        };
+        let size = if spec.class == DeviceClass::Block { spec.size } else { 0 };
+        let mut tree = self.tree.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(NodeKind::Device(d)) = tree.get_mut(ino).map(|n| &mut n.kind) {
+            d.instance = inst.index;
+            d.device = spec.device;
+            d.class = spec.class;
+            d.size = size;
+        }
+        drop(tree);
+        let mut live = lock(&inst.live);
+        live.devices.insert(spec.device, ino);
+        live.names.insert(path.to_owned(), ino);
+        live.seen.insert(ino);
+        info!("driver {}: serving /{path}", inst.name());
+        Ok(())
+    }
+
+    fn remove_device(self: &Arc<Core>, inst: &Instance, device: DeviceId) {
         let ino = {
             let mut live = lock(&inst.live);
             let Some(ino) = live.devices.remove(&device) else {
@@ -899,12 +1108,67 @@ impl Core {
             live.seen.remove(&ino);
             ino
         };
+        // A bound driver letting go of a node: its bus driver serves it again.
+        let provider = match self.tree.read().unwrap_or_else(|p| p.into_inner()).get(ino).map(|n| &n.kind) {
+            Some(NodeKind::Device(d)) => d.bus.as_ref().map(|b| b.provider.0).filter(|p| *p != inst.index),
+            _ => None,
+        };
+        if provider.is_some() {
+            crate::plug::release_to_provider(self, ino, "released by its driver");
+            return;
+        }
         self.remove_node(ino);
     }
 
-    /// Removes a node (and what is below it) and tells the kernel.
-    pub fn remove_node(&self, ino: Ino) {
-        let removed = self.tree.write().unwrap_or_else(|p| p.into_inner()).remove(ino);
+    fn remove_bus(self: &Arc<Core>, inst: &Instance, bus: BusId) {
+        let Some(ino) = lock(&inst.live).buses.remove(&bus) else {
+            warn!("driver {}: removal of unknown bus {bus}", inst.name());
+            return;
+        };
+        self.remove_node(ino);
+    }
+
+    /// Removes a node (and what is below it): its bound drivers are told,
+    /// its open files answer `ENODEV` from now on, the kernel is told.
+    pub fn remove_node(self: &Arc<Core>, ino: Ino) {
+        let (base, removed) = {
+            let mut tree = self.tree.write().unwrap_or_else(|p| p.into_inner());
+            let base = tree.get(ino).map(|n| tree.path(n.parent)).unwrap_or_default();
+            (base, tree.remove(ino))
+        };
+        let gone: HashSet<Ino> = removed.iter().map(|n| n.ino).collect();
+        // Forget the nodes in every instance's books.
+        for inst in self.all() {
+            let mut live = lock(&inst.live);
+            live.names.retain(|_, i| !gone.contains(i));
+            live.devices.retain(|_, i| !gone.contains(i));
+            live.buses.retain(|_, i| !gone.contains(i));
+            live.seen.retain(|i| !gone.contains(i));
+        }
+        let mut unbind = Vec::new();
+        {
+            let tree_paths: Vec<(Ino, String)> = removed.iter().map(|n| (n.ino, n.name.clone())).collect();
+            let mut bindings = lock(&self.bindings);
+            for (i, _) in &tree_paths {
+                if let Some(Binding::Bound(b)) = bindings.remove(i) {
+                    unbind.push((*i, b));
+                }
+            }
+        }
+        for (i, b) in unbind {
+            let path = join(&base, &removed_path(&removed, i));
+            crate::plug::unbind_driver(self, b, &path);
+        }
+        let mut failed = Vec::new();
+        for f in lock(&self.files).values_mut().filter(|f| gone.contains(&f.ino)) {
+            if let Link::Waiting { waiters, .. } = std::mem::replace(&mut f.link, Link::Gone) {
+                failed.extend(waiters);
+            }
+            f.link = Link::Gone;
+        }
+        for w in failed {
+            w.parked.fail(Errno::ENODEV);
+        }
         if let Some(n) = self.notifier.get() {
             for node in removed {
                 if let Err(e) = n.delete(fuser::INodeNo(node.parent), fuser::INodeNo(node.ino), node.name.as_ref()) {
@@ -918,7 +1182,8 @@ impl Core {
     /// what did not exit within `grace`.
     pub fn stop_all(&self, grace: Duration) {
         self.stopping.store(true, Ordering::Release);
-        for inst in &self.instances {
+        let all = self.all();
+        for inst in &all {
             let conn = {
                 let mut live = lock(&inst.live);
                 live.state = DriverState::Stopped;
@@ -931,7 +1196,7 @@ impl Core {
             }
         }
         let deadline = Instant::now() + grace;
-        for inst in &self.instances {
+        for inst in &all {
             let mut live = lock(&inst.live);
             while live.pid.is_some() {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -949,6 +1214,28 @@ impl Core {
             }
         }
     }
+}
+
+/// `dir/name`, or `name` at the root.
+pub fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// The path a removed node had (from the removed set, which holds its
+/// ancestors up to the removed subtree's root).
+fn removed_path(removed: &[crate::tree::Node], ino: Ino) -> String {
+    let mut parts = Vec::new();
+    let mut cur = removed.iter().find(|n| n.ino == ino);
+    while let Some(n) = cur {
+        parts.push(n.name.clone());
+        cur = removed.iter().find(|p| p.ino == n.parent && p.ino != n.ino);
+    }
+    parts.reverse();
+    parts.join("/")
 }
 
 /// FUSE open flags for a device class: char devices are non-seekable

@@ -57,7 +57,7 @@ impl DdfFs {
 
     fn attr(&self, n: &Node) -> FileAttr {
         let (kind, size, nlink) = match &n.kind {
-            NodeKind::Bus { children } => {
+            NodeKind::Bus { children, .. } => {
                 let subdirs = children.len() as u32; // upper bound, good enough for nlink
                 (FileType::Directory, 0, 2 + subdirs.min(1))
             }
@@ -92,17 +92,41 @@ impl DdfFs {
         let path = self.core.tree.read().unwrap_or_else(|p| p.into_inner()).path(n.ino);
         v.push(("user.ddf.path", format!("/{path}")));
         match &n.kind {
-            NodeKind::Bus { .. } => v.push(("user.ddf.kind", "bus".into())),
+            NodeKind::Bus { kind, owner, .. } => {
+                v.push(("user.ddf.kind", "bus".into()));
+                if let Some(k) = kind {
+                    v.push(("user.ddf.bus", k.clone()));
+                }
+                if let Some(inst) = owner.and_then(|o| self.core.inst(o)) {
+                    v.push(("user.ddf.driver", inst.name().to_owned()));
+                }
+            }
             NodeKind::Device(d) => {
                 v.push(("user.ddf.kind", "device".into()));
                 v.push(("user.ddf.class", d.class.as_str().into()));
-                if let Some(inst) = self.core.instances.get(d.instance) {
-                    let live = lock(&inst.live);
+                if let Some(inst) = self.core.inst(d.instance) {
+                    let (state, pid, restarts, last_exit) = {
+                        let live = lock(&inst.live);
+                        (live.state, live.pid, live.restarts, live.last_exit.clone())
+                    };
+                    let state = crate::plug::node_state(&self.core, n.ino, Some(state)).unwrap_or_default();
                     v.push(("user.ddf.driver", inst.name().to_owned()));
-                    v.push(("user.ddf.state", live.state.as_str().into()));
-                    v.push(("user.ddf.pid", live.pid.map(|p| p.to_string()).unwrap_or_default()));
-                    v.push(("user.ddf.restarts", live.restarts.to_string()));
-                    v.push(("user.ddf.last_exit", live.last_exit.clone().unwrap_or_default()));
+                    v.push(("user.ddf.state", state));
+                    v.push(("user.ddf.pid", pid.map(|p| p.to_string()).unwrap_or_default()));
+                    v.push(("user.ddf.restarts", restarts.to_string()));
+                    v.push(("user.ddf.last_exit", last_exit.unwrap_or_default()));
+                }
+                if let Some(b) = &d.bus {
+                    v.push(("user.ddf.bus", b.kind.clone()));
+                    if let Some(a) = &b.address {
+                        v.push(("user.ddf.address", a.clone()));
+                    }
+                    for (k, val) in &b.meta {
+                        // Only names that cannot shadow the DDM's own.
+                        if !RESERVED.contains(&k.as_str()) && k.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
+                            v.push((leak_name(k), val.clone()));
+                        }
+                    }
                 }
             }
         }
@@ -300,7 +324,7 @@ impl Filesystem for DdfFs {
             reply.error(Errno::EISDIR);
             return;
         };
-        let Some(inst) = self.core.instances.get(dev.instance) else {
+        let Some(inst) = self.core.inst(dev.instance) else {
             reply.error(Errno::ENXIO);
             return;
         };
@@ -558,6 +582,28 @@ fn store_errno(e: &StoreError) -> Errno {
         StoreError::InvalidMode { .. } | StoreError::InvalidAcl { .. } => Errno::EINVAL,
         _ => Errno::EIO,
     }
+}
+
+/// `user.ddf.*` names the DDM itself gives; a bus's identifiers may not
+/// shadow them.
+const RESERVED: &[&str] = &["path", "kind", "class", "driver", "state", "pid", "restarts", "last_exit", "bus", "address"];
+
+/// `user.ddf.<key>` as a `&'static str`. The set of identifier keys is small
+/// and fixed per bus (vendor, device, irq, ...), so each name is interned
+/// once and kept.
+fn leak_name(key: &str) -> &'static str {
+    static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
+    let full = format!("user.ddf.{key}");
+    if let Some(n) = names.iter().find(|n| **n == full) {
+        return n;
+    }
+    if names.len() >= 256 {
+        return "user.ddf.other";
+    }
+    let leaked: &'static str = Box::leak(full.into_boxed_str());
+    names.push(leaked);
+    leaked
 }
 
 /// Answers a getxattr/listxattr: the size when asked for it, the bytes when

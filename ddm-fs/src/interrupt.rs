@@ -62,7 +62,7 @@ pub fn watch(core: Arc<Core>) {
         if core.stopping.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
-        for inst in &core.instances {
+        for inst in core.all() {
             let Some(conn) = inst.conn() else { continue };
             let old: Vec<(ddf::proto::RequestId, u32)> = lock(&conn.pending)
                 .iter()

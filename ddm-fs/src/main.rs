@@ -21,6 +21,7 @@ mod core;
 mod fs;
 mod interrupt;
 mod manifest;
+mod plug;
 mod supervise;
 mod tree;
 
@@ -198,7 +199,8 @@ fn run(args: &Args) -> Result<(), StartError> {
     let core = Core::new(manifests, &driver_dir, policy, perms);
 
     // Drivers first, so the tree is populated when the mount appears.
-    for inst in &core.instances {
+    for inst in core.all() {
+        let inst = &inst;
         if !inst.manifest.autostart {
             continue;
         }

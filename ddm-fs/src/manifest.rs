@@ -50,6 +50,10 @@ pub struct Manifest {
     /// Restart policy and hang detection.
     #[serde(default)]
     pub supervision: Supervision,
+    /// Which devices, reported by bus drivers, this driver serves (the
+    /// plugin manager starts it, or hands it the device, when one appears).
+    #[serde(default, rename = "match")]
+    pub matches: Option<Match>,
     /// Where it came from, for messages.
     #[serde(skip)]
     pub source: String,
@@ -95,11 +99,52 @@ impl Default for Supervision {
     }
 }
 
+/// What devices a driver serves. Every field given must match; the values
+/// are glob patterns (`*`, `?`, `[a-f]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Match {
+    /// The kind of bus (`pci`, `vbus`).
+    pub bus: String,
+    /// The device class its bus driver gave it (`char`, `block`).
+    #[serde(default)]
+    pub class: Option<String>,
+    /// Identifier patterns by key (`vendor = "0x1af4"`, `device = "0x10*"`).
+    #[serde(default)]
+    pub ids: BTreeMap<String, String>,
+}
+
+impl Match {
+    /// Whether a device of `kind` and `class` with identifiers `meta` matches.
+    pub fn matches(&self, kind: &str, class: &str, meta: &[(String, String)]) -> bool {
+        let glob = |pat: &str, value: &str| {
+            access_policy::Pattern::parse(pat)
+                .map(|p| p.matches(value))
+                .unwrap_or(false)
+        };
+        if !glob(&self.bus, kind) {
+            return false;
+        }
+        if let Some(c) = &self.class {
+            if !glob(c, class) {
+                return false;
+            }
+        }
+        self.ids.iter().all(|(key, pat)| {
+            meta.iter()
+                .find(|(k, _)| k == key)
+                .is_some_and(|(_, v)| glob(pat, v))
+        })
+    }
+}
+
 /// Manifests of the drivers that ship with ddf, compiled in.
 const BUILTIN: &[(&str, &str)] = &[
     ("builtin:null", include_str!("../../drivers/null/manifest.toml")),
     ("builtin:keyboard", include_str!("../../drivers/keyboard/manifest.toml")),
     ("builtin:ramdisk", include_str!("../../drivers/ramdisk/manifest.toml")),
+    ("builtin:pci", include_str!("../../drivers/pci/manifest.toml")),
+    ("builtin:vbus", include_str!("../../drivers/vbus/manifest.toml")),
 ];
 
 /// Errors reading a manifest.
@@ -200,6 +245,22 @@ mod tests {
         let e = Manifest::parse("name = \"x\"\nexec = \"y\"\nautostrat = true\n", "t.toml").unwrap_err();
         assert!(e.to_string().contains("autostrat"), "{e}");
         assert!(Manifest::parse("name = \"a/b\"\nexec = \"y\"\n", "t").is_err());
+    }
+
+    #[test]
+    fn match_sections_match_by_glob() {
+        let m = Manifest::parse(
+            "name = \"v\"\nexec = \"e\"\n[match]\nbus = \"vbus\"\nclass = \"char\"\n[match.ids]\nvendor = \"12*\"\n",
+            "t",
+        )
+        .unwrap();
+        let mm = m.matches.unwrap();
+        let meta = vec![("vendor".to_owned(), "1234".to_owned())];
+        assert!(mm.matches("vbus", "char", &meta));
+        assert!(!mm.matches("pci", "char", &meta));
+        assert!(!mm.matches("vbus", "block", &meta));
+        assert!(!mm.matches("vbus", "char", &[("vendor".into(), "9999".into())]));
+        assert!(!mm.matches("vbus", "char", &[]));
     }
 
     #[test]

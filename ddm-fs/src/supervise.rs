@@ -452,7 +452,8 @@ pub fn watchdog(core: Arc<Core>, start_timeout: Duration) {
             return;
         }
         let now = Instant::now();
-        for inst in &core.instances {
+        for inst in core.all() {
+            let inst = &inst;
             let policy = &inst.manifest.supervision;
             let mut verdict = None;
             let mut ping = None;
@@ -522,8 +523,12 @@ mod tests {
         .unwrap();
         let dir = std::env::temp_dir().join(format!("ddm-sup-test-{}", std::process::id()));
         let (store, _) = access_policy::PermStore::open(dir.join("p.json"));
+        let mut m = m;
+        m.autostart = true;
         let core = Core::new(vec![m], std::path::Path::new("/"), access_policy::Policy::empty(), store);
-        Arc::try_unwrap(core).unwrap().instances.pop().map(|a| Arc::try_unwrap(a).unwrap()).unwrap()
+        let all = core.all();
+        drop(core);
+        Arc::try_unwrap(all.into_iter().next().unwrap()).unwrap()
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! never calls out (no FUSE notifications, no driver calls) while borrowed.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use access_policy::Perm;
@@ -27,13 +28,17 @@ pub enum NodeKind {
     Bus {
         /// Children, sorted by name (readdir order).
         children: BTreeMap<String, Ino>,
+        /// The kind of bus (`pci`, `vbus`); `None` for the null bus.
+        kind: Option<String>,
+        /// The driver instance that enumerates it.
+        owner: Option<usize>,
     },
     /// A device (file).
     Device(DeviceRef),
 }
 
 /// Which driver serves a device node.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct DeviceRef {
     /// Index of the driver instance in [`crate::core::Core::instances`].
     pub instance: usize,
@@ -43,6 +48,35 @@ pub struct DeviceRef {
     pub class: DeviceClass,
     /// Size in bytes (block devices).
     pub size: u64,
+    /// For a device a bus driver reported: what it said.
+    pub bus: Option<Arc<BusDevice>>,
+}
+
+/// A device as its bus driver reported it. The bus driver serves the node
+/// until a driver bound to it takes over, and again after that one lets go.
+#[derive(Debug, Clone)]
+pub struct BusDevice {
+    /// The bus driver's instance and its number for the device.
+    pub provider: (usize, DeviceId),
+    /// The provider's class and size for it.
+    pub class: DeviceClass,
+    /// Size in bytes.
+    pub size: u64,
+    /// The kind of bus (`pci`, `vbus`).
+    pub kind: String,
+    /// Address on the bus.
+    pub address: Option<String>,
+    /// Identifiers and resources.
+    pub meta: Vec<(String, String)>,
+    /// Offered to the plugin manager.
+    pub offered: bool,
+}
+
+impl BusDevice {
+    /// The value of identifier `key`.
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        self.meta.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
 }
 
 /// One node.
@@ -95,6 +129,8 @@ impl Tree {
             name: String::new(),
             kind: NodeKind::Bus {
                 children: BTreeMap::new(),
+                kind: None,
+                owner: None,
             },
             perm: root_perm,
             born: now,
@@ -119,7 +155,7 @@ impl Tree {
     /// The child `name` of bus `parent`.
     pub fn lookup(&self, parent: Ino, name: &str) -> Option<&Node> {
         match &self.nodes.get(&parent)?.kind {
-            NodeKind::Bus { children } => children.get(name).and_then(|i| self.nodes.get(i)),
+            NodeKind::Bus { children, .. } => children.get(name).and_then(|i| self.nodes.get(i)),
             NodeKind::Device(_) => None,
         }
     }
@@ -127,7 +163,7 @@ impl Tree {
     /// Children of a bus in name order; empty for a device.
     pub fn children(&self, ino: Ino) -> Vec<&Node> {
         match self.nodes.get(&ino).map(|n| &n.kind) {
-            Some(NodeKind::Bus { children }) => children.values().filter_map(|i| self.nodes.get(i)).collect(),
+            Some(NodeKind::Bus { children, .. }) => children.values().filter_map(|i| self.nodes.get(i)).collect(),
             _ => Vec::new(),
         }
     }
@@ -153,7 +189,7 @@ impl Tree {
         }
         let ino = self.next_ino;
         match self.nodes.get_mut(&parent).map(|n| &mut n.kind) {
-            Some(NodeKind::Bus { children }) => {
+            Some(NodeKind::Bus { children, .. }) => {
                 if children.contains_key(name) {
                     return Err(TreeError::Exists(name.to_owned()));
                 }
@@ -186,13 +222,13 @@ impl Tree {
         let Some(node) = self.nodes.remove(&ino) else {
             return Vec::new();
         };
-        if let Some(NodeKind::Bus { children }) = self.nodes.get_mut(&node.parent).map(|p| &mut p.kind) {
+        if let Some(NodeKind::Bus { children, .. }) = self.nodes.get_mut(&node.parent).map(|p| &mut p.kind) {
             children.remove(&node.name);
         }
         let mut out = Vec::new();
         let mut stack = vec![node];
         while let Some(n) = stack.pop() {
-            if let NodeKind::Bus { children } = &n.kind {
+            if let NodeKind::Bus { children, .. } = &n.kind {
                 for c in children.values() {
                     if let Some(child) = self.nodes.remove(c) {
                         stack.push(child);
@@ -204,6 +240,15 @@ impl Tree {
         out
     }
 
+    /// The node at `path` below the root (`""` is the root).
+    pub fn resolve(&self, path: &str) -> Option<&Node> {
+        let mut cur = self.nodes.get(&ROOT)?;
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            cur = self.lookup(cur.ino, part)?;
+        }
+        Some(cur)
+    }
+
     /// Every node, parents before children, siblings by name.
     pub fn walk(&self) -> Vec<&Node> {
         let mut out = Vec::with_capacity(self.nodes.len());
@@ -211,7 +256,7 @@ impl Tree {
         while let Some(i) = stack.pop() {
             let Some(n) = self.nodes.get(&i) else { continue };
             out.push(n);
-            if let NodeKind::Bus { children } = &n.kind {
+            if let NodeKind::Bus { children, .. } = &n.kind {
                 stack.extend(children.values().rev());
             }
         }
@@ -234,15 +279,27 @@ mod tests {
             device: 0,
             class: DeviceClass::Char,
             size: 0,
+            bus: None,
         })
+    }
+
+    fn bus() -> NodeKind {
+        NodeKind::Bus {
+            children: BTreeMap::new(),
+            kind: Some("pci".into()),
+            owner: Some(0),
+        }
     }
 
     #[test]
     fn add_lookup_path_remove() {
         let mut t = Tree::new(perm());
-        let bus = t.add(ROOT, "pci", NodeKind::Bus { children: BTreeMap::new() }, perm()).unwrap();
+        let bus = t.add(ROOT, "pci", bus(), perm()).unwrap();
         let d = t.add(bus, "0000:00:03.0", dev(), perm()).unwrap();
         assert_eq!(t.path(d), "pci/0000:00:03.0");
+        assert_eq!(t.resolve("pci/0000:00:03.0").unwrap().ino, d);
+        assert_eq!(t.resolve("").unwrap().ino, ROOT);
+        assert!(t.resolve("pci/nope").is_none());
         assert_eq!(t.lookup(bus, "0000:00:03.0").unwrap().ino, d);
         assert_eq!(t.add(bus, "0000:00:03.0", dev(), perm()), Err(TreeError::Exists("0000:00:03.0".into())));
         assert!(matches!(t.add(d, "x", dev(), perm()), Err(TreeError::NoBus(_))));

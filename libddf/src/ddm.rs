@@ -17,7 +17,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::ipc::{Channel, IpcError, RecvBuf};
-use crate::proto::{ControlRequest, ControlResponse, DdmInfo, DriverStatus, Fault, NodeInfo};
+use crate::proto::{ControlRequest, ControlResponse, DdmInfo, DriverStatus, Fault, NodeInfo, Query};
 
 /// Where `ddm` listens unless told otherwise.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/ddf/control.sock";
@@ -117,6 +117,35 @@ impl Ddm {
             ControlResponse::Status(drivers) => Ok(drivers),
             other => Err(DdmError::Unexpected(format!("{other:?}"))),
         }
+    }
+
+    /// The nodes that answer `query`, e.g. every device on the PCI bus:
+    /// `find(&Query { bus: Some("pci".into()), ..Default::default() })`.
+    pub fn find(&mut self, query: &Query) -> Result<Vec<NodeInfo>, DdmError> {
+        match self.call(&ControlRequest::Find(query.clone()))? {
+            ControlResponse::Tree(nodes) => Ok(nodes),
+            other => Err(DdmError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Starts a new instance of driver `driver`, its devices on `bus`.
+    pub fn load(&mut self, driver: &str, bus: Option<&str>, params: &[(String, String)]) -> Result<String, DdmError> {
+        self.done(&ControlRequest::Load {
+            driver: driver.to_owned(),
+            bus: bus.map(str::to_owned),
+            params: params.to_vec(),
+        })
+    }
+
+    /// Unbinds the device at `path` from its driver, or stops the driver
+    /// serving it.
+    pub fn unload(&mut self, path: &str) -> Result<String, DdmError> {
+        self.done(&ControlRequest::Unload { path: path.to_owned() })
+    }
+
+    /// Has bus drivers enumerate again (one bus, or all).
+    pub fn rescan(&mut self, bus: Option<&str>) -> Result<String, DdmError> {
+        self.done(&ControlRequest::Rescan { bus: bus.map(str::to_owned) })
     }
 
     /// Where the DDM is mounted, its version and pid.

@@ -493,11 +493,51 @@ pub enum ControlRequest {
         /// What to do.
         fault: Fault,
     },
+    /// The nodes that answer a query (the paper's "drivers attached to the
+    /// PCI bus"), in tree order.
+    Find(Query),
+    /// Start a new instance of a known driver (root or admin group).
+    Load {
+        /// The driver's manifest name.
+        driver: String,
+        /// The bus its devices go on (a path below the mount); `None`: the
+        /// null bus.
+        bus: Option<String>,
+        /// Extra `key=value` parameters.
+        params: Vec<(String, String)>,
+    },
+    /// Unbind a bound device from its driver, or stop the driver serving a
+    /// node (root or admin group).
+    Unload {
+        /// The node, as a path below the mount.
+        path: String,
+    },
+    /// Have bus drivers enumerate again and offer unbound devices to the
+    /// manifests again (root or admin group).
+    Rescan {
+        /// One bus (a path below the mount); `None`: all.
+        bus: Option<String>,
+    },
     /// A direct connection to the driver of a device (libDriver without
     /// FUSE). The frame carries, as proof of the caller's right, a
     /// descriptor of the device file that the caller opened on the mount:
     /// the kernel already checked it, and its access mode is what is granted.
     Direct,
+}
+
+/// A search of the tree; every field given must match (globs where noted).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Query {
+    /// The kind of bus a node sits on (`pci`), or the bus's path.
+    pub bus: Option<String>,
+    /// `char`, `block`, or `bus`.
+    pub class: Option<String>,
+    /// A glob on the node's name (`key*`).
+    pub name: Option<String>,
+    /// A glob on the serving driver's name.
+    pub driver: Option<String>,
+    /// The state (`running`, `failed`, `unbound`, ...).
+    pub state: Option<String>,
 }
 
 /// Answer to [`ControlRequest::Info`].
@@ -557,6 +597,15 @@ pub struct NodeInfo {
     pub gid: u32,
     /// Size in bytes.
     pub size: u64,
+    /// The kind of bus the node sits on, for devices a bus driver reported.
+    pub bus: Option<String>,
+    /// Its address on that bus.
+    pub address: Option<String>,
+    /// Its identifiers and resources.
+    pub meta: Vec<(String, String)>,
+    /// The state as shown to people: the driver's state, or
+    /// `unbound: <why>` for a device no driver took.
+    pub state_text: Option<String>,
 }
 
 /// The life of a driver instance as the DDM sees it.

@@ -174,8 +174,13 @@ fn bad_mountpoints_are_refused_with_a_clear_error() {
     let mut ddm = Ddm::start();
     ddm.kill_hard();
     assert!(is_mounted(&ddm.mnt));
-    let err = std::fs::metadata(&ddm.mnt).unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN));
+    // The kernel may answer from its attribute cache for up to the TTL.
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            std::fs::metadata(&ddm.mnt).err().and_then(|e| e.raw_os_error()) == Some(libc::ENOTCONN)
+        }),
+        "the killed ddm did not leave a dead mount"
+    );
     let out = run(&ddm.mnt);
     let msg = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());

@@ -10,8 +10,12 @@
 //! counts its own starts in the DDM's state store, so N shows that state
 //! survives a restart.
 //!
+//! It also serves devices the plugin manager hands it (a manifest with a
+//! `[match]` table): each reads as `bound NAME by INSTANCE`, once per open.
+//!
 //! Parameters: `name` (device name), `panic_on_init = "true"` (crash at every
-//! start: a crash loop), `hang_on_init = "true"` (never become ready).
+//! start: a crash loop), `hang_on_init = "true"` (never become ready),
+//! `no_own_devices = "true"` (register only devices it is handed).
 //! Other faults are injected at run time with `ddmctl inject`, which works
 //! on every driver.
 
@@ -19,7 +23,7 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 
 use ddf::driver::{self, Context, Driver, ReadReply, WriteReply};
-use ddf::proto::{DeviceClass, DeviceId, Errno, Handle, RequestId};
+use ddf::proto::{BoundDevice, DeviceClass, DeviceId, DeviceSpec, Errno, Handle, RequestId};
 
 #[derive(Debug, Default)]
 struct TestDriver {
@@ -31,6 +35,8 @@ struct TestDriver {
     parked: HashMap<RequestId, (Handle, ReadReply)>,
     /// Open handles and their device.
     handles: HashMap<Handle, (DeviceId, bool)>,
+    /// Devices handed over by the plugin manager: device number to (path, text).
+    bound: HashMap<DeviceId, (String, String)>,
 }
 
 impl Driver for TestDriver {
@@ -50,14 +56,36 @@ impl Driver for TestDriver {
             .unwrap_or(0);
         self.incarnation = boots + 1;
         ctx.save_state("boots", &self.incarnation.to_le_bytes(), &[])?;
+        if ctx.param("no_own_devices") == Some("true") {
+            self.stall = DeviceId::MAX;
+            self.info = DeviceId::MAX;
+            return Ok(());
+        }
         let name = ctx.param("name").unwrap_or("stall").to_owned();
         self.stall = ctx.add_device(&name, DeviceClass::Char, 0)?;
         self.info = ctx.add_device(&format!("{name}.info"), DeviceClass::Char, 0)?;
         Ok(())
     }
 
+    fn bind(&mut self, ctx: &mut Context, dev: &BoundDevice) -> Result<(), Errno> {
+        let mut spec = DeviceSpec::new(0, &dev.name, DeviceClass::Char, 0);
+        spec.serves = Some(dev.path.clone());
+        let id = ctx.add(spec)?;
+        let text = format!("bound {} by {}\n", dev.name, ctx.instance());
+        self.bound.insert(id, (dev.path.clone(), text));
+        Ok(())
+    }
+
+    fn unbind(&mut self, ctx: &mut Context, path: &str) {
+        let ids: Vec<DeviceId> = self.bound.iter().filter(|(_, (p, _))| p == path).map(|(i, _)| *i).collect();
+        for id in ids {
+            self.bound.remove(&id);
+            let _ = ctx.remove_device(id);
+        }
+    }
+
     fn open(&mut self, _ctx: &mut Context, device: DeviceId, _flags: i32) -> Result<Handle, Errno> {
-        if device != self.stall && device != self.info {
+        if device != self.stall && device != self.info && !self.bound.contains_key(&device) {
             return Err(Errno::ENXIO);
         }
         self.next_handle += 1;
@@ -82,6 +110,12 @@ impl Driver for TestDriver {
 
     fn read(&mut self, _ctx: &mut Context, handle: Handle, _offset: u64, _len: u32, reply: ReadReply) {
         if let Some((dev, done)) = self.handles.get_mut(&handle) {
+            if let Some((_, text)) = self.bound.get(dev) {
+                let text = if *done { String::new() } else { text.clone() };
+                *done = true;
+                reply.data(text.as_bytes());
+                return;
+            }
             if *dev == self.info {
                 // The text once, then end of file.
                 let text = if *done { String::new() } else { format!("incarnation {}\n", self.incarnation) };

@@ -1,0 +1,312 @@
+//! The plugin manager: matches devices that bus drivers report to driver
+//! manifests, starts (or hands the device to) the matching driver, and lets
+//! go when the device goes. Also `ddmctl load`, `unload`, `rescan` and
+//! `find`.
+//!
+//! Matching is data: a manifest's `[match]` table names the kind of bus and
+//! glob patterns on the device's identifiers (see [`crate::manifest::Match`]).
+//! The first manifest in the catalog that matches wins. A matching driver
+//! runs as one instance (named like its manifest) that serves every device
+//! it is handed: it is started on the first, told of each one with
+//! [`DdmToDriver::Bind`], told of their going with [`DdmToDriver::Unbind`],
+//! and stopped when it has none left (unless it starts with ddm).
+//!
+//! A device no manifest matches stays in the tree, served by its bus driver,
+//! with the reason as its state (`unbound: no driver matches pci 1af4:1045`).
+
+use std::sync::Arc;
+
+use ddf::proto::{BoundDevice, DdmToDriver, DriverState, NodeInfo, Query};
+use log::{debug, info, warn};
+
+use crate::conn::lock;
+use crate::core::{Binding, Core, Instance};
+use crate::supervise::{Cause, Request};
+use crate::tree::{BusDevice, Ino, NodeKind};
+
+/// `vendor:device` without `0x`, or the address, for messages.
+fn describe(dev: &BusDevice) -> String {
+    let strip = |s: &str| s.trim_start_matches("0x").to_owned();
+    match (dev.meta("vendor"), dev.meta("device")) {
+        (Some(v), Some(d)) => format!("{}:{}", strip(v), strip(d)),
+        _ => dev.address.clone().unwrap_or_default(),
+    }
+}
+
+/// The bus facts of device node `ino`, and its path.
+fn bus_device(core: &Core, ino: Ino) -> Option<(String, String, Arc<BusDevice>)> {
+    let tree = core.tree.read().unwrap_or_else(|p| p.into_inner());
+    let n = tree.get(ino)?;
+    match &n.kind {
+        NodeKind::Device(d) => Some((tree.path(ino), n.name.clone(), d.bus.clone()?)),
+        NodeKind::Bus { .. } => None,
+    }
+}
+
+/// Offers a newly reported device node to the drivers' manifests.
+pub fn plug(core: &Arc<Core>, ino: Ino) {
+    let Some((path, _, dev)) = bus_device(core, ino) else { return };
+    if !dev.offered {
+        return;
+    }
+    let found = core.catalog.iter().find(|m| {
+        m.matches
+            .as_ref()
+            .is_some_and(|mm| mm.matches(&dev.kind, dev.class.as_str(), &dev.meta))
+    });
+    let Some(manifest) = found else {
+        let why = format!("no driver matches {} {}", dev.kind, describe(&dev));
+        debug!("/{path}: unbound: {why}");
+        lock(&core.bindings).insert(ino, Binding::Unbound(why));
+        return;
+    };
+    let inst = match core.instance(&manifest.name) {
+        Some(i) => i,
+        None => core.add_instance(manifest.clone(), crate::tree::ROOT),
+    };
+    lock(&core.bindings).insert(ino, Binding::Bound(inst.index));
+    info!("/{path}: {} {} matches driver {}", dev.kind, describe(&dev), inst.name());
+    let state = lock(&inst.live).state;
+    match state {
+        DriverState::Running => send_bind(core, &inst, ino),
+        // Told when it is ready (see `bind_all`).
+        DriverState::Starting | DriverState::Restarting => {}
+        DriverState::Stopped | DriverState::Failed => {
+            if let Err(e) = core.start(&inst) {
+                warn!("driver {}: {e}", inst.name());
+            }
+        }
+    }
+}
+
+/// Hands node `ino` to `inst`.
+fn send_bind(core: &Core, inst: &Instance, ino: Ino) {
+    let Some((path, name, dev)) = bus_device(core, ino) else { return };
+    let Some(conn) = inst.conn() else { return };
+    let msg = DdmToDriver::Bind(BoundDevice {
+        path,
+        name,
+        bus_kind: dev.kind.clone(),
+        address: dev.address.clone(),
+        meta: dev.meta.clone(),
+    });
+    if let Err(e) = conn.send(&msg, &[]) {
+        warn!("driver {}: bind: {e}", inst.name());
+    }
+}
+
+/// Hands `inst` (just ready) every node bound to it: after a start, and
+/// after a restart, when the new incarnation must take them up again.
+pub fn bind_all(core: &Core, inst: &Instance) {
+    let mine: Vec<Ino> = lock(&core.bindings)
+        .iter()
+        .filter(|(_, b)| **b == Binding::Bound(inst.index))
+        .map(|(i, _)| *i)
+        .collect();
+    for ino in mine {
+        send_bind(core, inst, ino);
+    }
+}
+
+/// Tells driver `index` that the node at `path` is no longer its, and stops
+/// it if it serves nothing else (and was started for devices).
+pub fn unbind_driver(core: &Arc<Core>, index: usize, path: &str) {
+    let Some(inst) = core.inst(index) else { return };
+    if let Some(conn) = inst.conn() {
+        let _ = conn.send(
+            &DdmToDriver::Unbind {
+                path: path.to_owned(),
+            },
+            &[],
+        );
+    }
+    let left = lock(&core.bindings).values().any(|b| *b == Binding::Bound(index));
+    if !left && !inst.manifest.autostart {
+        info!("driver {}: serves nothing any more; stopping it", inst.name());
+        stop(&inst);
+    }
+}
+
+/// Stops an instance for good (until loaded or matched again).
+pub fn stop(inst: &Instance) {
+    let conn = {
+        let mut live = lock(&inst.live);
+        live.kill_reason = Some(Cause::Requested(Request::Stop));
+        live.conn.clone()
+    };
+    if let Some(c) = conn {
+        let _ = c.send(&DdmToDriver::Shutdown, &[]);
+    }
+}
+
+/// The bus driver serves node `ino` again (its bound driver let go).
+pub fn release_to_provider(core: &Core, ino: Ino, why: &str) {
+    let mut tree = core.tree.write().unwrap_or_else(|p| p.into_inner());
+    if let Some(NodeKind::Device(d)) = tree.get_mut(ino).map(|n| &mut n.kind) {
+        if let Some(b) = d.bus.clone() {
+            d.instance = b.provider.0;
+            d.device = b.provider.1;
+            d.class = b.class;
+            d.size = b.size;
+        }
+    }
+    drop(tree);
+    lock(&core.bindings).insert(ino, Binding::Unbound(why.to_owned()));
+}
+
+/// `ddmctl load DRIVER [--bus BUS] [KEY=VALUE...]`: a new instance of a
+/// known driver, its plain devices on `bus`.
+pub fn load(core: &Arc<Core>, driver: &str, bus: Option<&str>, params: &[(String, String)]) -> Result<String, String> {
+    let mut manifest = core
+        .catalog
+        .iter()
+        .find(|m| m.name == driver)
+        .cloned()
+        .ok_or_else(|| format!("no driver named {driver:?} is known (built in, or given with --manifest)"))?;
+    let attach = match bus {
+        None => crate::tree::ROOT,
+        Some(b) => {
+            let tree = core.tree.read().unwrap_or_else(|p| p.into_inner());
+            match tree.resolve(b).map(|n| (n.ino, &n.kind)) {
+                Some((ino, NodeKind::Bus { .. })) => ino,
+                Some(_) => return Err(format!("/{b} is a device, not a bus")),
+                None => return Err(format!("no bus /{b}")),
+            }
+        }
+    };
+    // A second instance of the same driver gets a new name.
+    let taken = |n: &str| core.instance(n).is_some_and(|i| lock(&i.live).state != DriverState::Stopped);
+    if taken(&manifest.name) {
+        let base = manifest.name.clone();
+        let n = (2..).find(|k| !taken(&format!("{base}-{k}"))).unwrap_or(2);
+        manifest.name = format!("{base}-{n}");
+    }
+    for (k, v) in params {
+        manifest.params.insert(k.clone(), toml::Value::String(v.clone()));
+    }
+    let name = manifest.name.clone();
+    let inst = match core.instance(&name) {
+        Some(i) if lock(&i.live).state == DriverState::Stopped && params.is_empty() && bus.is_none() => i,
+        _ => core.add_instance(manifest, attach),
+    };
+    core.start(&inst)?;
+    let state = core.wait_ready(&inst, std::time::Duration::from_secs(10));
+    Ok(format!("{name}: {}", state.as_str()))
+}
+
+/// `ddmctl unload NODE`: a bound device goes back to its bus driver; any
+/// other node's driver is stopped and its nodes removed.
+pub fn unload(core: &Arc<Core>, path: &str) -> Result<String, String> {
+    let path = path.trim_matches('/');
+    let (ino, owner) = {
+        let tree = core.tree.read().unwrap_or_else(|p| p.into_inner());
+        let n = tree.resolve(path).ok_or_else(|| format!("no node /{path}"))?;
+        let owner = match &n.kind {
+            NodeKind::Device(d) => Some(d.instance),
+            NodeKind::Bus { owner, .. } => *owner,
+        };
+        (n.ino, owner)
+    };
+    let binding = lock(&core.bindings).get(&ino).cloned();
+    if let Some(Binding::Bound(b)) = binding {
+        release_to_provider(core, ino, "unloaded");
+        unbind_driver(core, b, path);
+        let name = core.inst(b).map(|i| i.name().to_owned()).unwrap_or_default();
+        return Ok(format!("/{path}: unbound from {name}"));
+    }
+    let inst = owner
+        .and_then(|o| core.inst(o))
+        .ok_or_else(|| format!("/{path} has no driver to unload"))?;
+    stop(&inst);
+    let nodes: Vec<Ino> = lock(&inst.live).names.values().copied().collect();
+    for n in nodes {
+        core.remove_node(n);
+    }
+    Ok(format!("{}: stopped", inst.name()))
+}
+
+/// `ddmctl rescan [BUS]`: bus drivers enumerate again; unbound devices are
+/// offered to the manifests again.
+pub fn rescan(core: &Arc<Core>, bus: Option<&str>) -> Result<String, String> {
+    let owners: Vec<usize> = {
+        let tree = core.tree.read().unwrap_or_else(|p| p.into_inner());
+        match bus {
+            Some(b) => match tree.resolve(b.trim_matches('/')).map(|n| &n.kind) {
+                Some(NodeKind::Bus { owner: Some(o), .. }) => vec![*o],
+                Some(_) => return Err(format!("/{b} is not a bus a driver enumerates")),
+                None => return Err(format!("no bus /{b}")),
+            },
+            None => tree
+                .walk()
+                .into_iter()
+                .filter_map(|n| match &n.kind {
+                    NodeKind::Bus { owner, .. } => *owner,
+                    NodeKind::Device(_) => None,
+                })
+                .collect(),
+        }
+    };
+    let mut told = Vec::new();
+    for o in owners {
+        if let Some(inst) = core.inst(o) {
+            if let Some(conn) = inst.conn() {
+                let _ = conn.send(&DdmToDriver::Rescan, &[]);
+                if !told.contains(&inst.name().to_owned()) {
+                    told.push(inst.name().to_owned());
+                }
+            }
+        }
+    }
+    let unbound: Vec<Ino> = lock(&core.bindings)
+        .iter()
+        .filter(|(_, b)| matches!(b, Binding::Unbound(_)))
+        .map(|(i, _)| *i)
+        .collect();
+    for ino in unbound {
+        plug(core, ino);
+    }
+    Ok(format!("rescan sent to {}", if told.is_empty() { "no bus driver".into() } else { told.join(", ") }))
+}
+
+/// The state a node shows: its driver's, or why it has none.
+pub fn node_state(core: &Core, ino: Ino, driver_state: Option<DriverState>) -> Option<String> {
+    match lock(&core.bindings).get(&ino) {
+        Some(Binding::Unbound(why)) => Some(format!("unbound: {why}")),
+        Some(Binding::Bound(_)) | None => driver_state.map(|s| s.as_str().to_owned()),
+    }
+}
+
+/// Whether node `n` answers `q`.
+pub fn matches_query(q: &Query, n: &NodeInfo) -> bool {
+    let glob = |pat: &str, v: &str| access_policy::Pattern::parse(pat).map(|p| p.matches(v)).unwrap_or(false);
+    if let Some(b) = &q.bus {
+        let on_bus = n.bus.as_deref() == Some(b.as_str())
+            || n.path.rsplit_once('/').is_some_and(|(dir, _)| dir == b.trim_matches('/'));
+        if !on_bus {
+            return false;
+        }
+    }
+    if let Some(c) = &q.class {
+        if n.class.map(|c| c.as_str()) != Some(c.as_str()) && !(c == "bus" && n.class.is_none()) {
+            return false;
+        }
+    }
+    if let Some(p) = &q.name {
+        let name = n.path.rsplit('/').next().unwrap_or(&n.path);
+        if !glob(p, name) {
+            return false;
+        }
+    }
+    if let Some(d) = &q.driver {
+        if !n.driver.as_deref().is_some_and(|x| glob(d, x)) {
+            return false;
+        }
+    }
+    if let Some(s) = &q.state {
+        let state = n.state_text.as_deref().unwrap_or("");
+        if !(state == s || state.starts_with(&format!("{s}:")) || glob(s, state)) {
+            return false;
+        }
+    }
+    true
+}
