@@ -225,7 +225,12 @@ fn run(args: &Args) -> Result<(), StartError> {
     ];
     config.acl = SessionACL::All;
     config.n_threads = Some(usize::from(args.threads));
-    config.clone_fd = true;
+    // One shared /dev/fuse descriptor: with cloned descriptors the kernel
+    // takes the answer to a FUSE_INTERRUPT only on the descriptor that read
+    // it, and fuser's own answer (ENOSYS) from another thread would be
+    // refused and logged as an error on every Ctrl-C. Interrupts are ended
+    // by the interrupt watcher either way.
+    config.clone_fd = false;
     let session = fuser::Session::new(fs::DdfFs::new(core.clone()), &args.mountpoint, &config).map_err(|e| {
         core.stop_all(Duration::from_secs(1));
         StartError::Mount(args.mountpoint.clone(), e)

@@ -1,12 +1,26 @@
 //! `ddmctl`: the administrator's command line for ddf's device driver
 //! manager. A thin client of libDDM ([`ddf::ddm`]); see ddmctl(8).
+//!
+//! `ddmctl type` is the one command that goes through the mount rather than
+//! the control socket: it asks ddm where the device tree is mounted, turns
+//! the text into key events ([`ddf::input::text_to_events`]) and writes them
+//! to a virtual keyboard's file, so that the file's permissions decide who
+//! may type.
 
-use std::path::PathBuf;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ddf::ddm::{Ddm, DdmError};
+use ddf::input::{text_to_events, InputError, InputEvent, EVENT_SIZE};
 use ddf::proto::{DriverStatus, Fault, NodeInfo};
+
+/// Key event records per `write(2)` at most: 170 × 24 = 4080 bytes, under
+/// FUSE's smallest `max_write` (4 KiB), so the kernel never splits a write
+/// inside a record (the keyboard driver refuses partial records).
+const RECORDS_PER_WRITE: usize = 170;
+const _: () = assert!(RECORDS_PER_WRITE * EVENT_SIZE <= 4096);
 
 /// Manage the ddf device driver manager.
 #[derive(Debug, Parser)]
@@ -46,6 +60,66 @@ enum Command {
         /// The fault.
         fault: String,
     },
+    /// Type text into a virtual keyboard, as if typed on a US keyboard.
+    ///
+    /// The words are joined with spaces. Needs write access to the device
+    /// file (root, by default).
+    Type {
+        /// The keyboard: a device below the mount point (or an absolute path).
+        #[arg(long, value_name = "NAME", default_value = "keyboard0")]
+        device: String,
+        /// Press Enter after the text.
+        #[arg(short = 'n', long)]
+        enter: bool,
+        /// Interpret backslash escapes: \n \t \b (Backspace) \e (Escape) \\ \xHH.
+        #[arg(short = 'e', long)]
+        escapes: bool,
+        /// The text; a single `-` reads it from standard input, as it is.
+        #[arg(value_name = "TEXT", required = true)]
+        text: Vec<String>,
+    },
+}
+
+/// Why `ddmctl` failed.
+#[derive(Debug, thiserror::Error)]
+enum CtlError {
+    /// A call to ddm failed.
+    #[error(transparent)]
+    Ddm(#[from] DdmError),
+    /// `ddmctl type` failed.
+    #[error(transparent)]
+    Type(#[from] TypeError),
+}
+
+/// Why `ddmctl type` failed.
+#[derive(Debug, thiserror::Error)]
+enum TypeError {
+    #[error("cannot read the text from standard input")]
+    Stdin(#[source] std::io::Error),
+    #[error("bad escape {escape:?} at byte {at}: use \\n \\t \\b \\e \\\\ or \\xHH (or drop --escapes)")]
+    Escape { escape: String, at: usize },
+    #[error("cannot type the text")]
+    Text(#[source] InputError),
+    #[error("{0} does not exist: no such keyboard under the mount (see `ddmctl tree`, and --device)")]
+    NoDevice(PathBuf),
+    #[error("typing needs write access to {0} (root, or chmod)")]
+    NoAccess(PathBuf),
+    #[error("cannot open {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} does not take key events: only a virtual keyboard can be typed into (keyboard driver parameter source=virtual)")]
+    NotVirtual(PathBuf),
+    #[error("writing key events to {path} failed")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} took {written} of {len} bytes, not whole key events; the keys typed so far stay typed")]
+    ShortWrite { path: PathBuf, written: usize, len: usize },
 }
 
 fn main() -> ExitCode {
@@ -65,7 +139,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: &Args) -> Result<(), DdmError> {
+fn run(args: &Args) -> Result<(), CtlError> {
     let mut ddm = Ddm::connect(&args.socket)?;
     match &args.command {
         Command::Tree => {
@@ -101,8 +175,110 @@ fn run(args: &Args) -> Result<(), DdmError> {
             })?;
             println!("{}", ddm.inject(driver, f)?);
         }
+        Command::Type {
+            device,
+            enter,
+            escapes,
+            text,
+        } => {
+            let mut text = if text.len() == 1 && text[0] == "-" {
+                let mut buf = String::new();
+                std::io::stdin().read_to_string(&mut buf).map_err(TypeError::Stdin)?;
+                buf
+            } else if *escapes {
+                unescape(&text.join(" "))?
+            } else {
+                text.join(" ")
+            };
+            if *enter {
+                text.push('\n');
+            }
+            let events = text_to_events(&text).map_err(TypeError::Text)?;
+            let path = Path::new(&ddm.info()?.mountpoint).join(device);
+            type_events(&path, &events)?;
+        }
     }
     Ok(())
+}
+
+/// Writes `events` to the virtual keyboard at `path`, whole records per
+/// write.
+fn type_events(path: &Path, events: &[InputEvent]) -> Result<(), TypeError> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => TypeError::NoDevice(path.to_owned()),
+            std::io::ErrorKind::PermissionDenied => TypeError::NoAccess(path.to_owned()),
+            _ => TypeError::Open {
+                path: path.to_owned(),
+                source,
+            },
+        })?;
+    for chunk in events.chunks(RECORDS_PER_WRITE) {
+        let bytes = InputEvent::encode_records(chunk);
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            match file.write(rest) {
+                // A short write of whole records: go on with the others.
+                Ok(n) if n > 0 && n % EVENT_SIZE == 0 => rest = &rest[n..],
+                Ok(n) => {
+                    return Err(TypeError::ShortWrite {
+                        path: path.to_owned(),
+                        written: bytes.len() - rest.len() + n,
+                        len: bytes.len(),
+                    })
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    return Err(TypeError::NotVirtual(path.to_owned()))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    return Err(TypeError::NoAccess(path.to_owned()))
+                }
+                Err(source) => {
+                    return Err(TypeError::Write {
+                        path: path.to_owned(),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Resolves the backslash escapes of `ddmctl type --escapes`.
+fn unescape(text: &str) -> Result<String, TypeError> {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.char_indices();
+    while let Some((at, c)) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        let bad = |escape: &str| TypeError::Escape {
+            escape: escape.to_owned(),
+            at,
+        };
+        match chars.next().map(|(_, c)| c) {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('b') => out.push('\x08'),
+            Some('e') => out.push('\x1b'),
+            Some('\\') => out.push('\\'),
+            Some('x') => {
+                let hex: String = chars.by_ref().take(2).map(|(_, c)| c).collect();
+                match u8::from_str_radix(&hex, 16) {
+                    Ok(b) if hex.len() == 2 && b.is_ascii() => out.push(char::from(b)),
+                    _ => return Err(bad(&format!("\\x{hex}"))),
+                }
+            }
+            Some(other) => return Err(bad(&format!("\\{other}"))),
+            None => return Err(bad("\\")),
+        }
+    }
+    Ok(out)
 }
 
 fn print_json<T: serde::Serialize>(v: &T) {
@@ -162,5 +338,36 @@ fn print_status(drivers: &[DriverStatus]) {
             let c: Vec<String> = d.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
             println!("{:<12} counters: {}", "", c.join(" "));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn escapes() {
+        assert_eq!(unescape(r"a\nb\tc\\d\be\e\x41").unwrap(), "a\nb\tc\\d\x08e\x1bA");
+        assert_eq!(unescape("no escapes").unwrap(), "no escapes");
+        for bad in [r"\q", r"x\", r"\x4", r"\xzz", r"\xff"] {
+            assert!(matches!(unescape(bad), Err(TypeError::Escape { .. })), "{bad}");
+        }
+    }
+
+    #[test]
+    fn type_takes_words_and_flags() {
+        let args = Args::try_parse_from(["ddmctl", "type", "--enter", "Hello,", "World!"]).unwrap();
+        match args.command {
+            Command::Type {
+                device, enter, text, ..
+            } => {
+                assert_eq!((device.as_str(), enter), ("keyboard0", true));
+                assert_eq!(text.join(" "), "Hello, World!");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Args::try_parse_from(["ddmctl", "type"]).is_err(), "TEXT is required");
+        assert!(Args::try_parse_from(["ddmctl", "type", "-"]).is_ok());
     }
 }

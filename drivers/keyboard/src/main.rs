@@ -69,6 +69,13 @@
 //! and for the driver. The first loss of a handle is logged as a warning,
 //! its total when it closes. Write-only handles receive no keys.
 //!
+//! The driver's total is also reported to the DDM as the counter
+//! `lost_bytes` (`ddmctl status`): once at start (0), then after every
+//! delivery of keys that lost bytes, so at most once per write, evdev
+//! batch or i8042 poll, and never more often than keys arrive. Because the
+//! DDM handles a driver's messages in order, the counter is up to date
+//! when the write that caused the loss returns.
+//!
 //! # Writing
 //!
 //! - **Virtual keyboards** take whole 24-byte `input_event` records, the
@@ -182,6 +189,8 @@ struct KeyboardDriver {
     space: Option<PortSpace>,
     poller: Option<Poller>,
     scratch: Vec<InputEvent>,
+    /// The `lost_bytes` counter the DDM last got (`None`: not yet sent).
+    reported_lost: Option<u64>,
 }
 
 impl KeyboardDriver {
@@ -245,6 +254,7 @@ impl KeyboardDriver {
             space,
             poller: None,
             scratch: Vec::new(),
+            reported_lost: None,
         })
     }
 
@@ -280,6 +290,16 @@ impl KeyboardDriver {
     fn deliver(&mut self, ctx: &mut Context, kbd: usize, events: &[InputEvent]) {
         for handle in self.hub.deliver(kbd, events) {
             ctx.poll_wake(handle);
+        }
+        self.report_losses(ctx);
+    }
+
+    /// Sends the DDM the `lost_bytes` counter if it changed since the last
+    /// report (a failed send is retried at the next delivery).
+    fn report_losses(&mut self, ctx: &mut Context) {
+        let lost = self.hub.lost_driver();
+        if self.reported_lost != Some(lost) && ctx.counters(&[("lost_bytes", lost)]).is_ok() {
+            self.reported_lost = Some(lost);
         }
     }
 
@@ -361,6 +381,7 @@ impl Driver for KeyboardDriver {
                 return Err(Errno::ENODEV);
             }
         }
+        self.report_losses(ctx);
         Ok(())
     }
 

@@ -1,0 +1,784 @@
+//! The keyboard driver end to end (issue 3): a real ddm, a real mount, the
+//! virtual keyboard typed into with `ddmctl type`, and real readers: `cat`,
+//! Python in `select`, `timeout`, a shell in a tmux terminal.
+//!
+//! Every reader is started, and seen to have the device open, before
+//! anything is typed: a handle only gets keys typed after it was opened.
+
+#![allow(clippy::unwrap_used)]
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ddf::input::keyboard::{Stats, GET_MODE, GET_STATS, MODE_RAW, SET_MODE};
+use ddf::input::{InputEvent, KeyAction, EVENT_SIZE, EV_KEY, KEY_H, KEY_LEFTSHIFT};
+use ddf_tests::{bin, is_mounted, wait_timeout, wait_until, Ddm};
+
+/// Long enough for a loaded machine; the tests assert that things end,
+/// not how fast.
+const DEADLINE: Duration = Duration::from_secs(15);
+
+const HELLO: &[u8] = b"Hello, World!\n";
+
+/// A second keyboard driver: one virtual keyboard `slow0` whose handles
+/// hold 32 bytes.
+const SMALL_BUFFER_MANIFEST: &str = r#"
+name = "slowkbd"
+exec = "ddf-keyboard"
+autostart = true
+[params]
+source = "virtual"
+name = "slow"
+buffer = "32"
+"#;
+
+/// "Hello, World!\n" in scancode set 1, make and break codes: Left Shift
+/// (2a/aa) for H and !, Right Shift (36/b6) for W.
+const HELLO_SCANCODES: &str = concat!(
+    "2a 23 a3 aa ", // H
+    "12 92 ",       // e
+    "26 a6 26 a6 ", // l l
+    "18 98 ",       // o
+    "33 b3 ",       // ,
+    "39 b9 ",       // space
+    "36 11 91 b6 ", // W
+    "18 98 ",       // o
+    "13 93 ",       // r
+    "26 a6 ",       // l
+    "20 a0 ",       // d
+    "2a 02 82 aa ", // !
+    "1c 9c",        // Enter
+);
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+/// Whether process `pid` has `path` open.
+fn has_open(pid: u32, path: &Path) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten()
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path))
+}
+
+/// The one-letter state of process `pid` (`R`, `S`, `D`, ...).
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ...": the state follows the last ')'.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Waits for `child` without killing it; `None` if it is still running
+/// at the deadline.
+fn wait_deadline(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on our own child's pid, which is not yet reaped.
+    unsafe { libc::kill(child.id() as i32, sig) };
+}
+
+/// A process reading a device file, its stdout collected by a thread.
+/// Dropping it kills the process (and leaves it, rather than hang, if it
+/// does not die: the Ddm's drop then tears the mount down under it).
+struct Reader {
+    child: Child,
+    out: Arc<Mutex<Vec<u8>>>,
+    collector: Option<JoinHandle<()>>,
+}
+
+impl Reader {
+    /// Starts `cmd` (stdout piped) and waits until its process has `path`
+    /// open.
+    fn start(mut cmd: Command, path: &Path) -> Reader {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let collector = Some(collect(stdout, Arc::clone(&out)));
+        let mut r = Reader { child, out, collector };
+        let pid = r.child.id();
+        let opened = wait_until(DEADLINE, || has_open(pid, path));
+        if !opened {
+            let status = r.child.try_wait();
+            panic!("reader {pid} did not open {} (status {status:?})", path.display());
+        }
+        r
+    }
+
+    /// `cat PATH`.
+    fn cat(path: &Path) -> Reader {
+        let mut cmd = Command::new("cat");
+        cmd.arg(path);
+        Reader::start(cmd, path)
+    }
+
+    fn output(&self) -> Vec<u8> {
+        self.out.lock().unwrap().clone()
+    }
+
+    /// Waits until the output has at least `len` bytes; returns it.
+    fn wait_output(&self, len: usize) -> Vec<u8> {
+        wait_until(DEADLINE, || self.out.lock().unwrap().len() >= len);
+        self.output()
+    }
+
+    /// Waits until a line of output contains `text`.
+    fn wait_line(&self, text: &str) -> bool {
+        wait_until(DEADLINE, || String::from_utf8_lossy(&self.output()).contains(text))
+    }
+
+    /// Sends `sig` and waits for the process to end; returns its status
+    /// and everything it printed. Panics if it does not end.
+    fn stop(mut self, sig: i32) -> (ExitStatus, Vec<u8>) {
+        signal(&self.child, sig);
+        let status = wait_deadline(&mut self.child, DEADLINE).unwrap_or_else(|| {
+            panic!(
+                "reader {} still running {DEADLINE:?} after signal {sig} (state {:?})",
+                self.child.id(),
+                proc_state(self.child.id())
+            )
+        });
+        if let Some(t) = self.collector.take() {
+            t.join().unwrap();
+        }
+        (status, self.output())
+    }
+
+    fn stderr(&mut self) -> String {
+        let mut s = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = wait_deadline(&mut self.child, DEADLINE);
+        }
+    }
+}
+
+fn collect(mut stdout: ChildStdout, out: Arc<Mutex<Vec<u8>>>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    })
+}
+
+/// `ddmctl type ARGS...`; panics if it fails.
+fn type_keys(ddm: &Ddm, args: &[&str]) {
+    let mut all = vec!["type"];
+    all.extend_from_slice(args);
+    ddm.ddmctl_ok(&all);
+}
+
+/// Opens a device for reading without blocking reads.
+fn open_nonblocking(path: &Path) -> File {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .unwrap()
+}
+
+/// One `read(2)` of at most `len` bytes.
+fn read_once(f: &mut File, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let n = f.read(&mut buf)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// An ioctl whose argument is a pointer to `arg`.
+fn ioctl<T>(f: &File, cmd: u32, arg: &mut T) -> std::io::Result<()> {
+    // SAFETY: `arg` is a live, exclusively borrowed T, and every request
+    // used here encodes size_of::<T>() as its argument size, so the kernel
+    // reads or writes only inside it.
+    let rc = unsafe { libc::ioctl(f.as_raw_fd(), cmd as libc::c_ulong, arg as *mut T) };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn stats(f: &File) -> Stats {
+    let mut raw = [0u8; Stats::SIZE];
+    ioctl(f, GET_STATS, &mut raw).unwrap();
+    Stats::from_bytes(&raw)
+}
+
+/// The counters `ddmctl status --json` shows for `driver`.
+fn counters(ddm: &Ddm, driver: &str) -> Vec<(String, u64)> {
+    let json = ddm.ddmctl_ok(&["status", "--json"]);
+    let all: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let d = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == driver)
+        .unwrap_or_else(|| panic!("no driver {driver} in {json}"));
+    serde_json::from_value(d["counters"].clone()).unwrap_or_else(|e| panic!("counters of {driver} in {json}: {e}"))
+}
+
+fn lost_bytes(ddm: &Ddm, driver: &str) -> Option<u64> {
+    counters(ddm, driver)
+        .into_iter()
+        .find(|(k, _)| k == "lost_bytes")
+        .map(|(_, v)| v)
+}
+
+// ---------------------------------------------------------------------------
+// Typed text reaches readers
+
+#[test]
+fn cat_prints_exactly_what_is_typed() {
+    let ddm = Ddm::start();
+    let kbd = ddm.path("keyboard0");
+    let cat = Reader::cat(&kbd);
+    type_keys(&ddm, &["--enter", "Hello,", "World!"]);
+    let got = cat.wait_output(HELLO.len());
+    assert_eq!(got, HELLO, "cat printed {:?}", String::from_utf8_lossy(&got));
+    // Nothing more comes, and SIGINT ends the blocked cat.
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, all) = cat.stop(libc::SIGINT);
+    assert_eq!(all, HELLO, "cat printed more: {:?}", String::from_utf8_lossy(&all));
+    assert!(!status.success(), "cat ended with {status:?}");
+}
+
+#[test]
+fn two_readers_get_every_key_and_a_late_reader_only_later_ones() {
+    let ddm = Ddm::start();
+    let kbd = ddm.path("keyboard0");
+    let a = Reader::cat(&kbd);
+    let b = Reader::cat(&kbd);
+    // With escapes, this time.
+    type_keys(&ddm, &["--escapes", r"Hello, World!\n"]);
+    assert_eq!(a.wait_output(HELLO.len()), HELLO);
+    assert_eq!(b.wait_output(HELLO.len()), HELLO);
+
+    // Opened after the typing: nothing pending for it.
+    let mut late_fd = open_nonblocking(&kbd);
+    let e = read_once(&mut late_fd, 100).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EAGAIN), "a late handle had keys: {e}");
+    let late = Reader::cat(&kbd);
+    // From standard input, this time.
+    let mut child = Command::new(bin("ddmctl"))
+        .arg("--socket")
+        .arg(&ddm.socket)
+        .args(["type", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"late\n").unwrap();
+    assert!(
+        wait_timeout(&mut child, DEADLINE).is_some_and(|s| s.success()),
+        "ddmctl type - failed"
+    );
+
+    let want_all = [HELLO, b"late\n"].concat();
+    assert_eq!(late.wait_output(5), b"late\n");
+    assert_eq!(read_once(&mut late_fd, 100).unwrap(), b"late\n");
+    assert_eq!(a.wait_output(want_all.len()), want_all);
+    assert_eq!(b.wait_output(want_all.len()), want_all);
+    std::thread::sleep(Duration::from_millis(200));
+    for r in [a, b] {
+        assert_eq!(r.stop(libc::SIGTERM).1, want_all);
+    }
+    assert_eq!(
+        late.stop(libc::SIGTERM).1,
+        b"late\n",
+        "the late reader got earlier keys"
+    );
+}
+
+#[test]
+fn a_long_text_from_stdin_arrives_whole_and_in_order() {
+    let ddm = Ddm::start();
+    let cat = Reader::cat(&ddm.path("keyboard0"));
+    // Every printable ASCII character, Tab and Enter, 40 times: 3880 bytes
+    // (under the 4096-byte buffer, so even a slow cat loses nothing), in
+    // about 200 writes of at most 170 key events each.
+    let line: String = (0x20u8..0x7f).map(char::from).chain(['\t', '\n']).collect();
+    let text = line.repeat(40);
+    let mut child = Command::new(bin("ddmctl"))
+        .arg("--socket")
+        .arg(&ddm.socket)
+        .args(["type", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let status = wait_timeout(&mut child, DEADLINE);
+    assert!(status.is_some_and(|s| s.success()), "ddmctl type - : {status:?}");
+    let got = cat.wait_output(text.len());
+    assert_eq!(got.len(), text.len());
+    assert!(
+        got == text.as_bytes(),
+        "cat printed something else (first difference at byte {:?})",
+        got.iter().zip(text.as_bytes()).position(|(a, b)| a != b)
+    );
+}
+
+#[test]
+fn ddmctl_type_says_what_is_wrong() {
+    let ddm = Ddm::start();
+    // Outside ASCII: refused, nothing typed.
+    let out = ddm.ddmctl(&["type", "caf\u{e9}"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot be typed"), "{err}");
+    // No such device.
+    let out = ddm.ddmctl(&["type", "--device", "keyboard7", "x"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("keyboard7") && err.contains("does not exist"), "{err}");
+    // A user who may not write the keyboard (root:input 0640) is told why.
+    std::fs::set_permissions(ddm.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid", "4242", "--regid", "4242", "--clear-groups"])
+        .arg(bin("ddmctl"))
+        .arg("--socket")
+        .arg(&ddm.socket)
+        .args(["type", "hi"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("typing needs write access to") && err.contains("keyboard0"),
+        "as uid 4242: {err}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Blocking, signals, poll
+
+#[test]
+fn timeout_ends_a_blocked_cat_with_124() {
+    let ddm = Ddm::start();
+    let mut child = Command::new("timeout")
+        .arg("1")
+        .arg("cat")
+        .arg(ddm.path("keyboard0"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_timeout(&mut child, DEADLINE);
+    let status = status.unwrap_or_else(|| panic!("`timeout 1 cat` still running after {DEADLINE:?}"));
+    assert_eq!(status.code(), Some(124), "timeout 1 cat ended with {status:?}");
+    let mut out = Vec::new();
+    child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    assert!(out.is_empty(), "nothing was typed, cat printed {out:?}");
+}
+
+const SELECT_READER: &str = r#"
+import os, select, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_NONBLOCK)
+try:
+    os.read(fd, 100)
+    print("nonblocking-read: data", flush=True)
+except BlockingIOError:
+    print("nonblocking-read: EAGAIN", flush=True)
+r, _, _ = select.select([fd], [], [], 0)
+print("ready-before:", len(r), flush=True)
+print("selecting", flush=True)
+t = time.monotonic()
+r, _, _ = select.select([fd], [], [], 30)
+print("select-woke:", len(r), "after %.3f" % (time.monotonic() - t), flush=True)
+print("read:", os.read(fd, 100), flush=True)
+p = select.poll()
+p.register(fd, select.POLLIN)
+print("polling", flush=True)
+ev = p.poll(30000)
+print("poll-woke:", ev == [(fd, select.POLLIN)], flush=True)
+print("read:", os.read(fd, 100), flush=True)
+"#;
+
+/// Waits until the reader has printed `marker` and then sleeps in a
+/// system call (it prints nothing else before it blocks).
+fn wait_blocked(r: &Reader, marker: &str) {
+    assert!(
+        r.wait_line(marker),
+        "no {marker:?}: {:?}",
+        String::from_utf8_lossy(&r.output())
+    );
+    let pid = r.child.id();
+    assert!(
+        wait_until(DEADLINE, || proc_state(pid) == Some('S')),
+        "reader not asleep"
+    );
+    // Let it settle in the wait (not just between two calls).
+    std::thread::sleep(Duration::from_millis(200));
+}
+
+#[test]
+fn select_and_poll_wake_when_a_key_is_typed() {
+    let ddm = Ddm::start();
+    let kbd = ddm.path("keyboard0");
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c").arg(SELECT_READER).arg(&kbd);
+    let mut py = Reader::start(cmd, &kbd);
+
+    wait_blocked(&py, "selecting");
+    type_keys(&ddm, &["k"]);
+    wait_blocked(&py, "polling");
+    type_keys(&ddm, &["K"]);
+    let done = py.wait_line("read: b'K'");
+    let out = String::from_utf8_lossy(&py.output()).into_owned();
+    assert!(done, "python reader: {out}\nstderr: {}", py.stderr());
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "nonblocking-read: EAGAIN", "{out}");
+    assert_eq!(lines[1], "ready-before: 0", "readable with nothing typed: {out}");
+    let woke = lines[3]
+        .strip_prefix("select-woke: 1 after ")
+        .unwrap_or_else(|| panic!("{out}"));
+    let waited: f64 = woke.parse().unwrap();
+    assert!(waited >= 0.1, "select returned before the key was typed: {out}");
+    assert_eq!(lines[4], "read: b'k'", "{out}");
+    assert_eq!(lines[6], "poll-woke: True", "{out}");
+    assert_eq!(lines[7], "read: b'K'", "{out}");
+    let status = wait_deadline(&mut py.child, DEADLINE);
+    assert!(status.is_some_and(|s| s.success()), "python reader: {status:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Sources, buffers, modes
+
+#[test]
+fn i8042_on_emulated_ports_decodes_scancodes() {
+    let manifest = format!(
+        "name = \"ps2\"\nexec = \"ddf-keyboard\"\nautostart = true\n[params]\n\
+         source = \"i8042\"\nname = \"ps2kbd\"\nscancodes = \"{HELLO_SCANCODES}\"\n"
+    );
+    let ddm = Ddm::builder().manifest(&manifest).wait_for("ps2kbd0").start();
+    let kbd = ddm.path("ps2kbd0");
+    // The controller sends the scancodes when the device is first opened
+    // for reading.
+    let cat = Reader::cat(&kbd);
+    let got = cat.wait_output(HELLO.len());
+    assert_eq!(got, HELLO, "decoded {:?}", String::from_utf8_lossy(&got));
+    // Writes feed the controller more scancodes: Shift-a, Enter.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&kbd)
+        .unwrap()
+        .write_all(&[0x2a, 0x1e, 0x9e, 0xaa, 0x1c, 0x9c])
+        .unwrap();
+    let want = [HELLO, b"A\n"].concat();
+    assert_eq!(cat.wait_output(want.len()), want);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(cat.stop(libc::SIGTERM).1, want);
+    // The built-in virtual keyboard is untouched by all this.
+    assert!(ddm.path("keyboard0").exists());
+}
+
+#[test]
+fn a_slow_reader_loses_its_oldest_bytes_and_the_loss_is_counted() {
+    let ddm = Ddm::builder().manifest(SMALL_BUFFER_MANIFEST).wait_for("slow0").start();
+    let slow = ddm.path("slow0");
+    assert_eq!(
+        lost_bytes(&ddm, "slowkbd"),
+        Some(0),
+        "the counter is there from the start"
+    );
+    let mut f = open_nonblocking(&slow);
+    let text = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMN"; // 50 bytes
+    type_keys(&ddm, &["--device", "slow0", text]);
+
+    let s = stats(&f);
+    assert_eq!(
+        (s.lost, s.lost_device, s.lost_driver, s.pending),
+        (18, 18, 18, 32),
+        "{s:?}"
+    );
+    // The newest 32 bytes are there, the oldest 18 gone.
+    assert_eq!(read_once(&mut f, 100).unwrap(), &text.as_bytes()[18..]);
+    assert_eq!(stats(&f).pending, 0);
+    // The driver reported it; `ddmctl status` shows it.
+    assert_eq!(lost_bytes(&ddm, "slowkbd"), Some(18));
+    let table = ddm.ddmctl_ok(&["status"]);
+    assert!(table.contains("lost_bytes=18"), "ddmctl status:\n{table}");
+    // The other keyboard driver lost nothing.
+    assert_eq!(lost_bytes(&ddm, "keyboard"), Some(0));
+
+    // A reader that keeps up loses nothing more.
+    let mut i = 0;
+    while i < text.len() {
+        let piece = &text[i..(i + 10).min(text.len())];
+        type_keys(&ddm, &["--device", "slow0", piece]);
+        assert_eq!(read_once(&mut f, 100).unwrap(), piece.as_bytes());
+        i += 10;
+    }
+    assert_eq!(stats(&f).lost, 18);
+    assert_eq!(lost_bytes(&ddm, "slowkbd"), Some(18));
+}
+
+#[test]
+fn raw_mode_gives_whole_key_event_records() {
+    let ddm = Ddm::start();
+    let mut f = open_nonblocking(&ddm.path("keyboard0"));
+    let mut mode = MODE_RAW;
+    ioctl(&f, SET_MODE, &mut mode).unwrap();
+    let mut got = 99u32;
+    ioctl(&f, GET_MODE, &mut got).unwrap();
+    assert_eq!(got, MODE_RAW);
+
+    let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    type_keys(&ddm, &["H"]);
+    let after = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+
+    // Shorter than one record: EINVAL, and nothing is consumed.
+    let e = read_once(&mut f, EVENT_SIZE - 1).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
+    // 50 bytes take two whole records.
+    let first = read_once(&mut f, 50).unwrap();
+    assert_eq!(first.len(), 2 * EVENT_SIZE);
+    let rest = read_once(&mut f, 4096).unwrap();
+    assert_eq!(rest.len() % EVENT_SIZE, 0, "{} bytes", rest.len());
+    let events = InputEvent::parse_records(&[first, rest].concat()).unwrap();
+
+    let keys: Vec<(u16, u16, KeyAction)> = events
+        .iter()
+        .map(|e| {
+            let (code, action) = e.key_action().unwrap_or_else(|| panic!("not a key event: {e:?}"));
+            (e.ev_type, code, action)
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (EV_KEY, KEY_LEFTSHIFT, KeyAction::Press),
+            (EV_KEY, KEY_H, KeyAction::Press),
+            (EV_KEY, KEY_H, KeyAction::Release),
+            (EV_KEY, KEY_LEFTSHIFT, KeyAction::Release),
+        ]
+    );
+    // Stamped on arrival: between the start and the end of the typing
+    // (with a second of slack for the clock's granularity), in order.
+    let mut last = (0i64, 0i64);
+    for e in &events {
+        let t = (e.sec, e.usec);
+        assert!((0..1_000_000).contains(&e.usec), "{e:?}");
+        assert!(
+            e.sec >= before.as_secs() as i64 - 1 && e.sec <= after.as_secs() as i64 + 1,
+            "{e:?}"
+        );
+        assert!(t >= last, "time went back: {e:?}");
+        last = t;
+    }
+    // Nothing else pending.
+    let e = read_once(&mut f, 4096).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EAGAIN));
+}
+
+// ---------------------------------------------------------------------------
+// Terminals, closing, unmounting
+
+/// A private tmux server (its own socket in `dir`), killed on drop, also
+/// when the test fails.
+struct Tmux {
+    socket: std::path::PathBuf,
+}
+
+impl Tmux {
+    fn start(dir: &Path, command: &str) -> Tmux {
+        let t = Tmux {
+            socket: dir.join("tmux.sock"),
+        };
+        let out = t.cmd(&["new-session", "-d", "-s", "kbd", "-x", "120", "-y", "30", command]);
+        assert!(out.status.success(), "tmux: {}", String::from_utf8_lossy(&out.stderr));
+        t
+    }
+
+    fn cmd(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(args)
+            .env("TERM", "xterm")
+            .output()
+            .unwrap()
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.cmd(&["capture-pane", "-p", "-t", "kbd"]).stdout).into_owned()
+    }
+
+    fn current_command(&self) -> String {
+        let out = self.cmd(&["list-panes", "-t", "kbd", "-F", "#{pane_current_command}"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["kill-server"]);
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+#[test]
+fn ctrl_c_ends_cat_in_a_terminal() {
+    let ddm = Ddm::start();
+    let kbd = ddm.path("keyboard0");
+    // An interactive shell with job control, as in a terminal: cat runs in
+    // its own foreground process group, and Ctrl-C signals that group.
+    let tmux = Tmux::start(ddm.dir.path(), "bash --norc --noprofile -i");
+    let line = format!("cat {}", kbd.display());
+    assert!(tmux.cmd(&["send-keys", "-t", "kbd", "-l", &line]).status.success());
+    assert!(tmux.cmd(&["send-keys", "-t", "kbd", "Enter"]).status.success());
+    assert!(
+        wait_until(DEADLINE, || tmux.current_command() == "cat"),
+        "cat did not start in tmux: {:?}\n{}",
+        tmux.current_command(),
+        tmux.screen()
+    );
+    // The pane's shell runs cat; wait until cat has the keyboard open,
+    // then show that it is live: typed keys appear in the terminal.
+    let shell = tmux.cmd(&["list-panes", "-t", "kbd", "-F", "#{pane_pid}"]);
+    let shell = String::from_utf8_lossy(&shell.stdout).trim().to_owned();
+    let cat_open = wait_until(DEADLINE, || {
+        std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .any(|pid| has_open(pid, &kbd))
+    });
+    assert!(cat_open, "cat in tmux did not open {}", kbd.display());
+    type_keys(&ddm, &["ping"]);
+    let shown = wait_until(DEADLINE, || tmux.screen().contains("ping"));
+    assert!(shown, "typed keys did not reach cat in tmux:\n{}", tmux.screen());
+
+    // Ctrl-Z stops the blocked cat, fg resumes it, and it reads on.
+    assert!(tmux.cmd(&["send-keys", "-t", "kbd", "C-z"]).status.success());
+    let stopped = wait_until(DEADLINE, || {
+        tmux.current_command() == "bash" && tmux.screen().contains("Stopped")
+    });
+    assert!(stopped, "Ctrl-Z did not stop cat; the pane shows:\n{}", tmux.screen());
+    assert!(tmux.cmd(&["send-keys", "-t", "kbd", "-l", "fg"]).status.success());
+    assert!(tmux.cmd(&["send-keys", "-t", "kbd", "Enter"]).status.success());
+    assert!(
+        wait_until(DEADLINE, || tmux.current_command() == "cat"),
+        "fg: {}",
+        tmux.screen()
+    );
+    type_keys(&ddm, &["pong"]);
+    let shown = wait_until(DEADLINE, || tmux.screen().contains("pong"));
+    assert!(shown, "cat read nothing after fg; the pane shows:\n{}", tmux.screen());
+
+    let out = tmux.cmd(&["send-keys", "-t", "kbd", "C-c"]);
+    assert!(out.status.success());
+    let ended = wait_until(DEADLINE, || tmux.current_command() == "bash");
+    assert!(ended, "Ctrl-C did not end cat; the pane shows:\n{}", tmux.screen());
+    // It died of SIGINT (128 + 2), as cat on any terminal device does.
+    assert!(tmux
+        .cmd(&["send-keys", "-t", "kbd", "-l", "echo done-$?"])
+        .status
+        .success());
+    assert!(tmux.cmd(&["send-keys", "-t", "kbd", "Enter"]).status.success());
+    let said = wait_until(DEADLINE, || tmux.screen().contains("\ndone-130"));
+    assert!(said, "cat did not die of SIGINT; the pane shows:\n{}", tmux.screen());
+}
+
+/// Closing a handle with a parked read: on Linux a `close(2)` from another
+/// thread does not release a file while a `read` on it is in flight (the
+/// read holds a reference), so FUSE sends no RELEASE then. The way a file
+/// with a parked read gets closed is its process dying; SIGKILL is the
+/// hard case. (The driver ending parked reads of a closed handle with
+/// `EBADF` is a unit test of `hub.rs`.)
+#[test]
+fn a_reader_killed_in_a_parked_read_ends_and_its_handle_is_closed() {
+    let ddm = Ddm::builder()
+        .manifest(SMALL_BUFFER_MANIFEST)
+        .env("RUST_LOG", "info,fuser=warn,ddf_keyboard::hub=debug")
+        .wait_for("slow0")
+        .start();
+    let slow = ddm.path("slow0");
+    let mut cat = Reader::cat(&slow);
+    let pid = cat.child.id();
+    assert!(wait_until(DEADLINE, || proc_state(pid) == Some('S')));
+    std::thread::sleep(Duration::from_millis(200));
+
+    // SIGKILL cannot be caught: only the DDM answering the parked read
+    // lets the process die (the kernel waits for that answer).
+    signal(&cat.child, libc::SIGKILL);
+    let status = wait_deadline(&mut cat.child, DEADLINE);
+    assert!(
+        status.is_some(),
+        "cat is stuck (state {:?}) after SIGKILL",
+        proc_state(pid)
+    );
+    // Its handle reaches the driver's close.
+    let closed = wait_until(DEADLINE, || ddm.log().contains("slow0: handle 1 closed"));
+    assert!(closed, "the killed reader's handle was not closed; log:\n{}", ddm.log());
+
+    // A closed handle receives no keys, so it loses none: typing more than
+    // its 32 bytes loses nothing anywhere.
+    let mut f = open_nonblocking(&slow);
+    type_keys(&ddm, &["--device", "slow0", "0123456789abcdefghij"]);
+    assert_eq!(read_once(&mut f, 100).unwrap(), b"0123456789abcdefghij");
+    type_keys(&ddm, &["--device", "slow0", "klmnopqrstuvwxyz"]);
+    assert_eq!(read_once(&mut f, 100).unwrap(), b"klmnopqrstuvwxyz");
+    assert_eq!(stats(&f).lost_driver, 0, "a dead handle still took keys");
+}
+
+#[test]
+fn stopping_ddm_with_a_blocked_reader_does_not_hang() {
+    let mut ddm = Ddm::start();
+    let kbd = ddm.path("keyboard0");
+    let mut cat = Reader::cat(&kbd);
+    let pid = cat.child.id();
+    assert!(wait_until(DEADLINE, || proc_state(pid) == Some('S')));
+    std::thread::sleep(Duration::from_millis(200));
+
+    let status = ddm.stop();
+    let status = status.unwrap_or_else(|| panic!("ddm did not stop with a blocked reader; log:\n{}", ddm.log()));
+    assert!(status.success(), "ddm exited with {status:?}; log:\n{}", ddm.log());
+    assert!(!is_mounted(&ddm.mnt), "the mount is still there");
+    let ended = wait_deadline(&mut cat.child, DEADLINE);
+    let ended = ended.unwrap_or_else(|| panic!("the reader is stuck (state {:?})", proc_state(pid)));
+    assert!(!ended.success(), "cat got no error from a vanished device: {ended:?}");
+    let err = cat.stderr();
+    assert!(!err.is_empty(), "cat said nothing");
+}
+
+/// The i8042 test's fixture is what it claims: hex bytes, every make code
+/// with one break code.
+#[test]
+fn scancode_fixture_is_hex_pairs() {
+    let bytes: Vec<&str> = HELLO_SCANCODES.split(' ').collect();
+    assert!(bytes.iter().all(|b| b.len() == 2 && u8::from_str_radix(b, 16).is_ok()));
+    // Each make code has its break code (make | 0x80).
+    let codes: Vec<u8> = bytes.iter().map(|b| u8::from_str_radix(b, 16).unwrap()).collect();
+    let makes = codes.iter().filter(|c| **c < 0x80).count();
+    assert_eq!(makes * 2, codes.len());
+}
