@@ -78,6 +78,47 @@ enum Command {
         #[arg(value_name = "TEXT", required = true)]
         text: Vec<String>,
     },
+    /// Search the tree: the nodes that match every filter given.
+    Find {
+        /// On this kind of bus (pci, vbus) or this bus path.
+        #[arg(long)]
+        bus: Option<String>,
+        /// Of this class: char, block, or bus.
+        #[arg(long)]
+        class: Option<String>,
+        /// Whose name matches this glob (quote it: 'key*').
+        #[arg(long)]
+        name: Option<String>,
+        /// Served by a driver whose name matches this glob.
+        #[arg(long)]
+        driver: Option<String>,
+        /// In this state: running, restarting, failed, stopped, unbound, ...
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Start a new instance of a known driver (root or admin group).
+    Load {
+        /// Driver name (its manifest's).
+        driver: String,
+        /// Put its devices on this bus (a path below the mount) instead of the null bus.
+        #[arg(long, value_name = "BUS")]
+        bus: Option<String>,
+        /// Parameters for the driver, KEY=VALUE.
+        #[arg(value_name = "KEY=VALUE")]
+        params: Vec<String>,
+    },
+    /// Unbind a device from the driver the plugin manager gave it, or stop the
+    /// driver serving a node (root or admin group).
+    Unload {
+        /// The node: a path below the mount (pci/0000:00:03.0, null).
+        node: String,
+    },
+    /// Have bus drivers enumerate their buses again, and offer unbound devices
+    /// to the drivers' manifests again (root or admin group).
+    Rescan {
+        /// Only this bus (a path below the mount).
+        bus: Option<String>,
+    },
 }
 
 /// Why `ddmctl` failed.
@@ -157,6 +198,45 @@ fn run(args: &Args) -> Result<(), CtlError> {
             } else {
                 print_status(&drivers);
             }
+        }
+        Command::Find {
+            bus,
+            class,
+            name,
+            driver,
+            state,
+        } => {
+            let q = ddf::proto::Query {
+                bus: bus.clone(),
+                class: class.clone(),
+                name: name.clone(),
+                driver: driver.clone(),
+                state: state.clone(),
+            };
+            let nodes = ddm.find(&q)?;
+            if args.json {
+                print_json(&nodes);
+            } else {
+                print_found(&nodes);
+            }
+        }
+        Command::Load { driver, bus, params } => {
+            let mut kv = Vec::new();
+            for p in params {
+                let (k, v) = p.split_once('=').ok_or_else(|| {
+                    DdmError::Refused(format!("parameter {p:?} is not KEY=VALUE"))
+                })?;
+                kv.push((k.to_owned(), v.to_owned()));
+            }
+            println!("{}", ddm.load(driver, bus.as_deref(), &kv)?);
+        }
+        Command::Unload { node } => {
+            let node = strip_mount(&mut ddm, node);
+            println!("{}", ddm.unload(&node)?);
+        }
+        Command::Rescan { bus } => {
+            let bus = bus.as_ref().map(|b| strip_mount(&mut ddm, b));
+            println!("{}", ddm.rescan(bus.as_deref())?);
         }
         Command::Info => {
             let info = ddm.info()?;
@@ -314,6 +394,31 @@ fn print_tree(nodes: &[NodeInfo]) {
                 );
             }
         }
+    }
+}
+
+/// A node path below the mount: accepts `/ddf/x`, `/x` or `x`.
+fn strip_mount(ddm: &mut Ddm, path: &str) -> String {
+    if let Ok(info) = ddm.info() {
+        if let Some(rest) = path.strip_prefix(&info.mountpoint) {
+            return rest.trim_matches('/').to_owned();
+        }
+    }
+    path.trim_matches('/').to_owned()
+}
+
+fn print_found(nodes: &[NodeInfo]) {
+    for n in nodes {
+        let class = n.class.map(|c| c.as_str()).unwrap_or("bus");
+        let driver = n.driver.as_deref().unwrap_or("-");
+        let state = n.state_text.as_deref().unwrap_or("-");
+        let ids: Vec<String> = n
+            .meta
+            .iter()
+            .filter(|(k, _)| matches!(k.as_str(), "vendor" | "device" | "class"))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!("/{:<28} {:<6} {:<10} {:<10} {}", n.path, class, driver, state, ids.join(" "));
     }
 }
 
