@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 pub const PROTOCOL_MAGIC: [u8; 4] = *b"DDF\x01";
 
 /// Version of the messages in this module.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The first message each way on every link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -673,7 +673,7 @@ mod tests {
 
     #[test]
     fn hello_is_pinned() {
-        assert_eq!(enc(&Hello::ours()), [b'D', b'D', b'F', 1, 1]);
+        assert_eq!(enc(&Hello::ours()), [b'D', b'D', b'F', 1, 2]);
     }
 
     #[test]
