@@ -1101,7 +1101,9 @@ impl Core {
             let mut live = lock(&inst.live);
             let Some(ino) = live.devices.remove(&device) else {
                 drop(live);
-                warn!("driver {}: removal of unknown device {device}", inst.name());
+                // Also the normal end of a device whose node went first (a
+                // bound driver told to unbind a removed device).
+                debug!("driver {}: removal of unknown device {device}", inst.name());
                 return;
             };
             live.names.retain(|_, i| *i != ino);
@@ -1114,7 +1116,11 @@ impl Core {
             _ => None,
         };
         if provider.is_some() {
-            crate::plug::release_to_provider(self, ino, "released by its driver");
+            // Unless it was taken back already (unload), its bus driver
+            // serves it again.
+            if lock(&self.bindings).get(&ino) == Some(&Binding::Bound(inst.index)) {
+                crate::plug::release_to_provider(self, ino, "released by its driver");
+            }
             return;
         }
         self.remove_node(ino);

@@ -280,7 +280,9 @@ pub fn node_state(core: &Core, ino: Ino, driver_state: Option<DriverState>) -> O
 pub fn matches_query(q: &Query, n: &NodeInfo) -> bool {
     let glob = |pat: &str, v: &str| access_policy::Pattern::parse(pat).map(|p| p.matches(v)).unwrap_or(false);
     if let Some(b) = &q.bus {
-        let on_bus = n.bus.as_deref() == Some(b.as_str())
+        // Nodes on a bus of that kind (not the bus directory itself), or in
+        // the bus directory of that path.
+        let on_bus = (n.class.is_some() && n.bus.as_deref() == Some(b.as_str()))
             || n.path.rsplit_once('/').is_some_and(|(dir, _)| dir == b.trim_matches('/'));
         if !on_bus {
             return false;

@@ -254,6 +254,7 @@ impl Core {
             live.last_ping = Some(Instant::now());
             live.started_at = Some(Instant::now());
             live.devices.clear();
+            live.buses.clear();
             live.seen.clear();
             child
         };
