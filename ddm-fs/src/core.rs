@@ -246,6 +246,17 @@ pub struct Backing {
     opens: usize,
 }
 
+/// A driver's reply to one request, as it came.
+#[derive(Debug)]
+struct DriverAnswer<'a> {
+    id: RequestId,
+    result: Result<Answer, Errno>,
+    /// The frame's payload (read data, ioctl output).
+    payload: &'a [u8],
+    /// A descriptor that came with it (a passthrough backing file).
+    backing: Option<OwnedFd>,
+}
+
 /// What the plugin manager did with an offered device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Binding {
@@ -494,8 +505,13 @@ impl Core {
                 if result.is_err() {
                     inst.errors.fetch_add(1, Ordering::Relaxed);
                 }
-                let backing = fds.into_iter().next();
-                self.complete(inst, conn, id, p.parked, result, payload, backing)
+                let answer = DriverAnswer {
+                    id,
+                    result,
+                    payload,
+                    backing: fds.into_iter().next(),
+                };
+                self.complete(inst, conn, p.parked, answer)
             }
         }
     }
@@ -777,16 +793,13 @@ impl Core {
     }
 
     /// Completes a parked FUSE request with the driver's answer.
-    fn complete(
-        &self,
-        inst: &Instance,
-        conn: &Arc<Conn>,
-        id: RequestId,
-        parked: Parked,
-        result: Result<Answer, Errno>,
-        payload: &[u8],
-        backing: Option<OwnedFd>,
-    ) -> Result<(), String> {
+    fn complete(&self, inst: &Instance, conn: &Arc<Conn>, parked: Parked, answer: DriverAnswer<'_>) -> Result<(), String> {
+        let DriverAnswer {
+            id,
+            result,
+            payload,
+            backing,
+        } = answer;
         let answer = match result {
             Ok(a) => a,
             Err(e) => {
