@@ -345,6 +345,16 @@ impl Channel {
     /// Receives one frame into `buf`. Blocks until one arrives; a closed
     /// peer is [`IpcError::Closed`].
     pub fn recv<'b>(&self, buf: &'b mut RecvBuf) -> Result<Frame<'b>> {
+        self.recv_flags(buf, MsgFlags::empty())
+    }
+
+    /// Receives one frame if one is waiting, else [`IpcError::WouldBlock`]
+    /// at once.
+    pub fn try_recv<'b>(&self, buf: &'b mut RecvBuf) -> Result<Frame<'b>> {
+        self.recv_flags(buf, MsgFlags::MSG_DONTWAIT)
+    }
+
+    fn recv_flags<'b>(&self, buf: &'b mut RecvBuf, flags: MsgFlags) -> Result<Frame<'b>> {
         let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
         let (len, fds, truncated) = loop {
             let mut iov = [IoSliceMut::new(&mut buf.data)];
@@ -352,7 +362,7 @@ impl Channel {
                 self.fd.as_raw_fd(),
                 &mut iov,
                 Some(&mut cmsg),
-                MsgFlags::MSG_CMSG_CLOEXEC,
+                MsgFlags::MSG_CMSG_CLOEXEC | flags,
             ) {
                 Ok(msg) => {
                     let mut fds = Vec::new();
@@ -371,6 +381,7 @@ impl Channel {
                     break (msg.bytes, fds, truncated);
                 }
                 Err(NixErrno::EINTR) => continue,
+                Err(NixErrno::EAGAIN) => return Err(IpcError::WouldBlock),
                 Err(NixErrno::ECONNRESET) => return Err(IpcError::Closed),
                 Err(e) => return Err(IpcError::Recv(e.into())),
             }
@@ -601,6 +612,16 @@ mod tests {
         let mut buf = RecvBuf::default();
         let err = a.handshake(&mut buf).unwrap_err();
         assert!(matches!(err, IpcError::Version { theirs, .. } if theirs == PROTOCOL_VERSION + 1));
+    }
+
+    #[test]
+    fn try_recv_does_not_block() {
+        let (a, b) = Channel::pair().unwrap();
+        let mut buf = RecvBuf::default();
+        assert!(matches!(b.try_recv(&mut buf), Err(IpcError::WouldBlock)));
+        a.send(&DdmToDriver::Ping { seq: 3 }, &[], &[]).unwrap();
+        let f = b.try_recv(&mut buf).unwrap();
+        assert_eq!(f.decode::<DdmToDriver>().unwrap(), DdmToDriver::Ping { seq: 3 });
     }
 
     #[test]
