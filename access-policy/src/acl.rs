@@ -86,7 +86,13 @@ mod tests {
     #[test]
     fn mode_follows_owner_mask_and_other() {
         // setfacl -m u:4242:r on a 0600 file: user::rw- user:4242:r-- group::--- mask::r-- other::---
-        let a = acl(&[(USER_OBJ, 6, u32::MAX), (0x02, 4, 4242), (GROUP_OBJ, 0, u32::MAX), (MASK, 4, u32::MAX), (OTHER, 0, u32::MAX)]);
+        let a = acl(&[
+            (USER_OBJ, 6, u32::MAX),
+            (0x02, 4, 4242),
+            (GROUP_OBJ, 0, u32::MAX),
+            (MASK, 4, u32::MAX),
+            (OTHER, 0, u32::MAX),
+        ]);
         assert_eq!(mode_from_acl(&a, 0o4600), Some(0o4640));
         // Without a mask the owning group's entry gives the group bits.
         let b = acl(&[(USER_OBJ, 7, 0), (GROUP_OBJ, 5, 0), (OTHER, 1, 0)]);

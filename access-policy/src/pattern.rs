@@ -59,10 +59,7 @@ enum Tok {
     Char(char),
     Star,
     AnyChar,
-    Class {
-        negated: bool,
-        ranges: Vec<(char, char)>,
-    },
+    Class { negated: bool, ranges: Vec<(char, char)> },
 }
 
 impl Tok {
@@ -70,9 +67,7 @@ impl Tok {
         match self {
             Tok::Char(p) => *p == c,
             Tok::AnyChar => true,
-            Tok::Class { negated, ranges } => {
-                ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated
-            }
+            Tok::Class { negated, ranges } => ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated,
             // A star is handled by the matcher, never asked about one char.
             Tok::Star => false,
         }
@@ -88,11 +83,7 @@ impl Pattern {
             found: found.to_owned(),
         };
         if text == "/" {
-            return Ok(Pattern {
-                text: text.to_owned(),
-                segs: Vec::new(),
-                deep: false,
-            });
+            return Ok(Pattern { text: text.to_owned(), segs: Vec::new(), deep: false });
         }
         let body = text.strip_prefix('/').unwrap_or(text);
         if body.is_empty() {
@@ -108,11 +99,7 @@ impl Pattern {
             }
         }
         let deep = segs.iter().any(|s| matches!(s, Seg::Deep));
-        Ok(Pattern {
-            text: text.to_owned(),
-            segs,
-            deep,
-        })
+        Ok(Pattern { text: text.to_owned(), segs, deep })
     }
 
     /// The pattern as written.
@@ -133,8 +120,7 @@ impl Pattern {
     /// when one path is tried against many patterns.
     pub fn matches_segments(&self, path: &[&str]) -> bool {
         if !self.deep {
-            return self.segs.len() == path.len()
-                && self.segs.iter().zip(path).all(|(s, p)| seg_matches(s, p));
+            return self.segs.len() == path.len() && self.segs.iter().zip(path).all(|(s, p)| seg_matches(s, p));
         }
         // Dynamic programming from the end: `next[j]` says whether the
         // pattern segments after the current one match `path[j..]`.
@@ -167,9 +153,7 @@ impl Pattern {
                 Seg::Literal(_) | Seg::Glob(_) => {
                     for (j, c) in cur.iter_mut().enumerate() {
                         *c = match path.get(j) {
-                            Some(p) => {
-                                next.get(j + 1).copied().unwrap_or(false) && seg_matches(seg, p)
-                            }
+                            Some(p) => next.get(j + 1).copied().unwrap_or(false) && seg_matches(seg, p),
                             None => false,
                         };
                     }
@@ -369,10 +353,7 @@ mod tests {
     fn double_star_spans_segments() {
         assert!(m("pci/**", "pci/a"));
         assert!(m("pci/**", "pci/a/b/c"));
-        assert!(
-            !m("pci/**", "pci"),
-            "trailing ** is everything inside, not the bus"
-        );
+        assert!(!m("pci/**", "pci"), "trailing ** is everything inside, not the bus");
         assert!(!m("pci/**", "pcie/a"));
         assert!(m("**/keyboard*", "keyboard0"), "leading ** may be empty");
         assert!(m("**/keyboard*", "usb/hub/keyboard1"));

@@ -238,9 +238,7 @@ impl fmt::Display for Rule {
         fn id(v: Option<u32>) -> String {
             v.map_or_else(|| "-".to_owned(), |v| v.to_string())
         }
-        let mode = self
-            .mode
-            .map_or_else(|| "-".to_owned(), |m| format!("{m:04o}"));
+        let mode = self.mode.map_or_else(|| "-".to_owned(), |m| format!("{m:04o}"));
         let pattern = escape_comment(self.pattern.as_str());
         if let Some(k) = self.kind.keyword() {
             write!(f, "{k:<6} ")?;
@@ -311,9 +309,7 @@ impl Policy {
                     0
                 }
                 Err(e) => {
-                    warn!(
-                        "built-in rules: cannot look up group {name:?} ({e}); using gid 0 instead"
-                    );
+                    warn!("built-in rules: cannot look up group {name:?} ({e}); using gid 0 instead");
                     0
                 }
             }
@@ -348,10 +344,7 @@ impl Policy {
     /// they win over them). On error the policy is unchanged.
     pub fn add_file(&mut self, path: impl AsRef<Path>) -> Result<(), RulesError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| RulesError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let bytes = std::fs::read(path).map_err(|source| RulesError::Read { path: path.to_owned(), source })?;
         self.add_bytes(path, &bytes)
     }
 
@@ -371,8 +364,7 @@ impl Policy {
                 expected: expected.to_owned(),
                 found,
             };
-            let text =
-                std::str::from_utf8(raw).map_err(|_| syntax("UTF-8 text", Found::InvalidUtf8))?;
+            let text = std::str::from_utf8(raw).map_err(|_| syntax("UTF-8 text", Found::InvalidUtf8))?;
             if let Some(rule) = parse_line(text, file, line)? {
                 parsed.push(rule);
             }
@@ -412,11 +404,7 @@ impl Policy {
             NodeKind::Bus => 0o755,
             NodeKind::CharDevice | NodeKind::BlockDevice => 0o600,
         };
-        Perm {
-            uid: uid.unwrap_or(0),
-            gid: gid.unwrap_or(0),
-            mode: mode.unwrap_or(fallback_mode),
-        }
+        Perm { uid: uid.unwrap_or(0), gid: gid.unwrap_or(0), mode: mode.unwrap_or(fallback_mode) }
     }
 
     /// A policy with no rules at all (every node gets the fallback of
@@ -457,10 +445,7 @@ fn parse_line(text: &str, file: &Path, line: usize) -> Result<Option<Rule>, Rule
         expected: expected.to_owned(),
         found,
     };
-    let fields: Vec<&str> = text
-        .split_ascii_whitespace()
-        .take_while(|f| !f.starts_with('#'))
-        .collect();
+    let fields: Vec<&str> = text.split_ascii_whitespace().take_while(|f| !f.starts_with('#')).collect();
     let Some(&first) = fields.first() else {
         return Ok(None);
     };
@@ -494,12 +479,8 @@ fn parse_line(text: &str, file: &Path, line: usize) -> Result<Option<Rule>, Rule
     let field = |i: usize| rest.get(i).copied();
 
     let pattern_text = field(0).ok_or_else(|| syntax(EXPECT_PATTERN, Found::EndOfLine))?;
-    let pattern = Pattern::parse(pattern_text).map_err(|e| {
-        syntax(
-            &format!("{} in the pattern", e.expected),
-            Found::Text(e.found),
-        )
-    })?;
+    let pattern = Pattern::parse(pattern_text)
+        .map_err(|e| syntax(&format!("{} in the pattern", e.expected), Found::Text(e.found)))?;
 
     let owner_text = field(1).ok_or_else(|| syntax(EXPECT_OWNER, Found::EndOfLine))?;
     let (user, group) = if owner_text == "-" {
@@ -513,23 +494,13 @@ fn parse_line(text: &str, file: &Path, line: usize) -> Result<Option<Rule>, Rule
     let uid = match parse_id(user) {
         IdField::Keep => None,
         IdField::Number(n) => Some(n),
-        IdField::BadNumber => {
-            return Err(syntax(
-                "a user id below 4294967295",
-                Found::Text(user.to_owned()),
-            ))
-        }
+        IdField::BadNumber => return Err(syntax("a user id below 4294967295", Found::Text(user.to_owned()))),
         IdField::Name(name) => Some(resolve_user(name, file, line)?),
     };
     let gid = match parse_id(group) {
         IdField::Keep => None,
         IdField::Number(n) => Some(n),
-        IdField::BadNumber => {
-            return Err(syntax(
-                "a group id below 4294967295",
-                Found::Text(group.to_owned()),
-            ))
-        }
+        IdField::BadNumber => return Err(syntax("a group id below 4294967295", Found::Text(group.to_owned()))),
         IdField::Name(name) => Some(resolve_group(name, file, line)?),
     };
 
@@ -539,17 +510,7 @@ fn parse_line(text: &str, file: &Path, line: usize) -> Result<Option<Rule>, Rule
     if let Some(extra) = field(3) {
         return Err(syntax(EXPECT_END, Found::Text(extra.to_owned())));
     }
-    Ok(Some(Rule {
-        kind,
-        pattern,
-        uid,
-        gid,
-        mode,
-        origin: Origin::File {
-            path: file.to_owned(),
-            line,
-        },
-    }))
+    Ok(Some(Rule { kind, pattern, uid, gid, mode, origin: Origin::File { path: file.to_owned(), line } }))
 }
 
 enum IdField<'a> {
@@ -576,34 +537,16 @@ fn parse_id(text: &str) -> IdField<'_> {
 fn resolve_user(name: &str, file: &Path, line: usize) -> Result<u32, RulesError> {
     match User::from_name(name) {
         Ok(Some(user)) => Ok(user.uid.as_raw()),
-        Ok(None) => Err(RulesError::UnknownUser {
-            file: file.to_owned(),
-            line,
-            name: name.to_owned(),
-        }),
-        Err(source) => Err(RulesError::LookupUser {
-            file: file.to_owned(),
-            line,
-            name: name.to_owned(),
-            source,
-        }),
+        Ok(None) => Err(RulesError::UnknownUser { file: file.to_owned(), line, name: name.to_owned() }),
+        Err(source) => Err(RulesError::LookupUser { file: file.to_owned(), line, name: name.to_owned(), source }),
     }
 }
 
 fn resolve_group(name: &str, file: &Path, line: usize) -> Result<u32, RulesError> {
     match Group::from_name(name) {
         Ok(Some(group)) => Ok(group.gid.as_raw()),
-        Ok(None) => Err(RulesError::UnknownGroup {
-            file: file.to_owned(),
-            line,
-            name: name.to_owned(),
-        }),
-        Err(source) => Err(RulesError::LookupGroup {
-            file: file.to_owned(),
-            line,
-            name: name.to_owned(),
-            source,
-        }),
+        Ok(None) => Err(RulesError::UnknownGroup { file: file.to_owned(), line, name: name.to_owned() }),
+        Err(source) => Err(RulesError::LookupGroup { file: file.to_owned(), line, name: name.to_owned(), source }),
     }
 }
 
@@ -646,15 +589,7 @@ mod tests {
         match Policy::empty().add_str("rules.conf", text) {
             Err(e @ RulesError::Syntax { .. }) => {
                 let message = e.to_string();
-                let RulesError::Syntax {
-                    line,
-                    expected,
-                    found,
-                    ..
-                } = e
-                else {
-                    unreachable!()
-                };
+                let RulesError::Syntax { line, expected, found, .. } = e else { unreachable!() };
                 (line, expected, found, message)
             }
             other => panic!("{text:?}: expected a syntax error, got {other:?}"),
@@ -664,62 +599,31 @@ mod tests {
     #[test]
     fn builtins() {
         let p = policy("");
-        assert_eq!(
-            p.rules().len(),
-            BUILTIN.len(),
-            "every built-in pattern parses"
-        );
+        assert_eq!(p.rules().len(), BUILTIN.len(), "every built-in pattern parses");
         assert_eq!(p.perm_for("", NodeKind::Bus), perm(0, 0, 0o755));
         assert_eq!(p.perm_for("pci", NodeKind::Bus), perm(0, 0, 0o755));
         assert_eq!(p.perm_for("pci/sub", NodeKind::Bus), perm(0, 0, 0o755));
         assert_eq!(p.perm_for("null", NodeKind::CharDevice), perm(0, 0, 0o666));
         assert_eq!(p.perm_for("zero", NodeKind::CharDevice), perm(0, 0, 0o666));
-        assert_eq!(
-            p.perm_for("vbus/null", NodeKind::CharDevice),
-            perm(0, 0, 0o600)
-        );
-        assert_eq!(
-            p.perm_for("keyboard0", NodeKind::CharDevice),
-            perm(0, 104, 0o640)
-        );
-        assert_eq!(
-            p.perm_for("usb/keyboard1", NodeKind::CharDevice),
-            perm(0, 104, 0o640)
-        );
+        assert_eq!(p.perm_for("vbus/null", NodeKind::CharDevice), perm(0, 0, 0o600));
+        assert_eq!(p.perm_for("keyboard0", NodeKind::CharDevice), perm(0, 104, 0o640));
+        assert_eq!(p.perm_for("usb/keyboard1", NodeKind::CharDevice), perm(0, 104, 0o640));
         assert_eq!(p.perm_for("ram0", NodeKind::BlockDevice), perm(0, 6, 0o660));
-        assert_eq!(
-            p.perm_for("pci/x/disk0", NodeKind::BlockDevice),
-            perm(0, 6, 0o660)
-        );
-        assert_eq!(
-            p.perm_for("pci/0000:00:03.0", NodeKind::CharDevice),
-            perm(0, 0, 0o600)
-        );
-        assert_eq!(
-            p.perm_for("mouse0", NodeKind::CharDevice),
-            perm(0, 0, 0o600)
-        );
+        assert_eq!(p.perm_for("pci/x/disk0", NodeKind::BlockDevice), perm(0, 6, 0o660));
+        assert_eq!(p.perm_for("pci/0000:00:03.0", NodeKind::CharDevice), perm(0, 0, 0o600));
+        assert_eq!(p.perm_for("mouse0", NodeKind::CharDevice), perm(0, 0, 0o600));
     }
 
     #[test]
     fn builtin_groups_fall_back_to_root() {
         let p = Policy::builtin_with(|_| Ok(None));
-        assert_eq!(
-            p.perm_for("keyboard0", NodeKind::CharDevice),
-            perm(0, 0, 0o640)
-        );
+        assert_eq!(p.perm_for("keyboard0", NodeKind::CharDevice), perm(0, 0, 0o640));
         assert_eq!(p.perm_for("ram0", NodeKind::BlockDevice), perm(0, 0, 0o660));
         let p = Policy::builtin_with(|_| Err(nix::Error::EIO));
-        assert_eq!(
-            p.perm_for("keyboard0", NodeKind::CharDevice),
-            perm(0, 0, 0o640)
-        );
+        assert_eq!(p.perm_for("keyboard0", NodeKind::CharDevice), perm(0, 0, 0o640));
         // The real database must not break either.
         let real = Policy::builtin();
-        assert_eq!(
-            real.perm_for("null", NodeKind::CharDevice),
-            perm(0, 0, 0o666)
-        );
+        assert_eq!(real.perm_for("null", NodeKind::CharDevice), perm(0, 0, 0o666));
     }
 
     #[test]
@@ -729,14 +633,8 @@ mod tests {
              keyboard0  -:2000     -\n\
              keyboard0  -          0604\n",
         );
-        assert_eq!(
-            p.perm_for("keyboard0", NodeKind::CharDevice),
-            perm(1000, 2000, 0o604)
-        );
-        assert_eq!(
-            p.perm_for("keyboard1", NodeKind::CharDevice),
-            perm(1000, 1000, 0o600)
-        );
+        assert_eq!(p.perm_for("keyboard0", NodeKind::CharDevice), perm(1000, 2000, 0o604));
+        assert_eq!(p.perm_for("keyboard1", NodeKind::CharDevice), perm(1000, 1000, 0o600));
         // File rules override built-ins; an earlier file rule loses to a later one.
         let p = policy("null 0:0 0600\nnull 0:0 0644\n");
         assert_eq!(p.perm_for("null", NodeKind::CharDevice), perm(0, 0, 0o644));
@@ -760,11 +658,7 @@ mod tests {
         assert_eq!(p.perm_for("ram0", NodeKind::BlockDevice), perm(0, 6, 0o660));
         assert_eq!(p.perm_for("ram0", NodeKind::CharDevice), perm(7, 7, 0o606));
         assert_eq!(p.perm_for("tty0", NodeKind::CharDevice), perm(0, 0, 0o600));
-        assert_eq!(
-            p.perm_for("", NodeKind::Bus),
-            perm(0, 0, 0o755),
-            "** is not the root"
-        );
+        assert_eq!(p.perm_for("", NodeKind::Bus), perm(0, 0, 0o755), "** is not the root");
         let p = policy("bus / 0:0 0711\n");
         assert_eq!(p.perm_for("", NodeKind::Bus), perm(0, 0, 0o711));
         // A pattern named like a keyword, with a keyword in front.
@@ -778,17 +672,13 @@ mod tests {
     #[test]
     fn comments_blank_lines_crlf_and_names() {
         let mut p = Policy::empty();
-        p.add_str("r", "# c\n\n null root:root 0644 # c\r\n\\#odd 0:0 0640\n")
-            .unwrap();
+        p.add_str("r", "# c\n\n null root:root 0644 # c\r\n\\#odd 0:0 0640\n").unwrap();
         assert_eq!(p.rules().len(), 2);
         assert_eq!(p.perm_for("null", NodeKind::CharDevice), perm(0, 0, 0o644));
         assert_eq!(p.perm_for("#odd", NodeKind::CharDevice), perm(0, 0, 0o640));
         assert_eq!(
             p.rules().get(1).map(|r| r.origin.clone()),
-            Some(Origin::File {
-                path: PathBuf::from("r"),
-                line: 4
-            })
+            Some(Origin::File { path: PathBuf::from("r"), line: 4 })
         );
         // '#' starts a comment only at the start of a field.
         let (line, expected, _, _) = syntax_error("zero 0:0 0640#x\n");
@@ -800,10 +690,7 @@ mod tests {
         let (line, _, found, message) = syntax_error("null 0:0 0666\n\n# x\nkbd 0:0 rw-r--r--\n");
         assert_eq!(line, 4);
         assert_eq!(found, Found::Text("rw-r--r--".into()));
-        assert_eq!(
-            message,
-            "rules.conf:4: expected an octal mode like 0640, found \"rw-r--r--\""
-        );
+        assert_eq!(message, "rules.conf:4: expected an octal mode like 0640, found \"rw-r--r--\"");
 
         let cases: &[(&str, &str, Found)] = &[
             ("null", EXPECT_OWNER, Found::EndOfLine),
@@ -814,32 +701,12 @@ mod tests {
             ("null root 0666", EXPECT_OWNER, Found::Text("root".into())),
             ("null :0 0666", EXPECT_OWNER, Found::Text(":0".into())),
             ("null 0: 0666", EXPECT_OWNER, Found::Text("0:".into())),
-            (
-                "null 0:0 0666 extra",
-                EXPECT_END,
-                Found::Text("extra".into()),
-            ),
-            (
-                "bus pci 0:0 0755 extra",
-                EXPECT_END,
-                Found::Text("extra".into()),
-            ),
+            ("null 0:0 0666 extra", EXPECT_END, Found::Text("extra".into())),
+            ("bus pci 0:0 0755 extra", EXPECT_END, Found::Text("extra".into())),
             ("dev null 0:0 0666", EXPECT_KIND, Found::Text("dev".into())),
-            (
-                "null 0:0 0o666",
-                "an octal mode like 0640",
-                Found::Text("0o666".into()),
-            ),
-            (
-                "null 0:0 0668",
-                "an octal mode like 0640",
-                Found::Text("0668".into()),
-            ),
-            (
-                "null 0:0 +x",
-                "an octal mode like 0640",
-                Found::Text("+x".into()),
-            ),
+            ("null 0:0 0o666", "an octal mode like 0640", Found::Text("0o666".into())),
+            ("null 0:0 0668", "an octal mode like 0640", Found::Text("0668".into())),
+            ("null 0:0 +x", "an octal mode like 0640", Found::Text("+x".into())),
             (
                 "null 0:0 0100644",
                 "a mode of at most 07777 (permission bits only, no file type)",
@@ -850,26 +717,10 @@ mod tests {
                 "a mode of at most 07777 (permission bits only, no file type)",
                 Found::Text("777777777777777".into()),
             ),
-            (
-                "null 4294967295:0 0600",
-                "a user id below 4294967295",
-                Found::Text("4294967295".into()),
-            ),
-            (
-                "null 0:99999999999 0600",
-                "a group id below 4294967295",
-                Found::Text("99999999999".into()),
-            ),
-            (
-                "tty[0-3 0:0 0600",
-                "']' to close the character class in the pattern",
-                Found::Text("tty[0-3".into()),
-            ),
-            (
-                "pci//x 0:0 0600",
-                "a path segment between '/' characters in the pattern",
-                Found::Text("pci//x".into()),
-            ),
+            ("null 4294967295:0 0600", "a user id below 4294967295", Found::Text("4294967295".into())),
+            ("null 0:99999999999 0600", "a group id below 4294967295", Found::Text("99999999999".into())),
+            ("tty[0-3 0:0 0600", "']' to close the character class in the pattern", Found::Text("tty[0-3".into())),
+            ("pci//x 0:0 0600", "a path segment between '/' characters in the pattern", Found::Text("pci//x".into())),
         ];
         for (text, expected, found) in cases {
             let input = format!("# header\n\n{text}\nnull 0:0 0666\n");
@@ -881,20 +732,8 @@ mod tests {
 
         // Not UTF-8, on line 2.
         let mut p = Policy::empty();
-        let e = p
-            .add_bytes(Path::new("r"), b"null 0:0 0666\n\xff\xfe 0:0 0600\n")
-            .unwrap_err();
-        assert!(
-            matches!(
-                e,
-                RulesError::Syntax {
-                    line: 2,
-                    found: Found::InvalidUtf8,
-                    ..
-                }
-            ),
-            "{e:?}"
-        );
+        let e = p.add_bytes(Path::new("r"), b"null 0:0 0666\n\xff\xfe 0:0 0600\n").unwrap_err();
+        assert!(matches!(e, RulesError::Syntax { line: 2, found: Found::InvalidUtf8, .. }), "{e:?}");
         assert!(p.rules().is_empty(), "a failed file adds no rule");
     }
 
@@ -904,25 +743,12 @@ mod tests {
         p.add_str("r", "null root:root 0600\n").unwrap();
         assert_eq!(p.perm_for("null", NodeKind::CharDevice), perm(0, 0, 0o600));
 
-        let e = Policy::empty()
-            .add_str("r", "\nnull ddf-no-such-user-x:0 0600\n")
-            .unwrap_err();
-        assert!(
-            matches!(&e, RulesError::UnknownUser { line: 2, name, .. } if name == "ddf-no-such-user-x"),
-            "{e:?}"
-        );
-        assert_eq!(
-            e.to_string(),
-            "r:2: no user named \"ddf-no-such-user-x\" (use a known name or a number)"
-        );
+        let e = Policy::empty().add_str("r", "\nnull ddf-no-such-user-x:0 0600\n").unwrap_err();
+        assert!(matches!(&e, RulesError::UnknownUser { line: 2, name, .. } if name == "ddf-no-such-user-x"), "{e:?}");
+        assert_eq!(e.to_string(), "r:2: no user named \"ddf-no-such-user-x\" (use a known name or a number)");
 
-        let e = Policy::empty()
-            .add_str("r", "\n\nnull 0:ddf-no-such-group-x 0600\n")
-            .unwrap_err();
-        assert!(
-            matches!(&e, RulesError::UnknownGroup { line: 3, name, .. } if name == "ddf-no-such-group-x"),
-            "{e:?}"
-        );
+        let e = Policy::empty().add_str("r", "\n\nnull 0:ddf-no-such-group-x 0600\n").unwrap_err();
+        assert!(matches!(&e, RulesError::UnknownGroup { line: 3, name, .. } if name == "ddf-no-such-group-x"), "{e:?}");
     }
 
     #[test]
@@ -932,18 +758,12 @@ mod tests {
         std::fs::write(&path, "null 0:0 0640\n").unwrap();
         let p = Policy::with_file(&path).unwrap();
         assert_eq!(p.perm_for("null", NodeKind::CharDevice).mode, 0o640);
-        assert!(matches!(
-            p.rules().last().map(|r| &r.origin),
-            Some(Origin::File { line: 1, .. })
-        ));
+        assert!(matches!(p.rules().last().map(|r| &r.origin), Some(Origin::File { line: 1, .. })));
         std::fs::write(&path, "null 0:0 0640\nnull 0:0\n").unwrap();
         let e = Policy::with_file(&path).unwrap_err();
         assert_eq!(
             e.to_string(),
-            format!(
-                "{}:2: expected an octal mode like 0640 after OWNER:GROUP, found end of line",
-                path.display()
-            )
+            format!("{}:2: expected an octal mode like 0640 after OWNER:GROUP, found end of line", path.display())
         );
         let e = Policy::with_file(dir.path().join("missing")).unwrap_err();
         assert!(matches!(e, RulesError::Read { .. }));
@@ -957,10 +777,7 @@ mod tests {
         again.add_str("printed", &text).unwrap();
         assert_eq!(again.rules().len(), p.rules().len());
         for (a, b) in again.rules().iter().zip(p.rules()) {
-            assert_eq!(
-                (a.kind, &a.pattern, a.uid, a.gid, a.mode),
-                (b.kind, &b.pattern, b.uid, b.gid, b.mode)
-            );
+            assert_eq!((a.kind, &a.pattern, a.uid, a.gid, a.mode), (b.kind, &b.pattern, b.uid, b.gid, b.mode));
         }
     }
 
@@ -968,9 +785,7 @@ mod tests {
     fn a_thousand_nodes_times_a_hundred_rules_is_quick() {
         let mut text = String::new();
         for i in 0..100 {
-            text.push_str(&format!(
-                "device **/dev{i}* {i}:{i} 0640\nbus pci/**/b{i} 0:{i} -\n"
-            ));
+            text.push_str(&format!("device **/dev{i}* {i}:{i} 0640\nbus pci/**/b{i} 0:{i} -\n"));
         }
         let p = policy(&text);
         let start = std::time::Instant::now();
@@ -980,10 +795,6 @@ mod tests {
         }
         // About a millisecond in a release build; generous for debug builds
         // on a busy machine.
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(3),
-            "{:?}",
-            start.elapsed()
-        );
+        assert!(start.elapsed() < std::time::Duration::from_secs(3), "{:?}", start.elapsed());
     }
 }

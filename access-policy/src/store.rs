@@ -225,10 +225,7 @@ pub struct NodeKey {
 impl NodeKey {
     /// A key from a path and an optional identity.
     pub fn new(path: impl Into<String>, identity: Option<String>) -> NodeKey {
-        NodeKey {
-            path: path.into(),
-            identity,
-        }
+        NodeKey { path: path.into(), identity }
     }
 
     /// Whether both keys name the same device: same path and, when both
@@ -334,11 +331,7 @@ impl PermStore {
     pub fn open(path: impl AsRef<Path>) -> (PermStore, Option<Recovered>) {
         let path = path.as_ref().to_owned();
         remove_stale_temps(&path);
-        let mut store = PermStore {
-            path,
-            nodes: BTreeMap::new(),
-            read_only: false,
-        };
+        let mut store = PermStore { path, nodes: BTreeMap::new(), read_only: false };
         let cause = match load(&store.path) {
             Ok(Some(nodes)) => {
                 store.nodes = nodes;
@@ -354,12 +347,7 @@ impl PermStore {
                 (None, Some(e))
             }
         };
-        let recovered = Recovered {
-            path: store.path.clone(),
-            cause,
-            kept_as,
-            set_aside_error,
-        };
+        let recovered = Recovered { path: store.path.clone(), cause, kept_as, set_aside_error };
         (store, Some(recovered))
     }
 
@@ -380,11 +368,9 @@ impl PermStore {
 
     /// Every stored key, sorted by path.
     pub fn keys(&self) -> impl Iterator<Item = NodeKey> + '_ {
-        self.nodes.iter().flat_map(|(path, entries)| {
-            entries
-                .iter()
-                .map(move |e| NodeKey::new(path.clone(), e.identity.clone()))
-        })
+        self.nodes
+            .iter()
+            .flat_map(|(path, entries)| entries.iter().map(move |e| NodeKey::new(path.clone(), e.identity.clone())))
     }
 
     /// The stored owner, group and mode of the node, if it was ever changed.
@@ -444,12 +430,7 @@ impl PermStore {
             .iter()
             .rev()
             .find(|e| e.identity == key.identity)
-            .or_else(|| {
-                entries
-                    .iter()
-                    .rev()
-                    .find(|e| e.identity.is_none() || key.identity.is_none())
-            })
+            .or_else(|| entries.iter().rev().find(|e| e.identity.is_none() || key.identity.is_none()))
     }
 
     /// Applies `change` to the entry answering for `key` (or an empty one),
@@ -462,9 +443,7 @@ impl PermStore {
         hook: &mut dyn FnMut(Step) -> io::Result<()>,
     ) -> Result<(), StoreError> {
         if self.read_only {
-            return Err(StoreError::CorruptNotSetAside {
-                path: self.path.clone(),
-            });
+            return Err(StoreError::CorruptNotSetAside { path: self.path.clone() });
         }
         let mut entry = self.find(key).cloned().unwrap_or_default();
         change(&mut entry);
@@ -547,64 +526,41 @@ fn encode(nodes: &BTreeMap<String, Vec<Entry>>) -> Result<Vec<u8>, StoreError> {
                 entries.iter().map(move |e| NodeRecord {
                     path: path.clone(),
                     identity: e.identity.clone(),
-                    perm: e.perm.map(|p| PermRecord {
-                        uid: p.uid,
-                        gid: p.gid,
-                        mode: format!("{:04o}", p.mode),
-                    }),
+                    perm: e.perm.map(|p| PermRecord { uid: p.uid, gid: p.gid, mode: format!("{:04o}", p.mode) }),
                     acl_access: e.acl_access.as_deref().map(to_hex),
                 })
             })
             .collect(),
     };
-    let mut bytes =
-        serde_json::to_vec_pretty(&doc).map_err(|source| StoreError::Encode { source })?;
+    let mut bytes = serde_json::to_vec_pretty(&doc).map_err(|source| StoreError::Encode { source })?;
     bytes.push(b'\n');
     Ok(bytes)
 }
 
 /// Reads the state file: `Ok(None)` if it does not exist.
 fn load(path: &Path) -> Result<Option<BTreeMap<String, Vec<Entry>>>, StoreError> {
-    let read_err = |source| StoreError::Read {
-        path: path.to_owned(),
-        source,
-    };
+    let read_err = |source| StoreError::Read { path: path.to_owned(), source };
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(read_err(e)),
     };
     let mut bytes = Vec::new();
-    file.take(MAX_STATE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read_err)?;
+    file.take(MAX_STATE_BYTES + 1).read_to_end(&mut bytes).map_err(read_err)?;
     if bytes.len() as u64 > MAX_STATE_BYTES {
-        return Err(StoreError::TooLarge {
-            path: path.to_owned(),
-        });
+        return Err(StoreError::TooLarge { path: path.to_owned() });
     }
-    let parse_err = |source| StoreError::Parse {
-        path: path.to_owned(),
-        source,
-    };
+    let parse_err = |source| StoreError::Parse { path: path.to_owned(), source };
     let header: Header = serde_json::from_slice(&bytes).map_err(parse_err)?;
     match header.format.as_deref() {
         Some(FORMAT) => {}
         other => {
-            return Err(StoreError::WrongFormat {
-                path: path.to_owned(),
-                found: other.unwrap_or("(none)").to_owned(),
-            })
+            return Err(StoreError::WrongFormat { path: path.to_owned(), found: other.unwrap_or("(none)").to_owned() })
         }
     }
     match header.version {
         Some(STATE_VERSION) => {}
-        other => {
-            return Err(StoreError::UnsupportedVersion {
-                path: path.to_owned(),
-                found: other.unwrap_or(0),
-            })
-        }
+        other => return Err(StoreError::UnsupportedVersion { path: path.to_owned(), found: other.unwrap_or(0) }),
     }
     let doc: Document = serde_json::from_slice(&bytes).map_err(parse_err)?;
     let mut nodes: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
@@ -618,33 +574,20 @@ fn load(path: &Path) -> Result<Option<BTreeMap<String, Vec<Entry>>>, StoreError>
         let perm = match &record.perm {
             None => None,
             Some(p) => {
-                let mode = parse_mode(&p.mode).ok_or_else(|| {
-                    invalid(format!(
-                        "mode {:?} is not an octal mode of at most 07777",
-                        p.mode
-                    ))
-                })?;
-                Some(Perm {
-                    uid: p.uid,
-                    gid: p.gid,
-                    mode,
-                })
+                let mode = parse_mode(&p.mode)
+                    .ok_or_else(|| invalid(format!("mode {:?} is not an octal mode of at most 07777", p.mode)))?;
+                Some(Perm { uid: p.uid, gid: p.gid, mode })
             }
         };
         let acl_access = match &record.acl_access {
             None => None,
             Some(hex) => {
-                let value =
-                    from_hex(hex).ok_or_else(|| invalid("acl_access is not hex".to_owned()))?;
+                let value = from_hex(hex).ok_or_else(|| invalid("acl_access is not hex".to_owned()))?;
                 validate_acl(&value).map_err(|r| invalid(format!("acl_access: {r}")))?;
                 Some(value)
             }
         };
-        let entry = Entry {
-            identity: record.identity,
-            perm,
-            acl_access,
-        };
+        let entry = Entry { identity: record.identity, perm, acl_access };
         if !entry.is_empty() {
             nodes.entry(record.path).or_default().push(entry);
         }
@@ -662,33 +605,20 @@ fn parse_mode(text: &str) -> Option<u32> {
 /// Moves a bad state file to `<path>.corrupt-<unix-seconds>` (with a `.N`
 /// suffix if that name is taken), never over an existing file.
 fn set_aside(path: &Path) -> io::Result<PathBuf> {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let base = format!("{}.corrupt-{secs}", path.display());
     for n in 0..1000 {
-        let candidate = PathBuf::from(if n == 0 {
-            base.clone()
-        } else {
-            format!("{base}.{n}")
-        });
+        let candidate = PathBuf::from(if n == 0 { base.clone() } else { format!("{base}.{n}") });
         match fs::symlink_metadata(&candidate) {
             Ok(_) => continue,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
         fs::rename(path, &candidate)?;
-        warn!(
-            "permission state {} is unusable; kept it as {}",
-            path.display(),
-            candidate.display()
-        );
+        warn!("permission state {} is unusable; kept it as {}", path.display(), candidate.display());
         return Ok(candidate);
     }
-    Err(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        "too many files set aside already",
-    ))
+    Err(io::Error::new(io::ErrorKind::AlreadyExists, "too many files set aside already"))
 }
 
 /// The directory a state file lives in (`.` for a bare file name).
@@ -701,8 +631,7 @@ fn parent_dir(path: &Path) -> &Path {
 
 /// Prefix of the temporary files for `path`: `<name>.tmp.`.
 fn temp_prefix(path: &Path) -> Option<String> {
-    path.file_name()
-        .map(|n| format!("{}.tmp.", n.to_string_lossy()))
+    path.file_name().map(|n| format!("{}.tmp.", n.to_string_lossy()))
 }
 
 fn remove_stale_temps(path: &Path) {
@@ -716,14 +645,8 @@ fn remove_stale_temps(path: &Path) {
         if entry.file_name().to_string_lossy().starts_with(&prefix) {
             let stale = entry.path();
             match fs::remove_file(&stale) {
-                Ok(()) => debug!(
-                    "removed temporary file {} of an interrupted write",
-                    stale.display()
-                ),
-                Err(e) => warn!(
-                    "cannot remove stale temporary file {}: {e}",
-                    stale.display()
-                ),
+                Ok(()) => debug!("removed temporary file {} of an interrupted write", stale.display()),
+                Err(e) => warn!("cannot remove stale temporary file {}: {e}", stale.display()),
             }
         }
     }
@@ -732,11 +655,7 @@ fn remove_stale_temps(path: &Path) {
 /// Writes `bytes` to `path` atomically: temporary file, fsync, rename,
 /// directory fsync. `hook` runs before each step; an error from it fails
 /// that step (tests inject failures this way).
-fn write_atomically(
-    path: &Path,
-    bytes: &[u8],
-    hook: &mut dyn FnMut(Step) -> io::Result<()>,
-) -> Result<(), StoreError> {
+fn write_atomically(path: &Path, bytes: &[u8], hook: &mut dyn FnMut(Step) -> io::Result<()>) -> Result<(), StoreError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = parent_dir(path);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -749,37 +668,21 @@ fn write_atomically(
             })
         }
     };
-    let created = hook(Step::Create).and_then(|()| {
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-    });
-    let mut file = created.map_err(|source| StoreError::CreateTemp {
-        path: tmp.clone(),
-        source,
-    })?;
+    let created =
+        hook(Step::Create).and_then(|()| OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp));
+    let mut file = created.map_err(|source| StoreError::CreateTemp { path: tmp.clone(), source })?;
     let result = (|| {
         hook(Step::Write)
             .and_then(|()| file.write_all(bytes))
-            .map_err(|source| StoreError::WriteTemp {
-                path: tmp.clone(),
-                source,
-            })?;
+            .map_err(|source| StoreError::WriteTemp { path: tmp.clone(), source })?;
         hook(Step::SyncFile)
             .and_then(|()| file.sync_all())
-            .map_err(|source| StoreError::SyncTemp {
-                path: tmp.clone(),
-                source,
-            })?;
-        hook(Step::Rename)
-            .and_then(|()| fs::rename(&tmp, path))
-            .map_err(|source| StoreError::Rename {
-                from: tmp.clone(),
-                to: path.to_owned(),
-                source,
-            })
+            .map_err(|source| StoreError::SyncTemp { path: tmp.clone(), source })?;
+        hook(Step::Rename).and_then(|()| fs::rename(&tmp, path)).map_err(|source| StoreError::Rename {
+            from: tmp.clone(),
+            to: path.to_owned(),
+            source,
+        })
     })();
     drop(file);
     if let Err(e) = result {
@@ -793,10 +696,7 @@ fn write_atomically(
     hook(Step::SyncDir)
         .and_then(|()| File::open(dir))
         .and_then(|d| d.sync_all())
-        .map_err(|source| StoreError::SyncDir {
-            path: dir.to_owned(),
-            source,
-        })
+        .map_err(|source| StoreError::SyncDir { path: dir.to_owned(), source })
 }
 
 /// Checks the structure of a `system.posix_acl_access` value: a 4-byte
@@ -844,15 +744,8 @@ fn from_hex(text: &str) -> Option<Vec<u8>> {
     if text.len() % 2 != 0 {
         return None;
     }
-    let digit = |c: u8| {
-        char::from(c)
-            .to_digit(16)
-            .and_then(|d| u8::try_from(d).ok())
-    };
-    text.as_bytes()
-        .chunks_exact(2)
-        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
-        .collect()
+    let digit = |c: u8| char::from(c).to_digit(16).and_then(|d| u8::try_from(d).ok());
+    text.as_bytes().chunks_exact(2).map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?)).collect()
 }
 
 #[cfg(test)]
@@ -884,10 +777,7 @@ mod tests {
         let (store, recovered) = PermStore::open(dir.path().join("perm.json"));
         assert!(recovered.is_none());
         assert!(store.is_empty());
-        assert!(
-            !dir.path().join("perm.json").exists(),
-            "open writes nothing"
-        );
+        assert!(!dir.path().join("perm.json").exists(), "open writes nothing");
     }
 
     #[test]
@@ -895,9 +785,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("perm.json");
         let (mut store, _) = PermStore::open(&path);
-        store
-            .set(&key("keyboard0", Some("usb:1-1")), perm(0, 2000, 0o640))
-            .unwrap();
+        store.set(&key("keyboard0", Some("usb:1-1")), perm(0, 2000, 0o640)).unwrap();
         store.set(&key("null", None), perm(5, 6, 0o4711)).unwrap();
         store.set(&key("", None), perm(0, 0, 0o711)).unwrap();
         store.set_acl(&key("null", None), ACL).unwrap();
@@ -905,10 +793,7 @@ mod tests {
         let (again, recovered) = PermStore::open(&path);
         assert!(recovered.is_none());
         assert_eq!(again.len(), 3);
-        assert_eq!(
-            again.get(&key("keyboard0", Some("usb:1-1"))),
-            Some(perm(0, 2000, 0o640))
-        );
+        assert_eq!(again.get(&key("keyboard0", Some("usb:1-1"))), Some(perm(0, 2000, 0o640)));
         assert_eq!(again.get(&key("null", None)), Some(perm(5, 6, 0o4711)));
         assert_eq!(again.get(&key("", None)), Some(perm(0, 0, 0o711)));
         assert_eq!(again.get_acl(&key("null", None)), Some(ACL));
@@ -933,23 +818,12 @@ mod tests {
         // A node at that path without identity is recognised by path.
         assert_eq!(store.get(&key("keyboard0", None)), Some(perm(0, 0, 0o644)));
         // Both kept apart.
-        store
-            .set(&key("keyboard0", Some("serial-B")), perm(0, 0, 0o600))
-            .unwrap();
+        store.set(&key("keyboard0", Some("serial-B")), perm(0, 0, 0o600)).unwrap();
         assert_eq!(store.get(&old), Some(perm(0, 0, 0o644)));
-        assert_eq!(
-            store.get(&key("keyboard0", Some("serial-B"))),
-            Some(perm(0, 0, 0o600))
-        );
-        assert_eq!(
-            store.get(&key("keyboard0", None)),
-            Some(perm(0, 0, 0o600)),
-            "latest wins"
-        );
+        assert_eq!(store.get(&key("keyboard0", Some("serial-B"))), Some(perm(0, 0, 0o600)));
+        assert_eq!(store.get(&key("keyboard0", None)), Some(perm(0, 0, 0o600)), "latest wins");
         // A change by path alone replaces every device at the path.
-        store
-            .set(&key("keyboard0", None), perm(0, 0, 0o660))
-            .unwrap();
+        store.set(&key("keyboard0", None), perm(0, 0, 0o660)).unwrap();
         assert_eq!(store.len(), 1);
         assert_eq!(store.get(&old), Some(perm(0, 0, 0o660)));
         assert!(key("a", Some("x")).matches(&key("a", None)));
@@ -983,10 +857,7 @@ mod tests {
         let path = dir.path().join("p.json");
         let (mut store, _) = PermStore::open(&path);
         let k = key("null", None);
-        assert!(matches!(
-            store.set(&k, perm(0, 0, 0o100644)),
-            Err(StoreError::InvalidMode { mode: 0o100644 })
-        ));
+        assert!(matches!(store.set(&k, perm(0, 0, 0o100644)), Err(StoreError::InvalidMode { mode: 0o100644 })));
         let bad: &[&[u8]] = &[
             b"",
             &[2, 0, 0],
@@ -996,15 +867,9 @@ mod tests {
             &[2, 0, 0, 0, 1, 0, 8, 0, 0, 0, 0, 0],
         ];
         for value in bad {
-            assert!(
-                matches!(store.set_acl(&k, value), Err(StoreError::InvalidAcl { .. })),
-                "{value:?}"
-            );
+            assert!(matches!(store.set_acl(&k, value), Err(StoreError::InvalidAcl { .. })), "{value:?}");
         }
-        assert!(matches!(
-            store.set_acl(&k, &vec![0; MAX_ACL_BYTES + 4]),
-            Err(StoreError::InvalidAcl { .. })
-        ));
+        assert!(matches!(store.set_acl(&k, &vec![0; MAX_ACL_BYTES + 4]), Err(StoreError::InvalidAcl { .. })));
         assert!(store.is_empty());
         assert!(!path.exists());
     }
@@ -1043,10 +908,7 @@ mod tests {
             let name = kept.file_name().unwrap().to_string_lossy().into_owned();
             assert!(name.starts_with("p.json.corrupt-"), "{what}: {name}");
             assert_eq!(fs::read(&kept).unwrap(), *content, "{what}: content kept");
-            assert!(
-                recovered.to_string().contains("kept it as"),
-                "{what}: {recovered}"
-            );
+            assert!(recovered.to_string().contains("kept it as"), "{what}: {recovered}");
             // The store works afterwards, and the kept file stays.
             store.set(&key("null", None), perm(0, 0, 0o666)).unwrap();
             assert_eq!(fs::read(&kept).unwrap(), *content);
@@ -1074,10 +936,7 @@ mod tests {
         fs::create_dir(&path).unwrap();
         let (_, recovered) = PermStore::open(&path);
         let recovered = recovered.unwrap();
-        assert!(
-            matches!(recovered.cause, StoreError::Read { .. }),
-            "{recovered}"
-        );
+        assert!(matches!(recovered.cause, StoreError::Read { .. }), "{recovered}");
         assert!(recovered.kept_as.unwrap().is_dir());
     }
 
@@ -1100,9 +959,7 @@ mod tests {
         store.set(&k, perm(0, 0, 0o666)).unwrap();
         let before = fs::read(&path).unwrap();
         for step in [Step::Create, Step::Write, Step::SyncFile, Step::Rename] {
-            let e = store
-                .update(&k, |e| e.perm = Some(perm(0, 0, 0o600)), &mut fail_at(step))
-                .unwrap_err();
+            let e = store.update(&k, |e| e.perm = Some(perm(0, 0, 0o600)), &mut fail_at(step)).unwrap_err();
             let expected = match step {
                 Step::Create => matches!(e, StoreError::CreateTemp { .. }),
                 Step::Write => matches!(e, StoreError::WriteTemp { .. }),
@@ -1111,35 +968,14 @@ mod tests {
                 Step::SyncDir => false,
             };
             assert!(expected, "{step:?}: {e:?}");
-            assert_eq!(
-                store.get(&k),
-                Some(perm(0, 0, 0o666)),
-                "{step:?}: memory unchanged"
-            );
-            assert_eq!(
-                fs::read(&path).unwrap(),
-                before,
-                "{step:?}: old file intact"
-            );
-            let names: Vec<_> = fs::read_dir(dir.path())
-                .unwrap()
-                .map(|e| e.unwrap().file_name())
-                .collect();
-            assert_eq!(
-                names,
-                vec![std::ffi::OsString::from("p.json")],
-                "{step:?}: no temp left"
-            );
+            assert_eq!(store.get(&k), Some(perm(0, 0, 0o666)), "{step:?}: memory unchanged");
+            assert_eq!(fs::read(&path).unwrap(), before, "{step:?}: old file intact");
+            let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+            assert_eq!(names, vec![std::ffi::OsString::from("p.json")], "{step:?}: no temp left");
         }
         // After the rename, only the directory sync can fail: memory is
         // unchanged (the caller refuses the chmod); the file may be new.
-        let e = store
-            .update(
-                &k,
-                |e| e.perm = Some(perm(0, 0, 0o600)),
-                &mut fail_at(Step::SyncDir),
-            )
-            .unwrap_err();
+        let e = store.update(&k, |e| e.perm = Some(perm(0, 0, 0o600)), &mut fail_at(Step::SyncDir)).unwrap_err();
         assert!(matches!(e, StoreError::SyncDir { .. }), "{e:?}");
         assert_eq!(store.get(&k), Some(perm(0, 0, 0o666)));
     }
@@ -1152,9 +988,7 @@ mod tests {
         let (mut store, _) = PermStore::open(sub.join("p.json"));
         store.set(&key("null", None), perm(0, 0, 0o666)).unwrap();
         fs::remove_dir_all(&sub).unwrap();
-        let e = store
-            .set(&key("null", None), perm(0, 0, 0o600))
-            .unwrap_err();
+        let e = store.set(&key("null", None), perm(0, 0, 0o600)).unwrap_err();
         assert!(matches!(e, StoreError::CreateTemp { .. }), "{e:?}");
         assert_eq!(store.get(&key("null", None)), Some(perm(0, 0, 0o666)));
         assert!(store.set_acl(&key("zero", None), ACL).is_err());
@@ -1176,15 +1010,9 @@ mod tests {
 
     #[test]
     fn a_corrupt_file_that_cannot_be_moved_blocks_writes() {
-        let mut store = PermStore {
-            path: PathBuf::from("/nonexistent/p.json"),
-            nodes: BTreeMap::new(),
-            read_only: true,
-        };
-        assert!(matches!(
-            store.set(&key("null", None), perm(0, 0, 0o600)),
-            Err(StoreError::CorruptNotSetAside { .. })
-        ));
+        let mut store =
+            PermStore { path: PathBuf::from("/nonexistent/p.json"), nodes: BTreeMap::new(), read_only: true };
+        assert!(matches!(store.set(&key("null", None), perm(0, 0, 0o600)), Err(StoreError::CorruptNotSetAside { .. })));
     }
 
     #[test]

@@ -175,16 +175,7 @@ impl Conn {
         let name = call_name(&call);
         let now = Instant::now();
         let deadline = (!self.blocking.iter().any(|b| b == name)).then(|| now + self.request_timeout);
-        lock(&self.pending).insert(
-            id,
-            Pending {
-                parked,
-                pid,
-                since: now,
-                deadline,
-                call: name,
-            },
-        );
+        lock(&self.pending).insert(id, Pending { parked, pid, since: now, deadline, call: name });
         let msg = DdmToDriver::Call { id, call };
         if let Err(err) = self.send(&msg, payload) {
             if let Some(p) = lock(&self.pending).remove(&id) {
@@ -288,4 +279,3 @@ impl Conn {
         self.dead.load(Ordering::Acquire)
     }
 }
-

@@ -167,10 +167,8 @@ fn allowed(req: &ControlRequest, cred: &PeerCred, groups: &[u32], rights: &Right
 }
 
 fn handle(core: &Arc<Core>, req: ControlRequest, rights: &Rights) -> ControlResponse {
-    let named = |driver: &str| {
-        core.instance(driver)
-            .ok_or_else(|| format!("no driver named {driver:?} (see ddmctl status)"))
-    };
+    let named =
+        |driver: &str| core.instance(driver).ok_or_else(|| format!("no driver named {driver:?} (see ddmctl status)"));
     let done = |r: Result<String, String>| match r {
         Ok(msg) => ControlResponse::Done(msg),
         Err(e) => ControlResponse::Error(e),
@@ -199,22 +197,15 @@ fn handle(core: &Arc<Core>, req: ControlRequest, rights: &Rights) -> ControlResp
 /// the device file opened on our mount: the kernel checked the caller's
 /// rights when it was opened, and its access mode is what is granted.
 fn direct(core: &Core, rights: &Rights, fds: Vec<OwnedFd>) -> Result<(ControlResponse, OwnedFd), String> {
-    let [proof]: [OwnedFd; 1] = fds
-        .try_into()
-        .map_err(|_| "a direct connection needs exactly one open device file as proof".to_owned())?;
+    let [proof]: [OwnedFd; 1] =
+        fds.try_into().map_err(|_| "a direct connection needs exactly one open device file as proof".to_owned())?;
     let st = nix::sys::stat::fstat(&proof).map_err(|e| format!("cannot stat the proof: {e}"))?;
     if st.st_dev as u64 != rights.mount_dev {
         return Err(format!("the file given is not on the ddf mount {}", rights.mountpoint));
     }
     let flags = nix::fcntl::fcntl(&proof, nix::fcntl::FcntlArg::F_GETFL).map_err(|e| format!("F_GETFL: {e}"))?;
     let access = flags & libc::O_ACCMODE;
-    let dref = match core
-        .tree
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(st.st_ino as u64)
-        .map(|n| n.kind.clone())
-    {
+    let dref = match core.tree.read().unwrap_or_else(|p| p.into_inner()).get(st.st_ino as u64).map(|n| n.kind.clone()) {
         Some(NodeKind::Device(d)) => d,
         Some(NodeKind::Bus { .. }) => return Err("that is a bus, not a device".into()),
         None => return Err("that device is gone".into()),
@@ -223,19 +214,10 @@ fn direct(core: &Core, rights: &Rights, fds: Vec<OwnedFd>) -> Result<(ControlRes
     let conn = inst.conn().ok_or_else(|| format!("driver {} is not running", inst.name()))?;
     let (ours, theirs) = Channel::pair().map_err(|e| format!("socketpair: {e}"))?;
     let theirs: OwnedFd = theirs.into();
-    let msg = ddf::proto::DdmToDriver::Attach {
-        device: dref.device,
-        access,
-    };
-    conn.chan()
-        .send(&msg, &[], &[theirs.as_fd()])
-        .map_err(|e| format!("driver {}: {e}", inst.name()))?;
+    let msg = ddf::proto::DdmToDriver::Attach { device: dref.device, access };
+    conn.chan().send(&msg, &[], &[theirs.as_fd()]).map_err(|e| format!("driver {}: {e}", inst.name()))?;
     log::info!("direct link to driver {} for device {} (access {access:#o})", inst.name(), dref.device);
-    let answer = ControlResponse::Direct {
-        device: dref.device,
-        access,
-        driver: inst.name().to_owned(),
-    };
+    let answer = ControlResponse::Direct { device: dref.device, access, driver: inst.name().to_owned() };
     Ok((answer, ours.into()))
 }
 
@@ -243,10 +225,7 @@ fn direct(core: &Core, rights: &Rights, fds: Vec<OwnedFd>) -> Result<(ControlRes
 pub fn tree(core: &Core) -> Vec<NodeInfo> {
     let nodes: Vec<(Ino, String, NodeKind, access_policy::Perm)> = {
         let tree = core.tree.read().unwrap_or_else(|p| p.into_inner());
-        tree.walk()
-            .into_iter()
-            .map(|n| (n.ino, tree.path(n.ino), n.kind.clone(), n.perm))
-            .collect()
+        tree.walk().into_iter().map(|n| (n.ino, tree.path(n.ino), n.kind.clone(), n.perm)).collect()
     };
     nodes
         .into_iter()

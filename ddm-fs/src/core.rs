@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 use access_policy::{NodeKey, NodeKind as PolicyKind, Perm, PermStore, Policy};
 use ddf::ipc::{IpcError, RecvBuf, MAX_FDS};
 use ddf::proto::{
-    Answer, BusId, Call, DdmToDriver, DeviceClass, DeviceId, DeviceSpec, DriverState, DriverToDdm, Errno,
-    Handle, RequestId, StateEntry,
+    Answer, BusId, Call, DdmToDriver, DeviceClass, DeviceId, DeviceSpec, DriverState, DriverToDdm, Errno, Handle,
+    RequestId, StateEntry,
 };
 use fuser::{FopenFlags, Notifier, PollNotifier};
 use log::{debug, error, info, warn};
@@ -185,10 +185,7 @@ pub struct Waiter {
 
 impl std::fmt::Debug for Waiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Waiter")
-            .field("parked", &self.parked.kind())
-            .field("pid", &self.pid)
-            .finish()
+        f.debug_struct("Waiter").field("parked", &self.parked.kind()).field("pid", &self.pid).finish()
     }
 }
 
@@ -349,9 +346,7 @@ impl Core {
     /// was unplugged), else what the rules say.
     pub fn initial_perm(&self, path: &str, identity: Option<&str>, kind: PolicyKind) -> Perm {
         let key = NodeKey::new(path, identity.map(str::to_owned));
-        lock(&self.perms)
-            .get(&key)
-            .unwrap_or_else(|| self.policy.perm_for(path, kind))
+        lock(&self.perms).get(&key).unwrap_or_else(|| self.policy.perm_for(path, kind))
     }
 
     /// The store key of node `ino`.
@@ -422,18 +417,10 @@ impl Core {
                 warn!("driver {}: state {key:?} left out: too many descriptors", inst.name());
                 continue;
             }
-            state.push(StateEntry {
-                key: key.clone(),
-                bytes: s.bytes.clone(),
-                fds: s.fds.len() as u8,
-            });
+            state.push(StateEntry { key: key.clone(), bytes: s.bytes.clone(), fds: s.fds.len() as u8 });
             fds.extend(s.fds.iter().map(|f| f.as_fd()));
         }
-        let start = DdmToDriver::Start {
-            instance: inst.name().to_owned(),
-            params: inst.manifest.param_pairs(),
-            state,
-        };
+        let start = DdmToDriver::Start { instance: inst.name().to_owned(), params: inst.manifest.param_pairs(), state };
         conn.chan().send(&start, &[], &fds).map_err(|e| format!("start: {e}"))
     }
 
@@ -505,12 +492,7 @@ impl Core {
                 if result.is_err() {
                     inst.errors.fetch_add(1, Ordering::Relaxed);
                 }
-                let answer = DriverAnswer {
-                    id,
-                    result,
-                    payload,
-                    backing: fds.into_iter().next(),
-                };
+                let answer = DriverAnswer { id, result, payload, backing: fds.into_iter().next() };
                 self.complete(inst, conn, p.parked, answer)
             }
         }
@@ -526,13 +508,7 @@ impl Core {
             return Err(format!("state store over {STATE_MAX_KEYS} keys"));
         }
         debug!("driver {}: state {key:?} saved ({} bytes, {} fds)", inst.name(), bytes.len(), fds.len());
-        store.insert(
-            key,
-            Stored {
-                bytes: bytes.to_vec(),
-                fds,
-            },
-        );
+        store.insert(key, Stored { bytes: bytes.to_vec(), fds });
         Ok(())
     }
 
@@ -541,12 +517,8 @@ impl Core {
             let mut live = lock(&inst.live);
             live.state = DriverState::Running;
             let seen = std::mem::take(&mut live.seen);
-            let stale: Vec<(String, Ino)> = live
-                .names
-                .iter()
-                .filter(|(_, ino)| !seen.contains(ino))
-                .map(|(n, i)| (n.clone(), *i))
-                .collect();
+            let stale: Vec<(String, Ino)> =
+                live.names.iter().filter(|(_, ino)| !seen.contains(ino)).map(|(n, i)| (n.clone(), *i)).collect();
             for (n, _) in &stale {
                 live.names.remove(n);
             }
@@ -634,12 +606,7 @@ impl Core {
             if survive {
                 match &mut f.link {
                     Link::Waiting { reopening, .. } => *reopening = false,
-                    other => {
-                        *other = Link::Waiting {
-                            waiters: Vec::new(),
-                            reopening: false,
-                        }
-                    }
+                    other => *other = Link::Waiting { waiters: Vec::new(), reopening: false },
                 }
             } else if let Link::Waiting { waiters, .. } = std::mem::replace(&mut f.link, Link::Dead) {
                 failed.extend(waiters);
@@ -662,12 +629,7 @@ impl Core {
             parked.fail(Errno::EBADF);
             return;
         };
-        let waiter = |make: F, parked: Parked| Waiter {
-            make: Box::new(make),
-            payload: payload.to_vec(),
-            parked,
-            pid,
-        };
+        let waiter = |make: F, parked: Parked| Waiter { make: Box::new(make), payload: payload.to_vec(), parked, pid };
         match &mut f.link {
             Link::Live { conn, handle } if !conn.is_dead() => {
                 let (conn, handle) = (conn.clone(), *handle);
@@ -703,19 +665,13 @@ impl Core {
                 };
                 match (state, conn) {
                     (DriverState::Running, Some(conn)) => {
-                        f.link = Link::Waiting {
-                            waiters: vec![waiter(make, parked)],
-                            reopening: true,
-                        };
+                        f.link = Link::Waiting { waiters: vec![waiter(make, parked)], reopening: true };
                         let (ino, flags) = (f.ino, f.flags);
                         drop(files);
                         self.reopen(inst, &conn, fh, ino, flags);
                     }
                     (DriverState::Running | DriverState::Starting | DriverState::Restarting, _) => {
-                        f.link = Link::Waiting {
-                            waiters: vec![waiter(make, parked)],
-                            reopening: false,
-                        };
+                        f.link = Link::Waiting { waiters: vec![waiter(make, parked)], reopening: false };
                     }
                     (DriverState::Failed | DriverState::Stopped, _) => {
                         f.link = Link::Dead;
@@ -740,7 +696,10 @@ impl Core {
             }
             // Another file while the old one is in use: the kernel would
             // refuse mixing them on one inode.
-            warn!("driver {}: a different backing file while the old one is open; serving through the driver", inst.name());
+            warn!(
+                "driver {}: a different backing file while the old one is open; serving through the driver",
+                inst.name()
+            );
             return None;
         }
         match reply.open_backing(&fd) {
@@ -793,13 +752,14 @@ impl Core {
     }
 
     /// Completes a parked FUSE request with the driver's answer.
-    fn complete(&self, inst: &Instance, conn: &Arc<Conn>, parked: Parked, answer: DriverAnswer<'_>) -> Result<(), String> {
-        let DriverAnswer {
-            id,
-            result,
-            payload,
-            backing,
-        } = answer;
+    fn complete(
+        &self,
+        inst: &Instance,
+        conn: &Arc<Conn>,
+        parked: Parked,
+        answer: DriverAnswer<'_>,
+    ) -> Result<(), String> {
+        let DriverAnswer { id, result, payload, backing } = answer;
         let answer = match result {
             Ok(a) => a,
             Err(e) => {
@@ -814,7 +774,10 @@ impl Core {
         };
         match (parked, answer) {
             (Parked::Discard, _) => {}
-            (Parked::Open { reply, ino, class, flags }, Answer::Opened { handle } | Answer::OpenedBacked { handle }) => {
+            (
+                Parked::Open { reply, ino, class, flags },
+                Answer::Opened { handle } | Answer::OpenedBacked { handle },
+            ) => {
                 let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
                 // Zero copy: the kernel reads and writes the driver's file
                 // itself (FUSE passthrough). Without kernel support, the
@@ -826,10 +789,7 @@ impl Core {
                         ino,
                         instance: inst.index,
                         flags,
-                        link: Link::Live {
-                            conn: conn.clone(),
-                            handle,
-                        },
+                        link: Link::Live { conn: conn.clone(), handle },
                         poll: None,
                         backing: passthrough.is_some(),
                     },
@@ -847,13 +807,7 @@ impl Core {
             }
             (Parked::Reopen { fh }, Answer::Opened { handle } | Answer::OpenedBacked { handle }) => {
                 let waiters = match lock(&self.files).get_mut(&fh) {
-                    Some(f) => match std::mem::replace(
-                        &mut f.link,
-                        Link::Live {
-                            conn: conn.clone(),
-                            handle,
-                        },
-                    ) {
+                    Some(f) => match std::mem::replace(&mut f.link, Link::Live { conn: conn.clone(), handle }) {
                         Link::Waiting { waiters, .. } => Some(waiters),
                         _ => Some(Vec::new()),
                     },
@@ -908,11 +862,7 @@ impl Core {
     fn parent_of(&self, inst: &Instance, bus: Option<BusId>) -> Result<Ino, String> {
         match bus {
             None => Ok(inst.attach),
-            Some(b) => lock(&inst.live)
-                .buses
-                .get(&b)
-                .copied()
-                .ok_or_else(|| format!("device on unknown bus {b}")),
+            Some(b) => lock(&inst.live).buses.get(&b).copied().ok_or_else(|| format!("device on unknown bus {b}")),
         }
     }
 
@@ -926,7 +876,14 @@ impl Core {
         }
     }
 
-    fn add_bus(&self, inst: &Instance, bus: BusId, name: String, kind: String, parent: Option<BusId>) -> Result<(), String> {
+    fn add_bus(
+        &self,
+        inst: &Instance,
+        bus: BusId,
+        name: String,
+        kind: String,
+        parent: Option<BusId>,
+    ) -> Result<(), String> {
         let parent = self.parent_of(inst, parent)?;
         if lock(&inst.live).buses.contains_key(&bus) {
             return Err(format!("bus number {bus} registered twice"));
@@ -950,11 +907,7 @@ impl Core {
             }
         }
         let perm = self.initial_perm(&path, None, PolicyKind::Bus);
-        let kind = NodeKind::Bus {
-            children: BTreeMap::new(),
-            kind: Some(kind),
-            owner: Some(inst.index),
-        };
+        let kind = NodeKind::Bus { children: BTreeMap::new(), kind: Some(kind), owner: Some(inst.index) };
         let added = self.tree.write().unwrap_or_else(|p| p.into_inner()).add(parent, &name, kind, perm);
         match added {
             Ok(ino) => {
@@ -1011,13 +964,7 @@ impl Core {
                 }))
             }
         };
-        let dref = DeviceRef {
-            instance: inst.index,
-            device: spec.device,
-            class: spec.class,
-            size,
-            bus,
-        };
+        let dref = DeviceRef { instance: inst.index, device: spec.device, class: spec.class, size, bus };
         // A restarted driver registering a device it had before gets the
         // same node back (same inode, permissions, open files).
         let existing = lock(&inst.live).names.get(&path).copied();
@@ -1058,11 +1005,8 @@ impl Core {
         };
         let perm: Perm = self.initial_perm(&path, spec.address.as_deref(), kind);
         let offered = spec.offer && dref.bus.is_some();
-        let added = self
-            .tree
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .add(parent, &spec.name, NodeKind::Device(dref), perm);
+        let added =
+            self.tree.write().unwrap_or_else(|p| p.into_inner()).add(parent, &spec.name, NodeKind::Device(dref), perm);
         match added {
             Ok(ino) => {
                 let mut live = lock(&inst.live);
@@ -1083,12 +1027,7 @@ impl Core {
 
     /// A bound driver registers the device it serves for node `path`.
     fn serve_bound(&self, inst: &Instance, spec: &DeviceSpec, path: &str) -> Result<(), String> {
-        let ino = self
-            .tree
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .resolve(path)
-            .map(|n| n.ino);
+        let ino = self.tree.read().unwrap_or_else(|p| p.into_inner()).resolve(path).map(|n| n.ino);
         let Some(ino) = ino.filter(|i| lock(&self.bindings).get(i) == Some(&Binding::Bound(inst.index))) else {
             return Err(format!("serves {path:?}, which is not bound to it"));
         };
@@ -1225,11 +1164,7 @@ impl Core {
                     crate::supervise::signal(inst, libc::SIGKILL);
                     break;
                 }
-                live = inst
-                    .changed
-                    .wait_timeout(live, left)
-                    .map(|(g, _)| g)
-                    .unwrap_or_else(|p| p.into_inner().0);
+                live = inst.changed.wait_timeout(live, left).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
             }
         }
     }

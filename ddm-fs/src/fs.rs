@@ -24,16 +24,15 @@ use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use access_policy::acl::{acl_chmod, mode_from_acl};
+use access_policy::{StoreError, ACL_ACCESS_XATTR};
 use ddf::ipc::PAYLOAD_MAX;
 use ddf::proto::{Call, DriverState};
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig,
-    LockOwner, OpenFlags, PollEvents, PollFlags, PollNotifier, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyPoll, ReplyWrite, ReplyXattr, Request, TimeOrNow,
-    WriteFlags,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
+    OpenFlags, PollEvents, PollFlags, PollNotifier, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
+    ReplyIoctl, ReplyOpen, ReplyPoll, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use access_policy::acl::{acl_chmod, mode_from_acl};
-use access_policy::{StoreError, ACL_ACCESS_XATTR};
 use log::{debug, error, info};
 
 use crate::conn::Parked;
@@ -123,7 +122,8 @@ impl DdfFs {
                     }
                     for (k, val) in &b.meta {
                         // Only names that cannot shadow the DDM's own.
-                        if !RESERVED.contains(&k.as_str()) && k.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
+                        if !RESERVED.contains(&k.as_str()) && k.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
+                        {
                             v.push((leak_name(k), val.clone()));
                         }
                     }
@@ -237,10 +237,7 @@ impl Filesystem for DdfFs {
         n.ctime = SystemTime::now();
         let attr = self.attr(n);
         drop(tree);
-        info!(
-            "/{}: now {:04o} {}:{}",
-            key.path, perm.mode, perm.uid, perm.gid
-        );
+        info!("/{}: now {:04o} {}:{}", key.path, perm.mode, perm.uid, perm.gid);
         reply.attr(&TTL, &attr);
     }
 
@@ -295,10 +292,8 @@ impl Filesystem for DdfFs {
             reply.error(Errno::ENOTDIR);
             return;
         }
-        let mut entries: Vec<(u64, FileType, String)> = vec![
-            (node.ino, FileType::Directory, ".".into()),
-            (node.parent, FileType::Directory, "..".into()),
-        ];
+        let mut entries: Vec<(u64, FileType, String)> =
+            vec![(node.ino, FileType::Directory, ".".into()), (node.parent, FileType::Directory, "..".into())];
         for c in tree.children(ino.0) {
             let kind = match c.kind {
                 NodeKind::Bus { .. } => FileType::Directory,
@@ -344,16 +339,8 @@ impl Filesystem for DdfFs {
                 return;
             }
         };
-        let call = Call::Open {
-            device: dev.device,
-            flags: flags.0,
-        };
-        let parked = Parked::Open {
-            reply,
-            ino: ino.0,
-            class: dev.class,
-            flags: flags.0,
-        };
+        let call = Call::Open { device: dev.device, flags: flags.0 };
+        let parked = Parked::Open { reply, ino: ino.0, class: dev.class, flags: flags.0 };
         conn.call(call, &[], parked, req.pid());
     }
 
@@ -378,12 +365,7 @@ impl Filesystem for DdfFs {
     ) {
         let len = size.min(PAYLOAD_MAX as u32);
         let flags = flags.0;
-        let make = move |handle| Call::Read {
-            handle,
-            offset,
-            len,
-            flags,
-        };
+        let make = move |handle| Call::Read { handle, offset, len, flags };
         self.core.file_call(fh.0, make, &[], Parked::Read(reply), req.pid());
     }
 
@@ -588,7 +570,8 @@ fn store_errno(e: &StoreError) -> Errno {
 
 /// `user.ddf.*` names the DDM itself gives; a bus's identifiers may not
 /// shadow them.
-const RESERVED: &[&str] = &["path", "kind", "class", "driver", "state", "pid", "restarts", "last_exit", "bus", "address"];
+const RESERVED: &[&str] =
+    &["path", "kind", "class", "driver", "state", "pid", "restarts", "last_exit", "bus", "address"];
 
 /// `user.ddf.<key>` as a `&'static str`. The set of identifier keys is small
 /// and fixed per bus (vendor, device, irq, ...), so each name is interned

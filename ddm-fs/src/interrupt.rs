@@ -66,9 +66,7 @@ pub fn watch(core: Arc<Core>) {
             let Some(conn) = inst.conn() else { continue };
             let old: Vec<(ddf::proto::RequestId, u32)> = lock(&conn.pending)
                 .iter()
-                .filter(|(_, p)| {
-                    p.pid != 0 && !matches!(p.parked, Parked::Discard) && p.since.elapsed() >= MIN_AGE
-                })
+                .filter(|(_, p)| p.pid != 0 && !matches!(p.parked, Parked::Discard) && p.since.elapsed() >= MIN_AGE)
                 .map(|(id, p)| (*id, p.pid))
                 .collect();
             for (id, pid) in old {

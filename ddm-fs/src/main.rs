@@ -83,7 +83,9 @@ enum StartError {
     NotDir(PathBuf),
     #[error("{0} is not empty; mount on an empty directory (or remove what is in it)")]
     NotEmpty(PathBuf),
-    #[error("{0} holds a dead FUSE mount (Transport endpoint is not connected); run `umount -l {0}` and start ddm again")]
+    #[error(
+        "{0} holds a dead FUSE mount (Transport endpoint is not connected); run `umount -l {0}` and start ddm again"
+    )]
     DeadMount(PathBuf),
     #[error("cannot use {0}")]
     Mountpoint(PathBuf, #[source] std::io::Error),
@@ -167,17 +169,11 @@ fn run(args: &Args) -> Result<(), StartError> {
 
     let driver_dir = match &args.driver_dir {
         Some(d) => d.clone(),
-        None => std::env::current_exe()
-            .map_err(StartError::DriverDir)?
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default(),
+        None => {
+            std::env::current_exe().map_err(StartError::DriverDir)?.parent().map(Path::to_path_buf).unwrap_or_default()
+        }
     };
-    let mut manifests: Vec<Manifest> = if args.no_builtin {
-        Vec::new()
-    } else {
-        Manifest::builtin()?
-    };
+    let mut manifests: Vec<Manifest> = if args.no_builtin { Vec::new() } else { Manifest::builtin()? };
     for m in &args.manifests {
         manifests.push(Manifest::load(m)?);
     }
@@ -239,9 +235,7 @@ fn run(args: &Args) -> Result<(), StartError> {
     let session = session.spawn().map_err(|e| StartError::Mount(args.mountpoint.clone(), e))?;
 
     let c = core.clone();
-    let mount_dev = std::fs::metadata(&args.mountpoint)
-        .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
-        .unwrap_or(0);
+    let mount_dev = std::fs::metadata(&args.mountpoint).map(|m| std::os::unix::fs::MetadataExt::dev(&m)).unwrap_or(0);
     let rights = control::Rights {
         mount_dev,
         admin_gid,
@@ -257,11 +251,7 @@ fn run(args: &Args) -> Result<(), StartError> {
     let start_timeout = Duration::from_secs(args.start_timeout);
     spawn_named("watchdog", move || supervise::watchdog(c, start_timeout));
 
-    info!(
-        "serving {} (control socket {})",
-        args.mountpoint.display(),
-        args.socket.display()
-    );
+    info!("serving {} (control socket {})", args.mountpoint.display(), args.socket.display());
     let sig = signals.wait().map_err(StartError::Signals)?;
     info!("{sig:?}: stopping drivers and unmounting {}", args.mountpoint.display());
     shutdown(&core, &args.mountpoint, &args.socket);

@@ -117,11 +117,8 @@ pub struct Match {
 impl Match {
     /// Whether a device of `kind` and `class` with identifiers `meta` matches.
     pub fn matches(&self, kind: &str, class: &str, meta: &[(String, String)]) -> bool {
-        let glob = |pat: &str, value: &str| {
-            access_policy::Pattern::parse(pat)
-                .map(|p| p.matches(value))
-                .unwrap_or(false)
-        };
+        let glob =
+            |pat: &str, value: &str| access_policy::Pattern::parse(pat).map(|p| p.matches(value)).unwrap_or(false);
         if !glob(&self.bus, kind) {
             return false;
         }
@@ -130,11 +127,7 @@ impl Match {
                 return false;
             }
         }
-        self.ids.iter().all(|(key, pat)| {
-            meta.iter()
-                .find(|(k, _)| k == key)
-                .is_some_and(|(_, v)| glob(pat, v))
-        })
+        self.ids.iter().all(|(key, pat)| meta.iter().find(|(k, _)| k == key).is_some_and(|(_, v)| glob(pat, v)))
     }
 }
 
@@ -191,10 +184,8 @@ impl Manifest {
 
     /// Reads a manifest file.
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ManifestError::Read { path: path.to_owned(), source })?;
         Manifest::parse(&text, &path.display().to_string())
     }
 
@@ -266,9 +257,6 @@ mod tests {
     #[test]
     fn params_become_strings() {
         let m = Manifest::parse("name = \"r\"\nexec = \"e\"\n[params]\nsize = \"64M\"\ncount = 2\n", "t").unwrap();
-        assert_eq!(
-            m.param_pairs(),
-            vec![("count".into(), "2".into()), ("size".into(), "64M".into())]
-        );
+        assert_eq!(m.param_pairs(), vec![("count".into(), "2".into()), ("size".into(), "64M".into())]);
     }
 }

@@ -49,11 +49,10 @@ pub fn plug(core: &Arc<Core>, ino: Ino) {
     if !dev.offered {
         return;
     }
-    let found = core.catalog.iter().find(|m| {
-        m.matches
-            .as_ref()
-            .is_some_and(|mm| mm.matches(&dev.kind, dev.class.as_str(), &dev.meta))
-    });
+    let found = core
+        .catalog
+        .iter()
+        .find(|m| m.matches.as_ref().is_some_and(|mm| mm.matches(&dev.kind, dev.class.as_str(), &dev.meta)));
     let Some(manifest) = found else {
         let why = format!("no driver matches {} {}", dev.kind, describe(&dev));
         debug!("/{path}: unbound: {why}");
@@ -98,11 +97,8 @@ fn send_bind(core: &Core, inst: &Instance, ino: Ino) {
 /// Hands `inst` (just ready) every node bound to it: after a start, and
 /// after a restart, when the new incarnation must take them up again.
 pub fn bind_all(core: &Core, inst: &Instance) {
-    let mine: Vec<Ino> = lock(&core.bindings)
-        .iter()
-        .filter(|(_, b)| **b == Binding::Bound(inst.index))
-        .map(|(i, _)| *i)
-        .collect();
+    let mine: Vec<Ino> =
+        lock(&core.bindings).iter().filter(|(_, b)| **b == Binding::Bound(inst.index)).map(|(i, _)| *i).collect();
     for ino in mine {
         send_bind(core, inst, ino);
     }
@@ -113,12 +109,7 @@ pub fn bind_all(core: &Core, inst: &Instance) {
 pub fn unbind_driver(core: &Arc<Core>, index: usize, path: &str) {
     let Some(inst) = core.inst(index) else { return };
     if let Some(conn) = inst.conn() {
-        let _ = conn.send(
-            &DdmToDriver::Unbind {
-                path: path.to_owned(),
-            },
-            &[],
-        );
+        let _ = conn.send(&DdmToDriver::Unbind { path: path.to_owned() }, &[]);
     }
     let left = lock(&core.bindings).values().any(|b| *b == Binding::Bound(index));
     if !left && !inst.manifest.autostart {
@@ -214,9 +205,7 @@ pub fn unload(core: &Arc<Core>, path: &str) -> Result<String, String> {
         let name = core.inst(b).map(|i| i.name().to_owned()).unwrap_or_default();
         return Ok(format!("/{path}: unbound from {name}"));
     }
-    let inst = owner
-        .and_then(|o| core.inst(o))
-        .ok_or_else(|| format!("/{path} has no driver to unload"))?;
+    let inst = owner.and_then(|o| core.inst(o)).ok_or_else(|| format!("/{path} has no driver to unload"))?;
     stop(&inst);
     let nodes: Vec<Ino> = lock(&inst.live).names.values().copied().collect();
     for n in nodes {
@@ -257,11 +246,8 @@ pub fn rescan(core: &Arc<Core>, bus: Option<&str>) -> Result<String, String> {
             }
         }
     }
-    let unbound: Vec<Ino> = lock(&core.bindings)
-        .iter()
-        .filter(|(_, b)| matches!(b, Binding::Unbound(_)))
-        .map(|(i, _)| *i)
-        .collect();
+    let unbound: Vec<Ino> =
+        lock(&core.bindings).iter().filter(|(_, b)| matches!(b, Binding::Unbound(_))).map(|(i, _)| *i).collect();
     for ino in unbound {
         plug(core, ino);
     }

@@ -141,10 +141,7 @@ fn decide(inst: &Instance, failures: &mut Vec<Instant>, cause: &Cause, now: Inst
             if n <= 1 {
                 return Decision::Restart(Duration::ZERO);
             }
-            let ms = policy
-                .backoff_ms
-                .saturating_mul(1u64 << (n - 2).min(20))
-                .min(policy.backoff_max_ms);
+            let ms = policy.backoff_ms.saturating_mul(1u64 << (n - 2).min(20)).min(policy.backoff_max_ms);
             Decision::Restart(Duration::from_millis(ms))
         }
     }
@@ -196,12 +193,8 @@ fn spawn_child(cmd: Command) -> std::io::Result<Child> {
         std::sync::Mutex::new(tx)
     });
     let (reply_tx, reply_rx) = std::sync::mpsc::channel();
-    lock(tx)
-        .send((cmd, reply_tx))
-        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
-    reply_rx
-        .recv()
-        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?
+    lock(tx).send((cmd, reply_tx)).map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
+    reply_rx.recv().map_err(|_| std::io::Error::other("the spawner thread is gone"))?
 }
 
 impl Core {
@@ -211,9 +204,7 @@ impl Core {
         let theirs: OwnedFd = theirs.into();
         let child_fd = theirs.as_raw_fd();
         let mut cmd = Command::new(&inst.exec);
-        cmd.env(SOCKET_FD_ENV, "3")
-            .env("DDF_INSTANCE", inst.name())
-            .stdin(Stdio::null());
+        cmd.env(SOCKET_FD_ENV, "3").env("DDF_INSTANCE", inst.name()).stdin(Stdio::null());
         // SAFETY: the closure runs in the forked child before exec and calls
         // only async-signal-safe functions (fcntl, dup2, prctl).
         unsafe {
@@ -236,11 +227,8 @@ impl Core {
             });
         }
         let policy = &inst.manifest.supervision;
-        let conn = Arc::new(Conn::new(
-            ours,
-            policy.blocking_calls.clone(),
-            Duration::from_millis(policy.request_timeout_ms),
-        ));
+        let conn =
+            Arc::new(Conn::new(ours, policy.blocking_calls.clone(), Duration::from_millis(policy.request_timeout_ms)));
         // Spawn and record the pid under the lock, so that the reaper of
         // this incarnation cannot run before the pid is known.
         let child = {
@@ -283,11 +271,7 @@ impl Core {
             if left.is_zero() {
                 break;
             }
-            live = inst
-                .changed
-                .wait_timeout(live, left)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
+            live = inst.changed.wait_timeout(live, left).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
         }
         live.state
     }
@@ -301,10 +285,7 @@ impl Core {
                 use std::os::unix::process::ExitStatusExt;
                 match (s.code(), s.signal()) {
                     (Some(code), _) => Cause::Exit(code),
-                    (None, Some(sig)) => Cause::Signal {
-                        sig,
-                        core: s.core_dumped(),
-                    },
+                    (None, Some(sig)) => Cause::Signal { sig, core: s.core_dumped() },
                     (None, None) => Cause::Exit(-1),
                 }
             }
@@ -434,8 +415,7 @@ impl Core {
     /// `ddmctl inject NAME FAULT`.
     pub fn inject(&self, inst: &Instance, fault: Fault) -> Result<String, String> {
         let conn = inst.conn().ok_or_else(|| format!("{} is not running", inst.name()))?;
-        conn.send(&DdmToDriver::Inject(fault), &[])
-            .map_err(|e| format!("{}: cannot send: {e}", inst.name()))?;
+        conn.send(&DdmToDriver::Inject(fault), &[]).map_err(|e| format!("{}: cannot send: {e}", inst.name()))?;
         warn!("driver {}: fault {fault:?} injected on request", inst.name());
         Ok(format!("{}: injected {fault:?}", inst.name()))
     }

@@ -127,19 +127,12 @@ impl Tree {
             ino: ROOT,
             parent: ROOT,
             name: String::new(),
-            kind: NodeKind::Bus {
-                children: BTreeMap::new(),
-                kind: None,
-                owner: None,
-            },
+            kind: NodeKind::Bus { children: BTreeMap::new(), kind: None, owner: None },
             perm: root_perm,
             born: now,
             ctime: now,
         };
-        Tree {
-            nodes: HashMap::from([(ROOT, root)]),
-            next_ino: ROOT + 1,
-        }
+        Tree { nodes: HashMap::from([(ROOT, root)]), next_ino: ROOT + 1 }
     }
 
     /// The node with inode `ino`.
@@ -184,7 +177,13 @@ impl Tree {
 
     /// Adds a node under bus `parent`.
     pub fn add(&mut self, parent: Ino, name: &str, kind: NodeKind, perm: Perm) -> Result<Ino, TreeError> {
-        if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') || name.len() > 255 {
+        if name.is_empty()
+            || name == "."
+            || name == ".."
+            || name.contains('/')
+            || name.contains('\0')
+            || name.len() > 255
+        {
             return Err(TreeError::BadName(name.to_owned()));
         }
         let ino = self.next_ino;
@@ -199,18 +198,7 @@ impl Tree {
         }
         self.next_ino += 1;
         let now = SystemTime::now();
-        self.nodes.insert(
-            ino,
-            Node {
-                ino,
-                parent,
-                name: name.to_owned(),
-                kind,
-                perm,
-                born: now,
-                ctime: now,
-            },
-        );
+        self.nodes.insert(ino, Node { ino, parent, name: name.to_owned(), kind, perm, born: now, ctime: now });
         Ok(ino)
     }
 
@@ -274,21 +262,11 @@ mod tests {
     }
 
     fn dev() -> NodeKind {
-        NodeKind::Device(DeviceRef {
-            instance: 0,
-            device: 0,
-            class: DeviceClass::Char,
-            size: 0,
-            bus: None,
-        })
+        NodeKind::Device(DeviceRef { instance: 0, device: 0, class: DeviceClass::Char, size: 0, bus: None })
     }
 
     fn bus() -> NodeKind {
-        NodeKind::Bus {
-            children: BTreeMap::new(),
-            kind: Some("pci".into()),
-            owner: Some(0),
-        }
+        NodeKind::Bus { children: BTreeMap::new(), kind: Some("pci".into()), owner: Some(0) }
     }
 
     #[test]

@@ -55,10 +55,7 @@ pub struct Ddm {
 impl Ddm {
     /// Connects and does the version handshake.
     pub fn connect(path: &Path) -> Result<Ddm, DdmError> {
-        let chan = Channel::connect(path).map_err(|source| DdmError::Connect {
-            path: path.to_owned(),
-            source,
-        })?;
+        let chan = Channel::connect(path).map_err(|source| DdmError::Connect { path: path.to_owned(), source })?;
         let mut buf = RecvBuf::default();
         chan.handshake(&mut buf)?;
         Ok(Ddm { chan, buf })
@@ -93,9 +90,7 @@ impl Ddm {
         let (answer, mut fds) = self.call_fds(&ControlRequest::Direct, &[file.as_fd()])?;
         match answer {
             ControlResponse::Direct { device, access, .. } => {
-                let fd = fds
-                    .pop()
-                    .ok_or_else(|| DdmError::Unexpected("Direct without a socket".into()))?;
+                let fd = fds.pop().ok_or_else(|| DdmError::Unexpected("Direct without a socket".into()))?;
                 let chan = Channel::from_fd(fd)?;
                 crate::driver::Client::new(chan, device, access).map_err(|e| DdmError::Unexpected(e.to_string()))
             }
@@ -159,17 +154,12 @@ impl Ddm {
     /// Restarts driver `driver` now (also out of quarantine). Needs root or
     /// the admin group.
     pub fn restart(&mut self, driver: &str) -> Result<String, DdmError> {
-        self.done(&ControlRequest::Restart {
-            driver: driver.to_owned(),
-        })
+        self.done(&ControlRequest::Restart { driver: driver.to_owned() })
     }
 
     /// Injects `fault` into driver `driver`. Needs root or the admin group.
     pub fn inject(&mut self, driver: &str, fault: Fault) -> Result<String, DdmError> {
-        self.done(&ControlRequest::Inject {
-            driver: driver.to_owned(),
-            fault,
-        })
+        self.done(&ControlRequest::Inject { driver: driver.to_owned(), fault })
     }
 
     fn done(&mut self, req: &ControlRequest) -> Result<String, DdmError> {

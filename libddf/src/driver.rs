@@ -45,13 +45,12 @@ use std::sync::Arc;
 
 use log::{debug, error, warn};
 
-
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::ipc::{Channel, IpcError, RecvBuf, PAYLOAD_MAX};
 use crate::proto::{
-    Answer, BoundDevice, BusId, Call, DdmToDriver, DeviceClass, DeviceId, DeviceSpec, DriverToDdm, Errno,
-    Fault, Handle, RequestId, StateEntry,
+    Answer, BoundDevice, BusId, Call, DdmToDriver, DeviceClass, DeviceId, DeviceSpec, DriverToDdm, Errno, Fault,
+    Handle, RequestId, StateEntry,
 };
 
 /// The environment variable that names the descriptor of the DDM socket a
@@ -114,54 +113,24 @@ pub trait Driver {
     }
 
     /// Writes `data` at `offset`; answer now or later.
-    fn write(
-        &mut self,
-        ctx: &mut Context,
-        handle: Handle,
-        offset: u64,
-        data: &[u8],
-        reply: WriteReply,
-    ) {
+    fn write(&mut self, ctx: &mut Context, handle: Handle, offset: u64, data: &[u8], reply: WriteReply) {
         reply.error(Errno::EINVAL);
     }
 
     /// Reads into buffers of sizes `lens` from `offset` on (readv); the
     /// answer is all the bytes, in order.
-    fn scatter(
-        &mut self,
-        ctx: &mut Context,
-        handle: Handle,
-        offset: u64,
-        lens: &[u32],
-        reply: ReadReply,
-    ) {
+    fn scatter(&mut self, ctx: &mut Context, handle: Handle, offset: u64, lens: &[u32], reply: ReadReply) {
         reply.error(Errno::EINVAL);
     }
 
     /// Writes `data`, made of buffers of sizes `lens`, from `offset` on
     /// (writev).
-    fn gather(
-        &mut self,
-        ctx: &mut Context,
-        handle: Handle,
-        offset: u64,
-        lens: &[u32],
-        data: &[u8],
-        reply: WriteReply,
-    ) {
+    fn gather(&mut self, ctx: &mut Context, handle: Handle, offset: u64, lens: &[u32], data: &[u8], reply: WriteReply) {
         reply.error(Errno::EINVAL);
     }
 
     /// Device control.
-    fn ioctl(
-        &mut self,
-        ctx: &mut Context,
-        handle: Handle,
-        cmd: u32,
-        input: &[u8],
-        out_len: u32,
-        reply: IoctlReply,
-    ) {
+    fn ioctl(&mut self, ctx: &mut Context, handle: Handle, cmd: u32, input: &[u8], out_len: u32, reply: IoctlReply) {
         reply.error(Errno::ENOTTY);
     }
 
@@ -243,11 +212,7 @@ impl Context {
 
     /// The value of parameter `key`, if given.
     pub fn param(&self, key: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.params.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     /// All parameters, in the order given.
@@ -277,12 +242,7 @@ impl Context {
     pub fn add_bus(&mut self, name: &str, kind: &str, parent: Option<BusId>) -> Result<BusId, Errno> {
         let bus = self.next_bus;
         self.next_bus += 1;
-        self.send(&DriverToDdm::AddBus {
-            bus,
-            name: name.to_owned(),
-            kind: kind.to_owned(),
-            parent,
-        })?;
+        self.send(&DriverToDdm::AddBus { bus, name: name.to_owned(), kind: kind.to_owned(), parent })?;
         Ok(bus)
     }
 
@@ -385,10 +345,7 @@ impl ReplyTo {
 
     fn send_fds(&mut self, result: Result<Answer, Errno>, payload: &[u8], fds: &[BorrowedFd<'_>]) {
         self.sent = true;
-        let msg = DriverToDdm::Reply {
-            id: self.id,
-            result,
-        };
+        let msg = DriverToDdm::Reply { id: self.id, result };
         if let Err(e) = self.chan.send(&msg, payload, fds) {
             // The DDM is gone or the answer is malformed; the DDM fails the
             // request on its side in both cases.
@@ -529,11 +486,7 @@ pub struct StartInfo {
 impl StartInfo {
     /// The value of parameter `key`, if given (the last one wins).
     pub fn param(&self, key: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.params.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 }
 
@@ -589,11 +542,9 @@ where
         let frame = chan.recv(&mut buf)?;
         let msg = frame.decode::<DdmToDriver>()?;
         match msg {
-            DdmToDriver::Start {
-                instance,
-                params,
-                state,
-            } => (StartInfo { instance, params }, take_state(state, frame.fds)?),
+            DdmToDriver::Start { instance, params, state } => {
+                (StartInfo { instance, params }, take_state(state, frame.fds)?)
+            }
             other => return Err(RunError::Protocol(format!("expected Start, got {other:?}"))),
         }
     };
@@ -612,9 +563,7 @@ where
         stop: false,
     };
     let mut driver = make(&start).map_err(RunError::Init)?;
-    driver
-        .init(&mut ctx)
-        .map_err(|e| RunError::Init(format!("init: {e}")))?;
+    driver.init(&mut ctx).map_err(|e| RunError::Init(format!("init: {e}")))?;
     chan.send(&DriverToDdm::Ready, &[], &[])?;
 
     let mut pollfds: Vec<libc::pollfd> = Vec::new();
@@ -626,26 +575,14 @@ where
         }
         pollfds.clear();
         for fd in [chan.as_fd().as_raw_fd(), ctx.waker.0.as_fd().as_raw_fd()] {
-            pollfds.push(libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            });
+            pollfds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
         }
         for c in &clients {
-            pollfds.push(libc::pollfd {
-                fd: c.chan.as_fd().as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
+            pollfds.push(libc::pollfd { fd: c.chan.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 });
         }
         let first_watch = pollfds.len();
         for (fd, _) in &ctx.watches {
-            pollfds.push(libc::pollfd {
-                fd: *fd,
-                events: libc::POLLIN,
-                revents: 0,
-            });
+            pollfds.push(libc::pollfd { fd: *fd, events: libc::POLLIN, revents: 0 });
         }
         // SAFETY: `pollfds` is a live, correctly sized array of pollfd; poll
         // on a descriptor that was closed meanwhile only reports POLLNVAL.
@@ -733,11 +670,7 @@ fn serve_client<D: Driver>(
     let DdmToDriver::Call { id, call } = frame.decode::<DdmToDriver>().map_err(|e| e.to_string())? else {
         return Err("a direct client sent something other than a call".into());
     };
-    let mut to = ReplyTo {
-        id,
-        chan: client.chan.clone(),
-        sent: false,
-    };
+    let mut to = ReplyTo { id, chan: client.chan.clone(), sent: false };
     let can_read = client.access != libc::O_WRONLY;
     let can_write = client.access != libc::O_RDONLY;
     let (handle, needs_read, needs_write) = match &call {
@@ -770,11 +703,7 @@ fn serve_client<D: Driver>(
     }
     let call = match call {
         // No one to wake: a direct client polls.
-        Call::Poll { handle, events, .. } => Call::Poll {
-            handle,
-            events,
-            notify: false,
-        },
+        Call::Poll { handle, events, .. } => Call::Poll { handle, events, notify: false },
         Call::Close { handle } => {
             client.handles.remove(&handle);
             Call::Close { handle }
@@ -820,13 +749,7 @@ impl Client {
     pub fn new(chan: Channel, device: DeviceId, access: i32) -> Result<Client, ClientError> {
         let mut buf = RecvBuf::default();
         chan.handshake(&mut buf)?;
-        Ok(Client {
-            chan,
-            buf,
-            next: 1,
-            device,
-            access,
-        })
+        Ok(Client { chan, buf, next: 1, device, access })
     }
 
     /// The access this link was granted (`O_RDONLY`, `O_WRONLY`, `O_RDWR`).
@@ -853,10 +776,7 @@ impl Client {
 
     /// Opens the device with `open(2)` flags (within the granted access).
     pub fn open(&mut self, flags: i32) -> Result<Handle, ClientError> {
-        let call = Call::Open {
-            device: self.device,
-            flags,
-        };
+        let call = Call::Open { device: self.device, flags };
         match self.call(call, &[], &mut [])? {
             (Answer::Opened { handle } | Answer::OpenedBacked { handle }, _) => Ok(handle),
             (other, _) => Err(ClientError::Protocol(format!("{other:?}"))),
@@ -866,12 +786,7 @@ impl Client {
     /// Reads into `buf` at `offset`; returns the bytes read (0 is end of file).
     pub fn read(&mut self, handle: Handle, offset: u64, buf: &mut [u8]) -> Result<usize, ClientError> {
         let len = buf.len().min(PAYLOAD_MAX) as u32;
-        let call = Call::Read {
-            handle,
-            offset,
-            len,
-            flags: 0,
-        };
+        let call = Call::Read { handle, offset, len, flags: 0 };
         match self.call(call, &[], buf)? {
             (Answer::Data, n) => Ok(n),
             (other, _) => Err(ClientError::Protocol(format!("{other:?}"))),
@@ -882,11 +797,7 @@ impl Client {
     /// returns the bytes taken.
     pub fn write(&mut self, handle: Handle, offset: u64, data: &[u8]) -> Result<usize, ClientError> {
         let data = &data[..data.len().min(PAYLOAD_MAX)];
-        let call = Call::Write {
-            handle,
-            offset,
-            flags: 0,
-        };
+        let call = Call::Write { handle, offset, flags: 0 };
         match self.call(call, data, &mut [])? {
             (Answer::Written { len }, _) => Ok(len as usize),
             (other, _) => Err(ClientError::Protocol(format!("{other:?}"))),
@@ -894,12 +805,14 @@ impl Client {
     }
 
     /// Device control; returns `ioctl(2)`'s value and the output bytes.
-    pub fn ioctl(&mut self, handle: Handle, cmd: u32, input: &[u8], out: &mut [u8]) -> Result<(i32, usize), ClientError> {
-        let call = Call::Ioctl {
-            handle,
-            cmd,
-            out_len: out.len().min(PAYLOAD_MAX) as u32,
-        };
+    pub fn ioctl(
+        &mut self,
+        handle: Handle,
+        cmd: u32,
+        input: &[u8],
+        out: &mut [u8],
+    ) -> Result<(i32, usize), ClientError> {
+        let call = Call::Ioctl { handle, cmd, out_len: out.len().min(PAYLOAD_MAX) as u32 };
         match self.call(call, input, out)? {
             (Answer::Ioctl { result }, n) => Ok((result, n)),
             (other, _) => Err(ClientError::Protocol(format!("{other:?}"))),
@@ -919,23 +832,14 @@ impl Client {
 fn take_state(entries: Vec<StateEntry>, fds: Vec<OwnedFd>) -> Result<HashMap<String, SavedState>, RunError> {
     let want: usize = entries.iter().map(|e| usize::from(e.fds)).sum();
     if want != fds.len() {
-        return Err(RunError::Protocol(format!(
-            "state names {want} descriptors, {} came",
-            fds.len()
-        )));
+        return Err(RunError::Protocol(format!("state names {want} descriptors, {} came", fds.len())));
     }
     let mut fds = fds.into_iter();
     Ok(entries
         .into_iter()
         .map(|e| {
             let mine: Vec<OwnedFd> = fds.by_ref().take(usize::from(e.fds)).collect();
-            (
-                e.key,
-                SavedState {
-                    bytes: e.bytes,
-                    fds: mine,
-                },
-            )
+            (e.key, SavedState { bytes: e.bytes, fds: mine })
         })
         .collect())
 }
@@ -1014,11 +918,7 @@ fn dispatch<D: Driver>(
         DdmToDriver::Inject(fault) => inject(&ctx.chan, fault)?,
         DdmToDriver::Cancel { id } => driver.cancel(ctx, id),
         DdmToDriver::Call { id, call } => {
-            let to = ReplyTo {
-                id,
-                chan: ctx.chan.clone(),
-                sent: false,
-            };
+            let to = ReplyTo { id, chan: ctx.chan.clone(), sent: false };
             call_driver(driver, ctx, to, call, payload);
         }
     }
@@ -1039,37 +939,20 @@ fn call_driver<D: Driver>(driver: &mut D, ctx: &mut Context, mut to: ReplyTo, ca
             driver.close(ctx, handle);
             to.send(Ok(Answer::Closed), &[]);
         }
-        Call::Read {
-            handle,
-            offset,
-            len,
-            flags,
-        } => {
+        Call::Read { handle, offset, len, flags } => {
             let max = len.min(PAYLOAD_MAX as u32);
             driver.read(ctx, handle, offset, max, ReadReply { to, max, flags });
         }
-        Call::Write {
-            handle,
-            offset,
-            flags: _,
-        } => {
+        Call::Write { handle, offset, flags: _ } => {
             driver.write(ctx, handle, offset, payload, WriteReply { to });
         }
-        Call::Scatter {
-            handle,
-            offset,
-            lens,
-        } => {
+        Call::Scatter { handle, offset, lens } => {
             let total: u64 = lens.iter().map(|l| u64::from(*l)).sum();
             let max = total.min(PAYLOAD_MAX as u64) as u32;
             let reply = ReadReply { to, max, flags: 0 };
             driver.scatter(ctx, handle, offset, &lens, reply);
         }
-        Call::Gather {
-            handle,
-            offset,
-            lens,
-        } => {
+        Call::Gather { handle, offset, lens } => {
             let total: u64 = lens.iter().map(|l| u64::from(*l)).sum();
             if total != payload.len() as u64 {
                 to.send(Err(Errno::EINVAL), &[]);
@@ -1077,19 +960,11 @@ fn call_driver<D: Driver>(driver: &mut D, ctx: &mut Context, mut to: ReplyTo, ca
             }
             driver.gather(ctx, handle, offset, &lens, payload, WriteReply { to });
         }
-        Call::Ioctl {
-            handle,
-            cmd,
-            out_len,
-        } => {
+        Call::Ioctl { handle, cmd, out_len } => {
             let max = out_len.min(PAYLOAD_MAX as u32);
             driver.ioctl(ctx, handle, cmd, payload, max, IoctlReply { to, max });
         }
-        Call::Poll {
-            handle,
-            events,
-            notify,
-        } => {
+        Call::Poll { handle, events, notify } => {
             let revents = driver.poll(ctx, handle, events);
             if notify && revents & events == 0 {
                 ctx.poll_waiters.insert(handle);

@@ -254,13 +254,7 @@ pub struct InputEvent {
 impl InputEvent {
     /// An event with no time stamp.
     pub const fn new(ev_type: u16, code: u16, value: i32) -> InputEvent {
-        InputEvent {
-            sec: 0,
-            usec: 0,
-            ev_type,
-            code,
-            value,
-        }
+        InputEvent { sec: 0, usec: 0, ev_type, code, value }
     }
 
     /// A key event with no time stamp.
@@ -311,8 +305,7 @@ impl InputEvent {
     /// Decodes one record. Every 24-byte array is a record; what its
     /// fields mean is for the caller to judge.
     pub fn from_bytes(b: &[u8; EVENT_SIZE]) -> InputEvent {
-        let [s0, s1, s2, s3, s4, s5, s6, s7, u0, u1, u2, u3, u4, u5, u6, u7, t0, t1, c0, c1, v0, v1, v2, v3] =
-            *b;
+        let [s0, s1, s2, s3, s4, s5, s6, s7, u0, u1, u2, u3, u4, u5, u6, u7, t0, t1, c0, c1, v0, v1, v2, v3] = *b;
         InputEvent {
             sec: i64::from_ne_bytes([s0, s1, s2, s3, s4, s5, s6, s7]),
             usec: i64::from_ne_bytes([u0, u1, u2, u3, u4, u5, u6, u7]),
@@ -340,9 +333,7 @@ impl InputEvent {
 /// The whole records at the start of `bytes` (a partial one at the end is
 /// left out).
 fn records(bytes: &[u8]) -> impl Iterator<Item = &[u8; EVENT_SIZE]> {
-    bytes
-        .chunks_exact(EVENT_SIZE)
-        .filter_map(|c| <&[u8; EVENT_SIZE]>::try_from(c).ok())
+    bytes.chunks_exact(EVENT_SIZE).filter_map(|c| <&[u8; EVENT_SIZE]>::try_from(c).ok())
 }
 
 // ---------------------------------------------------------------------------
@@ -711,12 +702,7 @@ pub mod keyboard {
         /// The ioctl's output bytes.
         pub fn to_bytes(&self) -> [u8; Stats::SIZE] {
             let mut b = [0u8; Stats::SIZE];
-            for (chunk, v) in b.chunks_exact_mut(8).zip([
-                self.lost,
-                self.lost_device,
-                self.lost_driver,
-                self.pending,
-            ]) {
+            for (chunk, v) in b.chunks_exact_mut(8).zip([self.lost, self.lost_device, self.lost_driver, self.pending]) {
                 chunk.copy_from_slice(&v.to_ne_bytes());
             }
             b
@@ -725,16 +711,9 @@ pub mod keyboard {
         /// Decodes the ioctl's output bytes.
         pub fn from_bytes(b: &[u8; Stats::SIZE]) -> Stats {
             let word = |i: usize| {
-                b.get(i * 8..i * 8 + 8)
-                    .and_then(|w| <[u8; 8]>::try_from(w).ok())
-                    .map_or(0, u64::from_ne_bytes)
+                b.get(i * 8..i * 8 + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()).map_or(0, u64::from_ne_bytes)
             };
-            Stats {
-                lost: word(0),
-                lost_device: word(1),
-                lost_driver: word(2),
-                pending: word(3),
-            }
+            Stats { lost: word(0), lost_device: word(1), lost_driver: word(2), pending: word(3) }
         }
     }
 }
@@ -756,10 +735,7 @@ pub mod evdev {
     use std::os::unix::fs::OpenOptionsExt;
     use std::path::{Path, PathBuf};
 
-    use super::{
-        InputEvent, EVENT_SIZE, EV_KEY, EV_MAX, KEY_ESC, KEY_MAX, KEY_S, LED_CAPSL, LED_MAX,
-        LED_NUML,
-    };
+    use super::{InputEvent, EVENT_SIZE, EV_KEY, EV_MAX, KEY_ESC, KEY_MAX, KEY_S, LED_CAPSL, LED_MAX, LED_NUML};
 
     /// Where the kernel's event devices live.
     pub const INPUT_DIR: &str = "/dev/input";
@@ -829,8 +805,7 @@ pub mod evdev {
     }
 
     fn bit(bits: &[u8], n: u16) -> bool {
-        bits.get(usize::from(n / 8))
-            .is_some_and(|b| b & (1 << (n % 8)) != 0)
+        bits.get(usize::from(n / 8)).is_some_and(|b| b & (1 << (n % 8)) != 0)
     }
 
     /// An open event device.
@@ -849,15 +824,8 @@ pub mod evdev {
                 .read(true)
                 .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
                 .open(path)
-                .map_err(|source| EvdevError::Open {
-                    path: path.to_owned(),
-                    source,
-                })?;
-            let mut dev = EvdevDevice {
-                file,
-                path: path.to_owned(),
-                name: String::new(),
-            };
+                .map_err(|source| EvdevError::Open { path: path.to_owned(), source })?;
+            let mut dev = EvdevDevice { file, path: path.to_owned(), name: String::new() };
             let mut name = [0u8; 256];
             let n = dev.ioctl_read("EVIOCGNAME", ioc!(read, b'E', 0x06, name.len()), &mut name)?;
             let name = name.get(..n).unwrap_or_default();
@@ -879,11 +847,7 @@ pub mod evdev {
         /// Whether the device is a keyboard ([`looks_like_keyboard`]).
         pub fn is_keyboard(&self) -> Result<bool, EvdevError> {
             let mut ev_bits = [0u8; EV_MAX as usize / 8 + 1];
-            self.ioctl_read(
-                "EVIOCGBIT(0)",
-                ioc!(read, b'E', 0x20, ev_bits.len()),
-                &mut ev_bits,
-            )?;
+            self.ioctl_read("EVIOCGBIT(0)", ioc!(read, b'E', 0x20, ev_bits.len()), &mut ev_bits)?;
             let mut key_bits = [0u8; KEY_MAX as usize / 8 + 1];
             let request = ioc!(read, b'E', 0x20 + EV_KEY, key_bits.len());
             self.ioctl_read("EVIOCGBIT(EV_KEY)", request, &mut key_bits)?;
@@ -909,16 +873,9 @@ pub mod evdev {
                     Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                     Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(0),
                     Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
-                        return Err(EvdevError::Gone {
-                            path: self.path.clone(),
-                        })
+                        return Err(EvdevError::Gone { path: self.path.clone() })
                     }
-                    Err(source) => {
-                        return Err(EvdevError::Read {
-                            path: self.path.clone(),
-                            source,
-                        })
-                    }
+                    Err(source) => return Err(EvdevError::Read { path: self.path.clone(), source }),
                 }
             };
             // evdev only ever returns whole records; anything else is dropped.
@@ -975,22 +932,12 @@ pub mod evdev {
         let entries = match std::fs::read_dir(dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => {
-                return Err(EvdevError::List {
-                    dir: dir.to_owned(),
-                    source,
-                })
-            }
+            Err(source) => return Err(EvdevError::List { dir: dir.to_owned(), source }),
         };
         let mut numbered: Vec<(u32, PathBuf)> = entries
             .filter_map(Result::ok)
             .filter_map(|e| {
-                let n = e
-                    .file_name()
-                    .to_str()?
-                    .strip_prefix("event")?
-                    .parse()
-                    .ok()?;
+                let n = e.file_name().to_str()?.strip_prefix("event")?.parse().ok()?;
                 Some((n, e.path()))
             })
             .collect();
@@ -1024,14 +971,9 @@ pub mod evdev {
         fn piped() -> (EvdevDevice, File) {
             let (r, w) = nix::unistd::pipe().unwrap();
             let flags = nix::fcntl::fcntl(&r, nix::fcntl::FcntlArg::F_GETFL).unwrap();
-            let flags =
-                nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+            let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
             nix::fcntl::fcntl(&r, nix::fcntl::FcntlArg::F_SETFL(flags)).unwrap();
-            let dev = EvdevDevice {
-                file: File::from(r),
-                path: PathBuf::from("pipe"),
-                name: "test".into(),
-            };
+            let dev = EvdevDevice { file: File::from(r), path: PathBuf::from("pipe"), name: "test".into() };
             (dev, File::from(w))
         }
 
@@ -1083,23 +1025,14 @@ mod tests {
     #[test]
     #[cfg(target_endian = "little")]
     fn event_layout_is_pinned() {
-        let ev = InputEvent {
-            sec: 1_700_000_000,
-            usec: 123_456,
-            ev_type: EV_KEY,
-            code: KEY_A,
-            value: KEY_PRESS,
-        };
+        let ev = InputEvent { sec: 1_700_000_000, usec: 123_456, ev_type: EV_KEY, code: KEY_A, value: KEY_PRESS };
         assert_eq!(ev.to_bytes(), KEY_A_PRESS);
         assert_eq!(InputEvent::from_bytes(&KEY_A_PRESS), ev);
         // A negative value and a large code survive the trip.
         let odd = InputEvent::new(EV_MSC, 0xfffe, -2);
         assert_eq!(
             odd.to_bytes(),
-            [
-                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0xfe, 0xff, 0xfe, 0xff, 0xff,
-                0xff
-            ]
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0xfe, 0xff, 0xfe, 0xff, 0xff, 0xff]
         );
         assert_eq!(InputEvent::from_bytes(&odd.to_bytes()), odd);
     }
@@ -1116,10 +1049,7 @@ mod tests {
         assert_eq!(InputEvent::encode_records(&events), two);
         assert_eq!(InputEvent::parse_records(&[]).unwrap(), []);
         for len in [1, 23, 25, 47] {
-            assert_eq!(
-                InputEvent::parse_records(&two[..len.min(two.len())]),
-                Err(InputError::PartialRecord { len })
-            );
+            assert_eq!(InputEvent::parse_records(&two[..len.min(two.len())]), Err(InputError::PartialRecord { len }));
         }
     }
 
@@ -1132,9 +1062,7 @@ mod tests {
     }
 
     fn keys(seq: &[(u16, i32)]) -> Vec<InputEvent> {
-        seq.iter()
-            .map(|&(c, v)| InputEvent::new(EV_KEY, c, v))
-            .collect()
+        seq.iter().map(|&(c, v)| InputEvent::new(EV_KEY, c, v)).collect()
     }
 
     #[test]
@@ -1209,15 +1137,11 @@ mod tests {
     fn the_encoder_output_is_pinned() {
         // "A": shift down, a down, a up, shift up, each with a SYN_REPORT.
         let events = text_to_events("A").unwrap();
-        let expect: Vec<InputEvent> = [
-            (KEY_LEFTSHIFT, KEY_PRESS),
-            (KEY_A, KEY_PRESS),
-            (KEY_A, KEY_RELEASE),
-            (KEY_LEFTSHIFT, KEY_RELEASE),
-        ]
-        .iter()
-        .flat_map(|&(c, v)| [InputEvent::new(EV_KEY, c, v), InputEvent::syn()])
-        .collect();
+        let expect: Vec<InputEvent> =
+            [(KEY_LEFTSHIFT, KEY_PRESS), (KEY_A, KEY_PRESS), (KEY_A, KEY_RELEASE), (KEY_LEFTSHIFT, KEY_RELEASE)]
+                .iter()
+                .flat_map(|&(c, v)| [InputEvent::new(EV_KEY, c, v), InputEvent::syn()])
+                .collect();
         assert_eq!(events, expect);
         // Ctrl-C: ctrl around a plain c.
         let cc = text_to_events("\x03").unwrap();
@@ -1235,10 +1159,7 @@ mod tests {
 
     #[test]
     fn untypeable_text_is_refused() {
-        assert_eq!(
-            text_to_events("ok é"),
-            Err(InputError::Untypeable { ch: 'é', at: 3 })
-        );
+        assert_eq!(text_to_events("ok é"), Err(InputError::Untypeable { ch: 'é', at: 3 }));
         assert!(text_to_events("\u{80}").is_err());
     }
 
@@ -1299,10 +1220,7 @@ mod tests {
             if shift {
                 d.feed(&InputEvent::key(KEY_RIGHTSHIFT, KeyAction::Press));
             }
-            plain
-                .iter()
-                .filter_map(|&k| d.feed(&InputEvent::key(k, KeyAction::Press)))
-                .collect::<Vec<u8>>()
+            plain.iter().filter_map(|&k| d.feed(&InputEvent::key(k, KeyAction::Press))).collect::<Vec<u8>>()
         };
         assert_eq!(press(false), b"-=[];'`\\,./09");
         assert_eq!(press(true), b"_+{}:\"~|<>?)(");
@@ -1345,10 +1263,7 @@ mod tests {
         assert_eq!(d.decode(&events), b"");
         assert!(d.alt());
         // Alt does not change characters.
-        assert_eq!(
-            d.feed(&InputEvent::key(KEY_Q, KeyAction::Press)),
-            Some(b'q')
-        );
+        assert_eq!(d.feed(&InputEvent::key(KEY_Q, KeyAction::Press)), Some(b'q'));
     }
 
     #[test]
@@ -1378,20 +1293,9 @@ mod tests {
     #[test]
     #[cfg(target_endian = "little")]
     fn keyboard_stats_layout_is_pinned() {
-        let s = keyboard::Stats {
-            lost: 1,
-            lost_device: 0x0203,
-            lost_driver: 4,
-            pending: 5,
-        };
+        let s = keyboard::Stats { lost: 1, lost_device: 0x0203, lost_driver: 4, pending: 5 };
         let b = s.to_bytes();
-        assert_eq!(
-            b,
-            [
-                1, 0, 0, 0, 0, 0, 0, 0, 3, 2, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0,
-                0, 0, 0, 0
-            ]
-        );
+        assert_eq!(b, [1, 0, 0, 0, 0, 0, 0, 0, 3, 2, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(keyboard::Stats::from_bytes(&b), s);
         assert_eq!(keyboard::Mode::from_u32(1), Some(keyboard::Mode::Raw));
         assert_eq!(keyboard::Mode::from_u32(2), None);

@@ -296,10 +296,7 @@ impl RealPorts {
         ioperm(range, true)?;
         GRANTED.with(|g| g.borrow_mut().push(range));
         log::debug!("io: ports {range} granted to this thread");
-        Ok(RealPorts {
-            range,
-            _per_thread: PhantomData,
-        })
+        Ok(RealPorts { range, _per_thread: PhantomData })
     }
 
     /// The ports this token grants.
@@ -311,11 +308,7 @@ impl RealPorts {
         if self.range.contains_access(port, width) {
             Ok(())
         } else {
-            Err(IoError::NotGranted {
-                port,
-                width,
-                granted: self.range,
-            })
+            Err(IoError::NotGranted { port, width, granted: self.range })
         }
     }
 }
@@ -335,19 +328,12 @@ fn ioperm(range: PortRange, on: bool) -> Result<(), IoError> {
     // SAFETY: ioperm only changes this thread's I/O permission bitmap; it
     // reads and writes no memory of ours.
     let rc = unsafe {
-        libc::ioperm(
-            libc::c_ulong::from(range.start()),
-            libc::c_ulong::from(range.len()),
-            libc::c_int::from(on),
-        )
+        libc::ioperm(libc::c_ulong::from(range.start()), libc::c_ulong::from(range.len()), libc::c_int::from(on))
     };
     if rc == 0 {
         Ok(())
     } else {
-        Err(IoError::Ioperm {
-            range,
-            source: std::io::Error::last_os_error(),
-        })
+        Err(IoError::Ioperm { range, source: std::io::Error::last_os_error() })
     }
 }
 
@@ -437,12 +423,7 @@ pub struct PortSpace {
 
 impl fmt::Debug for PortSpace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PortSpace")
-            .field(
-                "ranges",
-                &self.ranges().map(|r| r.to_string()).collect::<Vec<_>>(),
-            )
-            .finish()
+        f.debug_struct("PortSpace").field("ranges", &self.ranges().map(|r| r.to_string()).collect::<Vec<_>>()).finish()
     }
 }
 
@@ -456,10 +437,7 @@ impl PortSpace {
     /// range already registered.
     pub fn register(&mut self, range: PortRange, device: SharedPortDevice) -> Result<(), IoError> {
         if let Some((existing, _)) = self.devices.values().find(|(r, _)| r.overlaps(range)) {
-            return Err(IoError::Overlap {
-                range,
-                existing: *existing,
-            });
+            return Err(IoError::Overlap { range, existing: *existing });
         }
         self.devices.insert(range.start(), (range, device));
         Ok(())
@@ -471,10 +449,7 @@ impl PortSpace {
             Some((r, _)) if *r == range => {}
             _ => return Err(IoError::NotRegistered(range)),
         }
-        self.devices
-            .remove(&range.start())
-            .map(|(_, d)| d)
-            .ok_or(IoError::NotRegistered(range))
+        self.devices.remove(&range.start()).map(|(_, d)| d).ok_or(IoError::NotRegistered(range))
     }
 
     /// The registered ranges, in port order.
@@ -483,11 +458,7 @@ impl PortSpace {
     }
 
     fn device_at(&self, port: Port) -> Option<&SharedPortDevice> {
-        self.devices
-            .range(..=port)
-            .next_back()
-            .filter(|(_, (r, _))| r.contains(port))
-            .map(|(_, (_, d))| d)
+        self.devices.range(..=port).next_back().filter(|(_, (r, _))| r.contains(port)).map(|(_, (_, d))| d)
     }
 }
 
@@ -587,21 +558,10 @@ mod tests {
         assert_eq!(space.inb(0x400).unwrap(), 0xff);
         assert_eq!(space.inb(0x3f7).unwrap(), 0xff);
         let dev = dev.lock().unwrap();
-        assert_eq!(
-            dev.reads,
-            [
-                (0x3f8, Width::Byte),
-                (0x3fa, Width::Word),
-                (0x3fc, Width::Dword)
-            ]
-        );
+        assert_eq!(dev.reads, [(0x3f8, Width::Byte), (0x3fa, Width::Word), (0x3fc, Width::Dword)]);
         assert_eq!(
             dev.writes,
-            [
-                (0x3ff, Width::Byte, 0xab),
-                (0x3f9, Width::Word, 0xbeef),
-                (0x3fc, Width::Dword, 0xdead_beef)
-            ]
+            [(0x3ff, Width::Byte, 0xab), (0x3f9, Width::Word, 0xbeef), (0x3fc, Width::Dword, 0xdead_beef)]
         );
     }
 
@@ -624,10 +584,7 @@ mod tests {
         space.outb(0x64, 0xaa).unwrap();
         space.outb(0x60, 0xf4).unwrap();
         space.outb(0x62, 0x00).unwrap();
-        assert_eq!(
-            dev.lock().unwrap().writes,
-            [(0x64, Width::Byte, 0xaa), (0x60, Width::Byte, 0xf4)]
-        );
+        assert_eq!(dev.lock().unwrap().writes, [(0x64, Width::Byte, 0xaa), (0x60, Width::Byte, 0xf4)]);
     }
 
     #[test]
@@ -644,10 +601,7 @@ mod tests {
         // Adjacent is fine.
         space.register(range(0x65, 1), dev.clone()).unwrap();
         space.register(range(0x5f, 1), dev.clone()).unwrap();
-        assert_eq!(
-            space.ranges().collect::<Vec<_>>(),
-            [range(0x5f, 1), range(0x60, 5), range(0x65, 1)]
-        );
+        assert_eq!(space.ranges().collect::<Vec<_>>(), [range(0x5f, 1), range(0x60, 5), range(0x65, 1)]);
     }
 
     #[test]
@@ -655,10 +609,7 @@ mod tests {
         let mut space = PortSpace::new();
         let dev: SharedPortDevice = Arc::new(Mutex::new(Recorder::default()));
         space.register(range(0x70, 2), dev.clone()).unwrap();
-        assert!(matches!(
-            space.unregister(range(0x70, 1)),
-            Err(IoError::NotRegistered(_))
-        ));
+        assert!(matches!(space.unregister(range(0x70, 1)), Err(IoError::NotRegistered(_))));
         space.unregister(range(0x70, 2)).unwrap();
         assert_eq!(space.inb(0x70).unwrap(), 0xff);
         space.register(range(0x70, 1), dev).unwrap();
@@ -683,35 +634,16 @@ mod tests {
     fn real_ports_refuse_accesses_outside_the_grant() {
         // Built by hand, without ioperm: every access below fails the range
         // check before any instruction could touch a port.
-        let mut ports = RealPorts {
-            range: range(0x60, 1),
-            _per_thread: PhantomData,
-        };
-        assert!(matches!(
-            ports.inb(0x64),
-            Err(IoError::NotGranted { port: 0x64, .. })
-        ));
-        assert!(matches!(
-            ports.outw(0x60, 0),
-            Err(IoError::NotGranted {
-                width: Width::Word,
-                ..
-            })
-        ));
+        let mut ports = RealPorts { range: range(0x60, 1), _per_thread: PhantomData };
+        assert!(matches!(ports.inb(0x64), Err(IoError::NotGranted { port: 0x64, .. })));
+        assert!(matches!(ports.outw(0x60, 0), Err(IoError::NotGranted { width: Width::Word, .. })));
         // Never granted, so nothing to give back.
         std::mem::forget(ports);
     }
 
     #[test]
     fn errors_say_what_failed() {
-        let e = IoError::NotGranted {
-            port: 0x61,
-            width: Width::Word,
-            granted: range(0x60, 1),
-        };
-        assert_eq!(
-            e.to_string(),
-            "word access to port 0x61 is outside the granted ports 0x60-0x60"
-        );
+        let e = IoError::NotGranted { port: 0x61, width: Width::Word, granted: range(0x60, 1) };
+        assert_eq!(e.to_string(), "word access to port 0x61 is outside the granted ports 0x60-0x60");
     }
 }

@@ -36,8 +36,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno as NixErrno;
 use nix::sys::socket::{
-    self, recvmsg, sendmsg, setsockopt, socketpair, sockopt, AddressFamily, ControlMessage,
-    ControlMessageOwned, MsgFlags, SockFlag, SockType,
+    self, recvmsg, sendmsg, setsockopt, socketpair, sockopt, AddressFamily, ControlMessage, ControlMessageOwned,
+    MsgFlags, SockFlag, SockType,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -137,24 +137,14 @@ impl<'a> Frame<'a> {
     /// a frame or an error.
     pub fn parse(bytes: &'a [u8], fds: Vec<OwnedFd>) -> Result<Frame<'a>> {
         let Some((prefix, rest)) = bytes.split_first_chunk::<LEN_PREFIX>() else {
-            return Err(IpcError::Malformed {
-                len: bytes.len(),
-                header_len: LEN_PREFIX,
-            });
+            return Err(IpcError::Malformed { len: bytes.len(), header_len: LEN_PREFIX });
         };
         let header_len = u32::from_le_bytes(*prefix) as usize;
         if header_len > rest.len() {
-            return Err(IpcError::Malformed {
-                len: bytes.len(),
-                header_len,
-            });
+            return Err(IpcError::Malformed { len: bytes.len(), header_len });
         }
         let (header, payload) = rest.split_at(header_len);
-        Ok(Frame {
-            header,
-            payload,
-            fds,
-        })
+        Ok(Frame { header, payload, fds })
     }
 
     /// Decodes the header as `T`; all of its bytes must be used.
@@ -191,9 +181,7 @@ pub struct RecvBuf {
 
 impl Default for RecvBuf {
     fn default() -> Self {
-        RecvBuf {
-            data: vec![0; FRAME_MAX],
-        }
+        RecvBuf { data: vec![0; FRAME_MAX] }
     }
 }
 
@@ -218,13 +206,8 @@ pub struct Channel {
 impl Channel {
     /// A connected pair, both ends close-on-exec.
     pub fn pair() -> Result<(Channel, Channel)> {
-        let (a, b) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(|e| IpcError::Setup(e.into()))?;
+        let (a, b) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+            .map_err(|e| IpcError::Setup(e.into()))?;
         let (a, b) = (Channel::from_fd(a)?, Channel::from_fd(b)?);
         Ok((a, b))
     }
@@ -240,13 +223,8 @@ impl Channel {
 
     /// Connects to a listening socket at `path` (the DDM's control socket).
     pub fn connect(path: &std::path::Path) -> Result<Channel> {
-        let fd = socket::socket(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )
-        .map_err(|e| IpcError::Setup(e.into()))?;
+        let fd = socket::socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None)
+            .map_err(|e| IpcError::Setup(e.into()))?;
         let addr = socket::UnixAddr::new(path).map_err(|e| IpcError::Setup(e.into()))?;
         socket::connect(fd.as_raw_fd(), &addr).map_err(|e| IpcError::Setup(e.into()))?;
         Channel::from_fd(fd)
@@ -270,22 +248,13 @@ impl Channel {
 
     /// Sends one frame or fails with [`IpcError::WouldBlock`] at once when the
     /// socket is full.
-    pub fn try_send<T: Serialize>(
-        &self,
-        header: &T,
-        payload: &[u8],
-        fds: &[BorrowedFd<'_>],
-    ) -> Result<()> {
+    pub fn try_send<T: Serialize>(&self, header: &T, payload: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
         self.send_flags(header, payload, fds, MsgFlags::MSG_DONTWAIT)
     }
 
     /// Sends bytes already framed by [`encode_frame`] (queued frames).
     pub fn send_raw(&self, frame: &[u8], fds: &[BorrowedFd<'_>], nonblocking: bool) -> Result<()> {
-        let flags = if nonblocking {
-            MsgFlags::MSG_DONTWAIT
-        } else {
-            MsgFlags::empty()
-        };
+        let flags = if nonblocking { MsgFlags::MSG_DONTWAIT } else { MsgFlags::empty() };
         self.sendmsg_iov(&[IoSlice::new(frame)], fds, flags)
     }
 
@@ -314,10 +283,7 @@ impl Channel {
     fn sendmsg_iov(&self, iov: &[IoSlice<'_>], fds: &[BorrowedFd<'_>], flags: MsgFlags) -> Result<()> {
         let len: usize = iov.iter().map(|s| s.len()).sum();
         if len > FRAME_MAX {
-            return Err(IpcError::TooLarge {
-                len,
-                max: FRAME_MAX,
-            });
+            return Err(IpcError::TooLarge { len, max: FRAME_MAX });
         }
         if fds.len() > MAX_FDS {
             return Err(IpcError::TooManyFds(fds.len()));
@@ -326,13 +292,7 @@ impl Channel {
         let cmsgs = [ControlMessage::ScmRights(&raw)];
         let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsgs };
         loop {
-            match sendmsg::<()>(
-                self.fd.as_raw_fd(),
-                iov,
-                cmsgs,
-                flags | MsgFlags::MSG_NOSIGNAL,
-                None,
-            ) {
+            match sendmsg::<()>(self.fd.as_raw_fd(), iov, cmsgs, flags | MsgFlags::MSG_NOSIGNAL, None) {
                 Ok(_) => return Ok(()),
                 Err(NixErrno::EINTR) => continue,
                 Err(NixErrno::EAGAIN) => return Err(IpcError::WouldBlock),
@@ -358,12 +318,7 @@ impl Channel {
         let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
         let (len, fds, truncated) = loop {
             let mut iov = [IoSliceMut::new(&mut buf.data)];
-            match recvmsg::<()>(
-                self.fd.as_raw_fd(),
-                &mut iov,
-                Some(&mut cmsg),
-                MsgFlags::MSG_CMSG_CLOEXEC | flags,
-            ) {
+            match recvmsg::<()>(self.fd.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC | flags) {
                 Ok(msg) => {
                     let mut fds = Vec::new();
                     if let Ok(cmsgs) = msg.cmsgs() {
@@ -405,24 +360,15 @@ impl Channel {
         let frame = self.recv(buf)?;
         let hello: Hello = frame.decode()?;
         if hello.magic != PROTOCOL_MAGIC || hello.version != PROTOCOL_VERSION {
-            return Err(IpcError::Version {
-                magic: hello.magic,
-                theirs: hello.version,
-                ours: PROTOCOL_VERSION,
-            });
+            return Err(IpcError::Version { magic: hello.magic, theirs: hello.version, ours: PROTOCOL_VERSION });
         }
         Ok(())
     }
 
     /// The credentials of the peer process (`SO_PEERCRED`).
     pub fn peer_cred(&self) -> Result<PeerCred> {
-        let c = socket::getsockopt(&self.fd, sockopt::PeerCredentials)
-            .map_err(|e| IpcError::Setup(e.into()))?;
-        Ok(PeerCred {
-            pid: c.pid(),
-            uid: c.uid(),
-            gid: c.gid(),
-        })
+        let c = socket::getsockopt(&self.fd, sockopt::PeerCredentials).map_err(|e| IpcError::Setup(e.into()))?;
+        Ok(PeerCred { pid: c.pid(), uid: c.uid(), gid: c.gid() })
     }
 
     /// The supplementary groups of the peer process (`SO_PEERGROUPS`).
@@ -485,23 +431,18 @@ mod tests {
         // A read request for 4096 bytes at offset 0 of handle 7, id 42.
         let msg = DdmToDriver::Call {
             id: RequestId(42),
-            call: Call::Read {
-                handle: 7,
-                offset: 0,
-                len: 4096,
-                flags: libc::O_NONBLOCK,
-            },
+            call: Call::Read { handle: 7, offset: 0, len: 4096, flags: libc::O_NONBLOCK },
         };
         let bytes = encode_frame(&msg, b"").unwrap();
         assert_eq!(
             bytes,
             [
-                9, 0, 0, 0, // header length, u32 LE
-                1,    // DdmToDriver::Call
-                42,   // id (varint)
-                2,    // Call::Read
-                7,    // handle
-                0,    // offset
+                9, 0, 0, 0,  // header length, u32 LE
+                1,  // DdmToDriver::Call
+                42, // id (varint)
+                2,  // Call::Read
+                7,  // handle
+                0,  // offset
                 0x80, 0x20, // len 4096 as varint
                 0x80, 0x20, // O_NONBLOCK (0o4000) as zig-zag varint
             ]
@@ -510,14 +451,7 @@ mod tests {
 
     #[test]
     fn payload_follows_header_uncopied() {
-        let msg = DdmToDriver::Call {
-            id: RequestId(1),
-            call: Call::Write {
-                handle: 3,
-                offset: 5,
-                flags: 1,
-            },
-        };
+        let msg = DdmToDriver::Call { id: RequestId(1), call: Call::Write { handle: 3, offset: 5, flags: 1 } };
         let bytes = encode_frame(&msg, b"hi").unwrap();
         assert_eq!(bytes, [6, 0, 0, 0, 1, 1, 3, 3, 5, 2, b'h', b'i']);
         let frame = Frame::parse(&bytes, Vec::new()).unwrap();
@@ -529,10 +463,7 @@ mod tests {
     #[test]
     fn bad_frames_are_errors_not_panics() {
         assert!(matches!(Frame::parse(&[1, 0], vec![]), Err(IpcError::Malformed { .. })));
-        assert!(matches!(
-            Frame::parse(&[200, 0, 0, 0, 1], vec![]),
-            Err(IpcError::Malformed { .. })
-        ));
+        assert!(matches!(Frame::parse(&[200, 0, 0, 0, 1], vec![]), Err(IpcError::Malformed { .. })));
         let f = Frame::parse(&[2, 0, 0, 0, 250, 250], vec![]).unwrap();
         assert!(f.decode::<DdmToDriver>().is_err());
         // A valid Ping followed by a stray byte inside the header.
@@ -540,17 +471,9 @@ mod tests {
         assert!(matches!(f.decode::<DdmToDriver>(), Err(IpcError::Trailing(1))));
         // Every short prefix of a valid frame, and every byte flipped, is
         // handled without panicking.
-        let good = encode_frame(
-            &DdmToDriver::Call {
-                id: RequestId(u64::MAX),
-                call: Call::Open {
-                    device: 3,
-                    flags: 2,
-                },
-            },
-            b"",
-        )
-        .unwrap();
+        let good =
+            encode_frame(&DdmToDriver::Call { id: RequestId(u64::MAX), call: Call::Open { device: 3, flags: 2 } }, b"")
+                .unwrap();
         for n in 0..good.len() {
             if let Ok(f) = Frame::parse(&good[..n], vec![]) {
                 let _ = f.decode::<DdmToDriver>();
@@ -604,10 +527,7 @@ mod tests {
     #[test]
     fn version_mismatch_is_reported() {
         let (a, b) = Channel::pair().unwrap();
-        let other = Hello {
-            magic: PROTOCOL_MAGIC,
-            version: PROTOCOL_VERSION + 1,
-        };
+        let other = Hello { magic: PROTOCOL_MAGIC, version: PROTOCOL_VERSION + 1 };
         b.send(&other, &[], &[]).unwrap();
         let mut buf = RecvBuf::default();
         let err = a.handshake(&mut buf).unwrap_err();

@@ -334,25 +334,12 @@ fn map_shared(fd: BorrowedFd<'_>, len: usize) -> Result<NonNull<u8>, MemError> {
     // SAFETY: a new mapping at an address of the kernel's choosing (NULL
     // hint, no MAP_FIXED) replaces nothing this process uses; `fd` is open.
     let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd.as_raw_fd(),
-            0,
-        )
+        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.as_raw_fd(), 0)
     };
     if p == libc::MAP_FAILED {
-        return Err(MemError::Mmap {
-            len,
-            source: io::Error::last_os_error(),
-        });
+        return Err(MemError::Mmap { len, source: io::Error::last_os_error() });
     }
-    NonNull::new(p.cast::<u8>()).ok_or(MemError::Mmap {
-        len,
-        source: io::Error::from_raw_os_error(libc::EFAULT),
-    })
+    NonNull::new(p.cast::<u8>()).ok_or(MemError::Mmap { len, source: io::Error::from_raw_os_error(libc::EFAULT) })
 }
 
 /// Checks `offset..offset + len` lies within `size` bytes.
@@ -409,30 +396,17 @@ impl SharedBuf {
             name: name.to_owned(),
             source: io::Error::from_raw_os_error(libc::EINVAL),
         })?;
-        let fd = memfd_create(
-            cname.as_c_str(),
-            MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
-        )
-        .map_err(|e| MemError::MemfdCreate {
-            name: name.to_owned(),
-            source: os_err(e),
-        })?;
+        let fd = memfd_create(cname.as_c_str(), MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
+            .map_err(|e| MemError::MemfdCreate { name: name.to_owned(), source: os_err(e) })?;
         let raw = fd.as_raw_fd();
         let size = libc::off_t::try_from(len).map_err(|_| MemError::Ftruncate {
             fd: raw,
             len,
             source: io::Error::from_raw_os_error(libc::EFBIG),
         })?;
-        ftruncate(&fd, size).map_err(|e| MemError::Ftruncate {
-            fd: raw,
-            len,
-            source: os_err(e),
-        })?;
+        ftruncate(&fd, size).map_err(|e| MemError::Ftruncate { fd: raw, len, source: os_err(e) })?;
         let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
-        fcntl(&fd, FcntlArg::F_ADD_SEALS(seals)).map_err(|e| MemError::AddSeals {
-            fd: raw,
-            source: os_err(e),
-        })?;
+        fcntl(&fd, FcntlArg::F_ADD_SEALS(seals)).map_err(|e| MemError::AddSeals { fd: raw, source: os_err(e) })?;
         let ptr = map_shared(fd.as_fd(), len)?;
         Ok(SharedBuf { fd, ptr, len })
     }
@@ -455,61 +429,30 @@ impl SharedBuf {
             Ok(s) => s,
             // Files that do not support seals (pipes, sockets, devices, disk
             // files) answer EINVAL.
-            Err(NixErrno::EINVAL) => {
-                return Err(MemError::NotMemfd {
-                    fd: raw,
-                    why: "it does not support seals",
-                })
-            }
-            Err(e) => {
-                return Err(MemError::GetSeals {
-                    fd: raw,
-                    source: os_err(e),
-                })
-            }
+            Err(NixErrno::EINVAL) => return Err(MemError::NotMemfd { fd: raw, why: "it does not support seals" }),
+            Err(e) => return Err(MemError::GetSeals { fd: raw, source: os_err(e) }),
         };
-        let st = fstat(&fd).map_err(|e| MemError::Fstat {
-            fd: raw,
-            source: os_err(e),
-        })?;
+        let st = fstat(&fd).map_err(|e| MemError::Fstat { fd: raw, source: os_err(e) })?;
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(MemError::NotMemfd {
-                fd: raw,
-                why: "it is not a regular file",
-            });
+            return Err(MemError::NotMemfd { fd: raw, why: "it is not a regular file" });
         }
         let missing = REQUIRED_SEALS & !seals;
         if missing != 0 {
-            return Err(MemError::MissingSeals {
-                fd: raw,
-                seals,
-                missing,
-            });
+            return Err(MemError::MissingSeals { fd: raw, seals, missing });
         }
         if seals & WRITE_SEALS != 0 {
             return Err(MemError::WriteSealed { fd: raw, seals });
         }
-        let flags = fcntl(&fd, FcntlArg::F_GETFL).map_err(|e| MemError::GetFlags {
-            fd: raw,
-            source: os_err(e),
-        })?;
+        let flags = fcntl(&fd, FcntlArg::F_GETFL).map_err(|e| MemError::GetFlags { fd: raw, source: os_err(e) })?;
         if flags & libc::O_ACCMODE != libc::O_RDWR {
             return Err(MemError::NotReadWrite { fd: raw });
         }
         let actual = u64::try_from(st.st_size).unwrap_or(0);
         if actual != expected_len as u64 {
-            return Err(MemError::WrongSize {
-                fd: raw,
-                expected: expected_len,
-                actual,
-            });
+            return Err(MemError::WrongSize { fd: raw, expected: expected_len, actual });
         }
         let ptr = map_shared(fd.as_fd(), expected_len)?;
-        Ok(SharedBuf {
-            fd,
-            ptr,
-            len: expected_len,
-        })
+        Ok(SharedBuf { fd, ptr, len: expected_len })
     }
 
     /// Like [`SharedBuf::accept`], for a descriptor *number* this process
@@ -543,10 +486,7 @@ impl SharedBuf {
     /// over after this buffer is gone (the DDM's state store, a FUSE
     /// passthrough backing file).
     pub fn try_clone_fd(&self) -> Result<OwnedFd, MemError> {
-        self.fd.try_clone().map_err(|source| MemError::Dup {
-            fd: self.fd.as_raw_fd(),
-            source,
-        })
+        self.fd.try_clone().map_err(|source| MemError::Dup { fd: self.fd.as_raw_fd(), source })
     }
 
     /// Unmaps the buffer and returns its descriptor.
@@ -573,11 +513,7 @@ impl SharedBuf {
         // overlap. No Rust reference into the mapping exists; bytes a peer
         // writes meanwhile are unspecified, never invalid (`u8`).
         unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.ptr.as_ptr().add(offset),
-                buf.as_mut_ptr(),
-                buf.len(),
-            );
+            std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset), buf.as_mut_ptr(), buf.len());
         }
         Ok(())
     }
@@ -633,11 +569,7 @@ impl SharedBuf {
         // reference into it outlives `self`, and it is unmapped only once
         // (from `drop` or `into_fd`, which skips `drop`).
         if unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) } != 0 {
-            log::warn!(
-                "munmap of shared buffer ({} bytes) failed: {}",
-                self.len,
-                io::Error::last_os_error()
-            );
+            log::warn!("munmap of shared buffer ({} bytes) failed: {}", self.len, io::Error::last_os_error());
         }
     }
 }
@@ -671,9 +603,7 @@ fn vm_shape(op: &'static str, local: &[usize], remote: &[RemoteRange]) -> Result
     let l: Option<usize> = local.iter().try_fold(0usize, |a, n| a.checked_add(*n));
     let r: Option<usize> = remote.iter().try_fold(0usize, |a, x| a.checked_add(x.len));
     match (l, r) {
-        (Some(l), Some(r)) if l == r && local.len() <= MAX_IOVECS && remote.len() <= MAX_IOVECS => {
-            Ok(l)
-        }
+        (Some(l), Some(r)) if l == r && local.len() <= MAX_IOVECS && remote.len() <= MAX_IOVECS => Ok(l),
         _ => Err(MemError::ProcessVmShape {
             op,
             local: l.unwrap_or(usize::MAX),
@@ -694,36 +624,18 @@ fn vm_result(
 ) -> Result<usize, MemError> {
     match res {
         Ok(done) if done == wanted => Ok(done),
-        Ok(done) => Err(MemError::ProcessVmPartial {
-            op,
-            pid,
-            done,
-            wanted,
-        }),
+        Ok(done) => Err(MemError::ProcessVmPartial { op, pid, done, wanted }),
         Err(NixErrno::ESRCH) => Err(MemError::NoSuchProcess { op, pid }),
         Err(NixErrno::EPERM) | Err(NixErrno::EACCES) => Err(MemError::ProcessVmDenied { op, pid }),
-        Err(NixErrno::EFAULT) => Err(MemError::ProcessVmFault {
-            op,
-            pid,
-            addr: remote.first().map_or(0, |r| r.addr),
-            len: wanted,
-        }),
-        Err(e) => Err(MemError::ProcessVm {
-            op,
-            pid,
-            source: os_err(e),
-        }),
+        Err(NixErrno::EFAULT) => {
+            Err(MemError::ProcessVmFault { op, pid, addr: remote.first().map_or(0, |r| r.addr), len: wanted })
+        }
+        Err(e) => Err(MemError::ProcessVm { op, pid, source: os_err(e) }),
     }
 }
 
 fn remote_iovecs(remote: &[RemoteRange]) -> Vec<RemoteIoVec> {
-    remote
-        .iter()
-        .map(|r| RemoteIoVec {
-            base: r.addr,
-            len: r.len,
-        })
-        .collect()
+    remote.iter().map(|r| RemoteIoVec { base: r.addr, len: r.len }).collect()
 }
 
 /// Copies `buf.len()` bytes from address `remote_addr` of process `pid` into
@@ -733,10 +645,7 @@ fn remote_iovecs(remote: &[RemoteRange]) -> Vec<RemoteIoVec> {
 ///
 /// Needs the right to ptrace `pid`.
 pub fn copy_from_process(pid: i32, remote_addr: usize, buf: &mut [u8]) -> Result<(), MemError> {
-    let remote = [RemoteRange {
-        addr: remote_addr,
-        len: buf.len(),
-    }];
+    let remote = [RemoteRange { addr: remote_addr, len: buf.len() }];
     copy_from_process_vectored(pid, &mut [IoSliceMut::new(buf)], &remote).map(|_| ())
 }
 
@@ -771,10 +680,7 @@ pub fn copy_from_process_vectored(
 /// any other process this is just a write into someone else's memory, which
 /// that process must expect.
 pub unsafe fn copy_to_process(pid: i32, remote_addr: usize, data: &[u8]) -> Result<(), MemError> {
-    let remote = [RemoteRange {
-        addr: remote_addr,
-        len: data.len(),
-    }];
+    let remote = [RemoteRange { addr: remote_addr, len: data.len() }];
     // SAFETY: the caller's guarantee is the same as ours.
     unsafe { copy_to_process_vectored(pid, &[IoSlice::new(data)], &remote) }.map(|_| ())
 }
@@ -853,11 +759,7 @@ unsafe impl Sync for DmaBuf {}
 
 impl fmt::Debug for DmaBuf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DmaBuf")
-            .field("addr", &self.ptr)
-            .field("len", &self.len)
-            .field("kind", &self.kind)
-            .finish()
+        f.debug_struct("DmaBuf").field("addr", &self.ptr).field("len", &self.len).field("kind", &self.kind).finish()
     }
 }
 
@@ -917,10 +819,8 @@ fn map_anon(len: usize, flags: libc::c_int) -> Result<NonNull<u8>, io::Error> {
 /// power of two, a multiple of the page size): maps `len + align` and
 /// unmaps the slack on both sides.
 fn map_anon_aligned(len: usize, align: usize) -> Result<NonNull<u8>, MemError> {
-    let over = len.checked_add(align).ok_or(MemError::Mmap {
-        len,
-        source: io::Error::from_raw_os_error(libc::ENOMEM),
-    })?;
+    let over =
+        len.checked_add(align).ok_or(MemError::Mmap { len, source: io::Error::from_raw_os_error(libc::ENOMEM) })?;
     let p = map_anon(over, 0).map_err(|source| MemError::Mmap { len: over, source })?;
     let start = p.as_ptr() as usize;
     let aligned = start.next_multiple_of(align);
@@ -937,10 +837,7 @@ fn map_anon_aligned(len: usize, align: usize) -> Result<NonNull<u8>, MemError> {
         unsafe { libc::munmap((aligned + len) as *mut libc::c_void, tail) };
     }
     // `aligned` is inside the mapping, so not null.
-    NonNull::new(aligned as *mut u8).ok_or(MemError::Mmap {
-        len,
-        source: io::Error::from_raw_os_error(libc::EFAULT),
-    })
+    NonNull::new(aligned as *mut u8).ok_or(MemError::Mmap { len, source: io::Error::from_raw_os_error(libc::EFAULT) })
 }
 
 impl DmaBuf {
@@ -953,10 +850,7 @@ impl DmaBuf {
         if len == 0 {
             return Err(MemError::ZeroLength);
         }
-        let too_big = || MemError::Mmap {
-            len,
-            source: io::Error::from_raw_os_error(libc::ENOMEM),
-        };
+        let too_big = || MemError::Mmap { len, source: io::Error::from_raw_os_error(libc::ENOMEM) };
         let page = page_size();
         let huge = huge_page_size();
         let mut mapped = None;
@@ -974,31 +868,17 @@ impl DmaBuf {
                 let ptr = if map_len >= huge {
                     map_anon_aligned(map_len, huge)?
                 } else {
-                    map_anon(map_len, 0).map_err(|source| MemError::Mmap {
-                        len: map_len,
-                        source,
-                    })?
+                    map_anon(map_len, 0).map_err(|source| MemError::Mmap { len: map_len, source })?
                 };
                 // SAFETY: advice on a mapping we just made; MADV_HUGEPAGE
                 // does not change its contents.
-                let advised =
-                    unsafe { libc::madvise(ptr.as_ptr().cast(), map_len, libc::MADV_HUGEPAGE) }
-                        == 0;
-                let kind = if advised && thp_enabled() {
-                    PageKind::TransparentHuge
-                } else {
-                    PageKind::Normal
-                };
+                let advised = unsafe { libc::madvise(ptr.as_ptr().cast(), map_len, libc::MADV_HUGEPAGE) } == 0;
+                let kind = if advised && thp_enabled() { PageKind::TransparentHuge } else { PageKind::Normal };
                 (ptr, map_len, kind)
             }
         };
         // From here on, Drop unmaps.
-        let buf = DmaBuf {
-            ptr,
-            len,
-            map_len,
-            kind,
-        };
+        let buf = DmaBuf { ptr, len, map_len, kind };
         // SAFETY: locks pages of our own mapping; no memory is changed.
         if unsafe { libc::mlock(buf.ptr.as_ptr().cast(), buf.map_len) } != 0 {
             let source = io::Error::last_os_error();
@@ -1006,20 +886,10 @@ impl DmaBuf {
                 .ok()
                 .map(|(soft, _)| soft)
                 .filter(|soft| *soft != libc::RLIM_INFINITY);
-            let refused = matches!(
-                source.raw_os_error(),
-                Some(libc::ENOMEM) | Some(libc::EAGAIN) | Some(libc::EPERM)
-            );
+            let refused = matches!(source.raw_os_error(), Some(libc::ENOMEM) | Some(libc::EAGAIN) | Some(libc::EPERM));
             return Err(match limit {
-                Some(limit) if refused => MemError::MlockLimit {
-                    len: map_len,
-                    limit,
-                    source,
-                },
-                _ => MemError::Mlock {
-                    len: map_len,
-                    source,
-                },
+                Some(limit) if refused => MemError::MlockLimit { len: map_len, limit, source },
+                _ => MemError::Mlock { len: map_len, source },
             });
         }
         Ok(buf)
@@ -1072,11 +942,7 @@ impl Drop for DmaBuf {
         // SAFETY: exactly the mapping this buffer made (munmap also unlocks
         // it); no reference into it outlives `self`.
         if unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.map_len) } != 0 {
-            log::warn!(
-                "munmap of DMA buffer ({} bytes) failed: {}",
-                self.map_len,
-                io::Error::last_os_error()
-            );
+            log::warn!("munmap of DMA buffer ({} bytes) failed: {}", self.map_len, io::Error::last_os_error());
         }
     }
 }
@@ -1095,9 +961,7 @@ mod tests {
     const FD_ENV: &str = "DDF_MEM_TEST_FD";
 
     fn pattern(seed: u8, len: usize) -> Vec<u8> {
-        (0..len)
-            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-            .collect()
+        (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
     }
 
     /// Starts this test binary again as a child that runs only
@@ -1106,16 +970,11 @@ mod tests {
         let (ours, theirs) = Channel::pair().unwrap();
         let raw = theirs.as_fd().as_raw_fd();
         let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.args([
-            "--exact",
-            "mem::tests::child_main",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, mode)
-        .env(FD_ENV, raw.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        cmd.args(["--exact", "mem::tests::child_main", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, mode)
+            .env(FD_ENV, raw.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let keep_open = move || {
             // SAFETY: runs in the forked child before exec; fcntl is
             // async-signal-safe and only clears FD_CLOEXEC on `raw`.
@@ -1171,10 +1030,7 @@ mod tests {
         let fd = f.fds.remove(0);
         // A wrong size is refused, also on this side; the right one mapped.
         let again = fd.try_clone().unwrap();
-        assert!(matches!(
-            SharedBuf::accept(again, len + 1),
-            Err(MemError::WrongSize { .. })
-        ));
+        assert!(matches!(SharedBuf::accept(again, len + 1), Err(MemError::WrongSize { .. })));
         let mut buf = SharedBuf::accept(fd, len).unwrap();
         let mut got = vec![0; len];
         buf.read_at(0, &mut got).unwrap();
@@ -1213,11 +1069,7 @@ mod tests {
         // SAFETY: protects the second page of our own fresh mapping.
         let rc = unsafe { libc::mprotect(fence.as_ptr().add(page).cast(), page, libc::PROT_NONE) };
         assert_eq!(rc, 0);
-        let addrs: VmAddrs = (
-            src.as_ptr() as u64,
-            dst.as_ptr() as u64,
-            fence.as_ptr() as u64,
-        );
+        let addrs: VmAddrs = (src.as_ptr() as u64, dst.as_ptr() as u64, fence.as_ptr() as u64);
         chan.send(&addrs, &[], &[]).unwrap();
         let mut rb = RecvBuf::default();
         chan.recv(&mut rb).unwrap();
@@ -1248,21 +1100,11 @@ mod tests {
         let (mut a, mut b) = (vec![0u8; 100], vec![0u8; 50]);
         let remote = [
             RemoteRange { addr: src, len: 60 },
-            RemoteRange {
-                addr: src + 1000,
-                len: 40,
-            },
-            RemoteRange {
-                addr: src + 2000,
-                len: 50,
-            },
+            RemoteRange { addr: src + 1000, len: 40 },
+            RemoteRange { addr: src + 2000, len: 50 },
         ];
-        let n = copy_from_process_vectored(
-            pid,
-            &mut [IoSliceMut::new(&mut a), IoSliceMut::new(&mut b)],
-            &remote,
-        )
-        .unwrap();
+        let n =
+            copy_from_process_vectored(pid, &mut [IoSliceMut::new(&mut a), IoSliceMut::new(&mut b)], &remote).unwrap();
         assert_eq!(n, 150);
         let p = pattern(7, VM_SRC_LEN);
         assert_eq!(&a[..60], &p[..60]);
@@ -1270,33 +1112,12 @@ mod tests {
         assert_eq!(&b[..], &p[2000..2050]);
 
         // Lengths that disagree are refused before the call.
-        let err =
-            copy_from_process_vectored(pid, &mut [IoSliceMut::new(&mut a)], &remote).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                MemError::ProcessVmShape {
-                    local: 100,
-                    remote: 150,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        let err = copy_from_process_vectored(pid, &mut [IoSliceMut::new(&mut a)], &remote).unwrap_err();
+        assert!(matches!(err, MemError::ProcessVmShape { local: 100, remote: 150, .. }), "{err}");
 
         // A bad address: nothing transferred.
         let err = copy_from_process(pid, 8, &mut got[..16]).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                MemError::ProcessVmFault {
-                    addr: 8,
-                    len: 16,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, MemError::ProcessVmFault { addr: 8, len: 16, .. }), "{err}");
 
         // Across the end of the accessible memory: partial, and said so.
         let page = page_size();
@@ -1311,13 +1132,9 @@ mod tests {
         let data = pattern(9, VM_DST_LEN);
         // SAFETY: `pid` is the child, a separate process.
         unsafe { copy_to_process(pid, dst, &data[..1000]) }.unwrap();
-        let remote = [RemoteRange {
-            addr: dst + 1000,
-            len: VM_DST_LEN - 1000,
-        }];
+        let remote = [RemoteRange { addr: dst + 1000, len: VM_DST_LEN - 1000 }];
         // SAFETY: as above.
-        let n = unsafe { copy_to_process_vectored(pid, &[IoSlice::new(&data[1000..])], &remote) }
-            .unwrap();
+        let n = unsafe { copy_to_process_vectored(pid, &[IoSlice::new(&data[1000..])], &remote) }.unwrap();
         assert_eq!(n, VM_DST_LEN - 1000);
 
         chan.send(&0u64, &[], &[]).unwrap();
@@ -1325,10 +1142,7 @@ mod tests {
 
         // The child is gone (and reaped): no such process.
         let err = copy_from_process(pid, src, &mut got).unwrap_err();
-        assert!(
-            matches!(err, MemError::NoSuchProcess { pid: p, .. } if p == pid),
-            "{err}"
-        );
+        assert!(matches!(err, MemError::NoSuchProcess { pid: p, .. } if p == pid), "{err}");
         // SAFETY: `pid` is not this process (it was the child's).
         let err = unsafe { copy_to_process(pid, dst, &data) }.unwrap_err();
         assert!(matches!(err, MemError::NoSuchProcess { .. }), "{err}");
@@ -1351,18 +1165,9 @@ mod tests {
         let err = copy_from_process(parent, 4096, &mut b).unwrap_err();
         // Not root from the start: the parent is ours to read, and the
         // address is simply bad.
-        assert!(
-            matches!(
-                err,
-                MemError::ProcessVmDenied { .. } | MemError::ProcessVmFault { .. }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, MemError::ProcessVmDenied { .. } | MemError::ProcessVmFault { .. }), "{err}");
         if was_root {
-            assert!(
-                matches!(err, MemError::ProcessVmDenied { pid, .. } if pid == parent),
-                "{err}"
-            );
+            assert!(matches!(err, MemError::ProcessVmDenied { pid, .. } if pid == parent), "{err}");
         }
     }
 
@@ -1386,10 +1191,7 @@ mod tests {
             }
         }
         let err = DmaBuf::new(1 << 20).unwrap_err();
-        assert!(
-            matches!(err, MemError::MlockLimit { limit: l, .. } if l == limit),
-            "{err}"
-        );
+        assert!(matches!(err, MemError::MlockLimit { limit: l, .. } if l == limit), "{err}");
         assert!(err.to_string().contains("RLIMIT_MEMLOCK"), "{err}");
         // Within the limit it works.
         let small = DmaBuf::new(4096).unwrap();
@@ -1415,16 +1217,9 @@ mod tests {
         assert_eq!(&s, b"6789");
         assert!(matches!(
             b.write_at(9_991, b"0123456789"),
-            Err(MemError::OutOfBounds {
-                offset: 9_991,
-                len: 10,
-                size: 10_000
-            })
+            Err(MemError::OutOfBounds { offset: 9_991, len: 10, size: 10_000 })
         ));
-        assert!(matches!(
-            b.read_at(usize::MAX, &mut s),
-            Err(MemError::OutOfBounds { .. })
-        ));
+        assert!(matches!(b.read_at(usize::MAX, &mut s), Err(MemError::OutOfBounds { .. })));
         // SAFETY: nobody else has this buffer's memfd.
         assert_eq!(&unsafe { b.as_slice() }[9_990..], b"0123456789");
         // SAFETY: as above.
@@ -1435,10 +1230,7 @@ mod tests {
         // The seals are the ones promised; a second mapping sees the data.
         let seals = fcntl(b.grant(), FcntlArg::F_GET_SEALS).unwrap();
         assert_eq!(seals, CREATED_SEALS);
-        assert!(
-            ftruncate(b.grant(), 5).is_err(),
-            "shrinking a sealed memfd must fail"
-        );
+        assert!(ftruncate(b.grant(), 5).is_err(), "shrinking a sealed memfd must fail");
         let other = SharedBuf::accept(b.try_clone_fd().unwrap(), 10_000).unwrap();
         other.read_at(0, &mut s[..1]).unwrap();
         assert_eq!(s[0], 42);
@@ -1464,59 +1256,20 @@ mod tests {
         // Wrong size, both ways.
         let good = SharedBuf::new("ddf-test", 8192).unwrap();
         let err = SharedBuf::accept(good.try_clone_fd().unwrap(), 4096).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                MemError::WrongSize {
-                    expected: 4096,
-                    actual: 8192,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, MemError::WrongSize { expected: 4096, actual: 8192, .. }), "{err}");
         let err = SharedBuf::accept(good.try_clone_fd().unwrap(), 8193).unwrap_err();
         assert!(matches!(err, MemError::WrongSize { .. }), "{err}");
-        assert!(matches!(
-            SharedBuf::accept(good.try_clone_fd().unwrap(), 0),
-            Err(MemError::ZeroLength)
-        ));
+        assert!(matches!(SharedBuf::accept(good.try_clone_fd().unwrap(), 0), Err(MemError::ZeroLength)));
 
         // Unsealed: sealable but no seals; not sealable at all; half sealed.
         let err = SharedBuf::accept(raw_memfd(sealing, 4096, None), 4096).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                MemError::MissingSeals {
-                    missing: REQUIRED_SEALS,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, MemError::MissingSeals { missing: REQUIRED_SEALS, .. }), "{err}");
         let err = SharedBuf::accept(raw_memfd(MFdFlags::empty(), 4096, None), 4096).unwrap_err();
         assert!(matches!(err, MemError::MissingSeals { .. }), "{err}");
-        let err = SharedBuf::accept(
-            raw_memfd(sealing, 4096, Some(SealFlag::F_SEAL_SHRINK)),
-            4096,
-        )
-        .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                MemError::MissingSeals {
-                    missing: libc::F_SEAL_GROW,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        let err = SharedBuf::accept(raw_memfd(sealing, 4096, Some(SealFlag::F_SEAL_SHRINK)), 4096).unwrap_err();
+        assert!(matches!(err, MemError::MissingSeals { missing: libc::F_SEAL_GROW, .. }), "{err}");
         // Sealed against writing: cannot be mapped read-write.
-        let err = SharedBuf::accept(
-            raw_memfd(sealing, 4096, Some(size | SealFlag::F_SEAL_WRITE)),
-            4096,
-        )
-        .unwrap_err();
+        let err = SharedBuf::accept(raw_memfd(sealing, 4096, Some(size | SealFlag::F_SEAL_WRITE)), 4096).unwrap_err();
         assert!(matches!(err, MemError::WriteSealed { .. }), "{err}");
         // Properly sealed by someone else: accepted.
         assert!(SharedBuf::accept(raw_memfd(sealing, 4096, Some(size)), 4096).is_ok());
@@ -1527,13 +1280,7 @@ mod tests {
         assert!(matches!(err, MemError::NotMemfd { .. }), "{err}");
         let exe = std::fs::File::open(std::env::current_exe().unwrap()).unwrap();
         let err = SharedBuf::accept(exe.into(), 4096).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                MemError::NotMemfd { .. } | MemError::MissingSeals { .. }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, MemError::NotMemfd { .. } | MemError::MissingSeals { .. }), "{err}");
         let null = std::fs::File::open("/dev/null").unwrap();
         let err = SharedBuf::accept(null.into(), 4096).unwrap_err();
         assert!(matches!(err, MemError::NotMemfd { .. }), "{err}");
@@ -1553,10 +1300,7 @@ mod tests {
         for raw in [-1, i32::MAX - 1] {
             // SAFETY: these numbers are never open, so nothing is taken over.
             let err = unsafe { SharedBuf::accept_inherited(raw, 4096) }.unwrap_err();
-            assert!(
-                matches!(err, MemError::NotOpen { fd } if fd == raw),
-                "{err}"
-            );
+            assert!(matches!(err, MemError::NotOpen { fd } if fd == raw), "{err}");
         }
     }
 

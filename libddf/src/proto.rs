@@ -38,10 +38,7 @@ pub struct Hello {
 impl Hello {
     /// Our own hello.
     pub fn ours() -> Hello {
-        Hello {
-            magic: PROTOCOL_MAGIC,
-            version: PROTOCOL_VERSION,
-        }
+        Hello { magic: PROTOCOL_MAGIC, version: PROTOCOL_VERSION }
     }
 }
 
@@ -681,16 +678,10 @@ mod tests {
         let add = DriverToDdm::AddDevice(DeviceSpec::new(1, "zero", DeviceClass::Char, 0));
         // device, name, class, size, bus None, address None, meta [], offer false, serves None
         assert_eq!(enc(&add), [0, 1, 4, b'z', b'e', b'r', b'o', 0, 0, 0, 0, 0, 0, 0]);
-        let reply = DriverToDdm::Reply {
-            id: RequestId(300),
-            result: Ok(Answer::Written { len: 1 }),
-        };
+        let reply = DriverToDdm::Reply { id: RequestId(300), result: Ok(Answer::Written { len: 1 }) };
         // 3 = Reply, 300 = [0xac, 0x02], 0 = Ok, 3 = Written, 1.
         assert_eq!(enc(&reply), [3, 0xac, 0x02, 0, 3, 1]);
-        let err = DriverToDdm::Reply {
-            id: RequestId(1),
-            result: Err(Errno::EAGAIN),
-        };
+        let err = DriverToDdm::Reply { id: RequestId(1), result: Err(Errno::EAGAIN) };
         // Err = 1, errno 11 as zig-zag varint = 22.
         assert_eq!(enc(&err), [3, 1, 1, 22]);
         assert_eq!(enc(&DdmToDriver::Cancel { id: RequestId(5) }), [2, 5]);
@@ -701,9 +692,6 @@ mod tests {
     fn control_messages_are_pinned() {
         assert_eq!(enc(&ControlRequest::Tree), [0]);
         assert_eq!(enc(&ControlRequest::Status), [1]);
-        assert_eq!(
-            enc(&ControlResponse::Error("no".into())),
-            [2, 2, b'n', b'o']
-        );
+        assert_eq!(enc(&ControlResponse::Error("no".into())), [2, 2, b'n', b'o']);
     }
 }

@@ -22,11 +22,7 @@ pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/deps/<test> -> target/<profile>
     let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    assert!(
-        dir.join("ddm").exists(),
-        "no ddm binary in {}: run `cargo build --workspace` first",
-        dir.display()
-    );
+    assert!(dir.join("ddm").exists(), "no ddm binary in {}: run `cargo build --workspace` first", dir.display());
     dir
 }
 
@@ -154,18 +150,9 @@ impl DdmBuilder {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
         let child = cmd.spawn().unwrap();
-        let mut ddm = Ddm {
-            child: Some(child),
-            mnt,
-            socket,
-            dir,
-            state,
-            log,
-        };
+        let mut ddm = Ddm { child: Some(child), mnt, socket, dir, state, log };
         let up = wait_until(Duration::from_secs(30), || {
             if let Some(c) = ddm.child.as_mut() {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -210,22 +197,13 @@ impl Ddm {
 
     /// Runs `ddmctl` against this ddm.
     pub fn ddmctl(&self, args: &[&str]) -> Output {
-        Command::new(bin("ddmctl"))
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .unwrap()
+        Command::new(bin("ddmctl")).arg("--socket").arg(&self.socket).args(args).output().unwrap()
     }
 
     /// Runs `ddmctl` and returns its stdout, panicking (with its stderr) if it fails.
     pub fn ddmctl_ok(&self, args: &[&str]) -> String {
         let out = self.ddmctl(args);
-        assert!(
-            out.status.success(),
-            "ddmctl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "ddmctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     }
 

@@ -103,10 +103,7 @@ fn chmod_survives_a_ddm_restart_and_a_driver_restart() {
 
 fn status_pid(ddm: &Ddm, name: &str) -> u32 {
     let all: Vec<serde_json::Value> = serde_json::from_str(&ddm.ddmctl_ok(&["status", "--json"])).unwrap();
-    all.iter()
-        .find(|d| d["name"] == name)
-        .and_then(|d| d["pid"].as_u64())
-        .unwrap_or(0) as u32
+    all.iter().find(|d| d["name"] == name).and_then(|d| d["pid"].as_u64()).unwrap_or(0) as u32
 }
 
 #[test]
@@ -121,16 +118,8 @@ fn rules_defaults_and_later_rules_win() {
 
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("site.rules");
-    std::fs::write(
-        &rules,
-        "# site rules\nstall* root:root 0644\nstall 5:6 0660   # later wins\n",
-    )
-    .unwrap();
-    let ddm = Ddm::builder()
-        .manifest(STALL)
-        .args(&["--rules", rules.to_str().unwrap()])
-        .wait_for("stall.info")
-        .start();
+    std::fs::write(&rules, "# site rules\nstall* root:root 0644\nstall 5:6 0660   # later wins\n").unwrap();
+    let ddm = Ddm::builder().manifest(STALL).args(&["--rules", rules.to_str().unwrap()]).wait_for("stall.info").start();
     let m = std::fs::metadata(ddm.path("stall")).unwrap();
     assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o660, 5, 6));
     assert_eq!(mode(&ddm.path("stall.info")), 0o644);

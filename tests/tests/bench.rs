@@ -36,11 +36,7 @@ fn short_run_completes_and_prints_the_table() {
     let status = wait_timeout(&mut child, Duration::from_secs(300));
     let out = std::fs::read_to_string(out_path.path()).unwrap();
     let err = std::fs::read_to_string(err_path.path()).unwrap();
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "ddf-bench --short failed; stderr:\n{err}\nstdout:\n{out}"
-    );
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "ddf-bench --short failed; stderr:\n{err}\nstdout:\n{out}");
     for heading in [
         "machine:",
         "method:",

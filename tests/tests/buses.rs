@@ -116,10 +116,7 @@ fn find_answers_the_papers_query() {
     assert_eq!(got, want);
     // The libDDM query gives the same answer as the command line.
     let mut lib = ddf::ddm::Ddm::connect(&ddm.socket).unwrap();
-    let q = ddf::proto::Query {
-        bus: Some("pci".into()),
-        ..Default::default()
-    };
+    let q = ddf::proto::Query { bus: Some("pci".into()), ..Default::default() };
     assert_eq!(lib.find(&q).unwrap().len(), want.len());
 }
 
@@ -152,10 +149,7 @@ fn vbus_hotplug_binds_matching_drivers_and_unplug_ends_their_handles() {
     assert!(!ls(&ddm.path("vbus")).contains("vdev0"), "the next ls still shows a removed device");
     let t = Instant::now();
     let err = f.read(&mut [0u8; 16]).unwrap_err();
-    assert!(
-        matches!(err.raw_os_error(), Some(libc::ENODEV) | Some(libc::EIO)),
-        "read on a removed device: {err}"
-    );
+    assert!(matches!(err.raw_os_error(), Some(libc::ENODEV) | Some(libc::EIO)), "read on a removed device: {err}");
     assert!(t.elapsed() < Duration::from_secs(10));
     // The driver had nothing left: it stopped.
     assert!(wait_until(Duration::from_secs(10), || status(&ddm, "vdrv").is_some_and(|d| d["state"] == "stopped")));

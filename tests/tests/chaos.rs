@@ -9,11 +9,7 @@ use std::process::Command;
 fn a_short_chaos_run_leaves_no_client_hung_and_ddm_alive() {
     let out = Command::new(ddf_tests::bin("ddf-chaos")).arg("--short").output().unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "chaos run failed:\n{table}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "chaos run failed:\n{table}\n{}", String::from_utf8_lossy(&out.stderr));
     let line = |key: &str| {
         table
             .lines()

@@ -65,8 +65,7 @@ fn has_open(pid: u32, path: &Path) -> bool {
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
         return false;
     };
-    fds.flatten()
-        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path))
+    fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path))
 }
 
 /// The one-letter state of process `pid` (`R`, `S`, `D`, ...).
@@ -201,11 +200,7 @@ fn type_keys(ddm: &Ddm, args: &[&str]) {
 
 /// Opens a device for reading without blocking reads.
 fn open_nonblocking(path: &Path) -> File {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .unwrap()
+    std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).unwrap()
 }
 
 /// One `read(2)` of at most `len` bytes.
@@ -249,10 +244,7 @@ fn counters(ddm: &Ddm, driver: &str) -> Vec<(String, u64)> {
 }
 
 fn lost_bytes(ddm: &Ddm, driver: &str) -> Option<u64> {
-    counters(ddm, driver)
-        .into_iter()
-        .find(|(k, _)| k == "lost_bytes")
-        .map(|(_, v)| v)
+    counters(ddm, driver).into_iter().find(|(k, _)| k == "lost_bytes").map(|(_, v)| v)
 }
 
 // ---------------------------------------------------------------------------
@@ -298,10 +290,7 @@ fn two_readers_get_every_key_and_a_late_reader_only_later_ones() {
         .spawn()
         .unwrap();
     child.stdin.take().unwrap().write_all(b"late\n").unwrap();
-    assert!(
-        wait_timeout(&mut child, DEADLINE).is_some_and(|s| s.success()),
-        "ddmctl type - failed"
-    );
+    assert!(wait_timeout(&mut child, DEADLINE).is_some_and(|s| s.success()), "ddmctl type - failed");
 
     let want_all = [HELLO, b"late\n"].concat();
     assert_eq!(late.wait_output(5), b"late\n");
@@ -312,11 +301,7 @@ fn two_readers_get_every_key_and_a_late_reader_only_later_ones() {
     for r in [a, b] {
         assert_eq!(r.stop(libc::SIGTERM).1, want_all);
     }
-    assert_eq!(
-        late.stop(libc::SIGTERM).1,
-        b"late\n",
-        "the late reader got earlier keys"
-    );
+    assert_eq!(late.stop(libc::SIGTERM).1, b"late\n", "the late reader got earlier keys");
 }
 
 #[test]
@@ -373,10 +358,7 @@ fn ddmctl_type_says_what_is_wrong() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("typing needs write access to") && err.contains("keyboard0"),
-        "as uid 4242: {err}"
-    );
+    assert!(err.contains("typing needs write access to") && err.contains("keyboard0"), "as uid 4242: {err}");
 }
 
 // ---------------------------------------------------------------------------
@@ -385,13 +367,8 @@ fn ddmctl_type_says_what_is_wrong() {
 #[test]
 fn timeout_ends_a_blocked_cat_with_124() {
     let ddm = Ddm::start();
-    let mut child = Command::new("timeout")
-        .arg("1")
-        .arg("cat")
-        .arg(ddm.path("keyboard0"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        Command::new("timeout").arg("1").arg("cat").arg(ddm.path("keyboard0")).stdout(Stdio::piped()).spawn().unwrap();
     let status = wait_timeout(&mut child, DEADLINE);
     let status = status.unwrap_or_else(|| panic!("`timeout 1 cat` still running after {DEADLINE:?}"));
     assert_eq!(status.code(), Some(124), "timeout 1 cat ended with {status:?}");
@@ -426,16 +403,9 @@ print("read:", os.read(fd, 100), flush=True)
 /// Waits until the reader has printed `marker` and then sleeps in a
 /// system call (it prints nothing else before it blocks).
 fn wait_blocked(r: &Reader, marker: &str) {
-    assert!(
-        r.wait_line(marker),
-        "no {marker:?}: {:?}",
-        String::from_utf8_lossy(&r.output())
-    );
+    assert!(r.wait_line(marker), "no {marker:?}: {:?}", String::from_utf8_lossy(&r.output()));
     let pid = r.child.id();
-    assert!(
-        wait_until(DEADLINE, || proc_state(pid) == Some('S')),
-        "reader not asleep"
-    );
+    assert!(wait_until(DEADLINE, || proc_state(pid) == Some('S')), "reader not asleep");
     // Let it settle in the wait (not just between two calls).
     std::thread::sleep(Duration::from_millis(200));
 }
@@ -458,9 +428,7 @@ fn select_and_poll_wake_when_a_key_is_typed() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "nonblocking-read: EAGAIN", "{out}");
     assert_eq!(lines[1], "ready-before: 0", "readable with nothing typed: {out}");
-    let woke = lines[3]
-        .strip_prefix("select-woke: 1 after ")
-        .unwrap_or_else(|| panic!("{out}"));
+    let woke = lines[3].strip_prefix("select-woke: 1 after ").unwrap_or_else(|| panic!("{out}"));
     let waited: f64 = woke.parse().unwrap();
     assert!(waited >= 0.1, "select returned before the key was typed: {out}");
     assert_eq!(lines[4], "read: b'k'", "{out}");
@@ -505,21 +473,13 @@ fn i8042_on_emulated_ports_decodes_scancodes() {
 fn a_slow_reader_loses_its_oldest_bytes_and_the_loss_is_counted() {
     let ddm = Ddm::builder().manifest(SMALL_BUFFER_MANIFEST).wait_for("slow0").start();
     let slow = ddm.path("slow0");
-    assert_eq!(
-        lost_bytes(&ddm, "slowkbd"),
-        Some(0),
-        "the counter is there from the start"
-    );
+    assert_eq!(lost_bytes(&ddm, "slowkbd"), Some(0), "the counter is there from the start");
     let mut f = open_nonblocking(&slow);
     let text = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMN"; // 50 bytes
     type_keys(&ddm, &["--device", "slow0", text]);
 
     let s = stats(&f);
-    assert_eq!(
-        (s.lost, s.lost_device, s.lost_driver, s.pending),
-        (18, 18, 18, 32),
-        "{s:?}"
-    );
+    assert_eq!((s.lost, s.lost_device, s.lost_driver, s.pending), (18, 18, 18, 32), "{s:?}");
     // The newest 32 bytes are there, the oldest 18 gone.
     assert_eq!(read_once(&mut f, 100).unwrap(), &text.as_bytes()[18..]);
     assert_eq!(stats(&f).pending, 0);
@@ -588,10 +548,7 @@ fn raw_mode_gives_whole_key_event_records() {
     for e in &events {
         let t = (e.sec, e.usec);
         assert!((0..1_000_000).contains(&e.usec), "{e:?}");
-        assert!(
-            e.sec >= before.as_secs() as i64 - 1 && e.sec <= after.as_secs() as i64 + 1,
-            "{e:?}"
-        );
+        assert!(e.sec >= before.as_secs() as i64 - 1 && e.sec <= after.as_secs() as i64 + 1, "{e:?}");
         assert!(t >= last, "time went back: {e:?}");
         last = t;
     }
@@ -611,22 +568,14 @@ struct Tmux {
 
 impl Tmux {
     fn start(dir: &Path, command: &str) -> Tmux {
-        let t = Tmux {
-            socket: dir.join("tmux.sock"),
-        };
+        let t = Tmux { socket: dir.join("tmux.sock") };
         let out = t.cmd(&["new-session", "-d", "-s", "kbd", "-x", "120", "-y", "30", command]);
         assert!(out.status.success(), "tmux: {}", String::from_utf8_lossy(&out.stderr));
         t
     }
 
     fn cmd(&self, args: &[&str]) -> std::process::Output {
-        Command::new("tmux")
-            .arg("-S")
-            .arg(&self.socket)
-            .args(args)
-            .env("TERM", "xterm")
-            .output()
-            .unwrap()
+        Command::new("tmux").arg("-S").arg(&self.socket).args(args).env("TERM", "xterm").output().unwrap()
     }
 
     fn screen(&self) -> String {
@@ -680,17 +629,11 @@ fn ctrl_c_ends_cat_in_a_terminal() {
 
     // Ctrl-Z stops the blocked cat, fg resumes it, and it reads on.
     assert!(tmux.cmd(&["send-keys", "-t", "kbd", "C-z"]).status.success());
-    let stopped = wait_until(DEADLINE, || {
-        tmux.current_command() == "bash" && tmux.screen().contains("Stopped")
-    });
+    let stopped = wait_until(DEADLINE, || tmux.current_command() == "bash" && tmux.screen().contains("Stopped"));
     assert!(stopped, "Ctrl-Z did not stop cat; the pane shows:\n{}", tmux.screen());
     assert!(tmux.cmd(&["send-keys", "-t", "kbd", "-l", "fg"]).status.success());
     assert!(tmux.cmd(&["send-keys", "-t", "kbd", "Enter"]).status.success());
-    assert!(
-        wait_until(DEADLINE, || tmux.current_command() == "cat"),
-        "fg: {}",
-        tmux.screen()
-    );
+    assert!(wait_until(DEADLINE, || tmux.current_command() == "cat"), "fg: {}", tmux.screen());
     type_keys(&ddm, &["pong"]);
     let shown = wait_until(DEADLINE, || tmux.screen().contains("pong"));
     assert!(shown, "cat read nothing after fg; the pane shows:\n{}", tmux.screen());
@@ -700,10 +643,7 @@ fn ctrl_c_ends_cat_in_a_terminal() {
     let ended = wait_until(DEADLINE, || tmux.current_command() == "bash");
     assert!(ended, "Ctrl-C did not end cat; the pane shows:\n{}", tmux.screen());
     // It died of SIGINT (128 + 2), as cat on any terminal device does.
-    assert!(tmux
-        .cmd(&["send-keys", "-t", "kbd", "-l", "echo done-$?"])
-        .status
-        .success());
+    assert!(tmux.cmd(&["send-keys", "-t", "kbd", "-l", "echo done-$?"]).status.success());
     assert!(tmux.cmd(&["send-keys", "-t", "kbd", "Enter"]).status.success());
     let said = wait_until(DEADLINE, || tmux.screen().contains("\ndone-130"));
     assert!(said, "cat did not die of SIGINT; the pane shows:\n{}", tmux.screen());
@@ -732,11 +672,7 @@ fn a_reader_killed_in_a_parked_read_ends_and_its_handle_is_closed() {
     // lets the process die (the kernel waits for that answer).
     signal(&cat.child, libc::SIGKILL);
     let status = wait_deadline(&mut cat.child, DEADLINE);
-    assert!(
-        status.is_some(),
-        "cat is stuck (state {:?}) after SIGKILL",
-        proc_state(pid)
-    );
+    assert!(status.is_some(), "cat is stuck (state {:?}) after SIGKILL", proc_state(pid));
     // Its handle reaches the driver's close.
     let closed = wait_until(DEADLINE, || ddm.log().contains("slow0: handle 1 closed"));
     assert!(closed, "the killed reader's handle was not closed; log:\n{}", ddm.log());

@@ -73,10 +73,7 @@ fn size_is_the_capacity_and_random_io_matches_a_model() {
                 let want = if off >= size { 0 } else { len.min((size - off) as usize) };
                 assert_eq!(n, want, "read length at {off}");
                 if n > 0 {
-                    assert!(
-                        buf[..n] == model[off as usize..off as usize + n],
-                        "op {op}: data differs at {off}+{n}"
-                    );
+                    assert!(buf[..n] == model[off as usize..off as usize + n], "op {op}: data differs at {off}+{n}");
                 }
             }
         }
@@ -90,14 +87,8 @@ fn readv_and_writev_become_scatter_and_gather() {
     let a = [1u8; 100];
     let b = [2u8; 5000];
     let iov = [
-        libc::iovec {
-            iov_base: a.as_ptr() as *mut _,
-            iov_len: a.len(),
-        },
-        libc::iovec {
-            iov_base: b.as_ptr() as *mut _,
-            iov_len: b.len(),
-        },
+        libc::iovec { iov_base: a.as_ptr() as *mut _, iov_len: a.len() },
+        libc::iovec { iov_base: b.as_ptr() as *mut _, iov_len: b.len() },
     ];
     // SAFETY: the iovecs point at live buffers of the given lengths.
     let n = unsafe { libc::pwritev(f.as_raw_fd(), iov.as_ptr(), 2, 7000) };
@@ -105,14 +96,8 @@ fn readv_and_writev_become_scatter_and_gather() {
     let mut x = [0u8; 50];
     let mut y = [0u8; 5050];
     let iov = [
-        libc::iovec {
-            iov_base: x.as_mut_ptr().cast(),
-            iov_len: x.len(),
-        },
-        libc::iovec {
-            iov_base: y.as_mut_ptr().cast(),
-            iov_len: y.len(),
-        },
+        libc::iovec { iov_base: x.as_mut_ptr().cast(), iov_len: x.len() },
+        libc::iovec { iov_base: y.as_mut_ptr().cast(), iov_len: y.len() },
     ];
     // SAFETY: as above, writable buffers.
     let n = unsafe { libc::preadv(f.as_raw_fd(), iov.as_ptr(), 2, 7000) };

@@ -99,12 +99,8 @@ fn the_driver_is_its_own_process() {
 fn a_stuck_driver_holds_up_nothing_else() {
     let ddm = Ddm::builder().manifest(STALL_MANIFEST).wait_for("stall").start();
     // A reader blocks on the stalling device.
-    let mut reader = Command::new("cat")
-        .arg(ddm.path("stall"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut reader =
+        Command::new("cat").arg(ddm.path("stall")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     // Wait until its read is parked in the test driver.
     assert!(
         wait_until(Duration::from_secs(10), || {
@@ -118,12 +114,8 @@ fn a_stuck_driver_holds_up_nothing_else() {
 
     // Meanwhile zero and ls complete (bounded by a generous deadline so a
     // regression fails instead of hanging the suite).
-    let mut zero = Command::new("head")
-        .args(["-c", "1048576"])
-        .arg(ddm.path("zero"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut zero =
+        Command::new("head").args(["-c", "1048576"]).arg(ddm.path("zero")).stdout(Stdio::piped()).spawn().unwrap();
     let mut out = Vec::new();
     std::io::Read::read_to_end(zero.stdout.as_mut().unwrap(), &mut out).unwrap();
     assert!(wait_timeout(&mut zero, Duration::from_secs(30)).unwrap().success());

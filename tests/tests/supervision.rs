@@ -43,11 +43,7 @@ fn kill9(pid: u32) {
 }
 
 fn getfattr(path: &std::path::Path, name: &str) -> String {
-    let out = Command::new("getfattr")
-        .args(["--only-values", "-n", name])
-        .arg(path)
-        .output()
-        .unwrap();
+    let out = Command::new("getfattr").args(["--only-values", "-n", name]).arg(path).output().unwrap();
     assert!(out.status.success(), "getfattr {name}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
@@ -78,11 +74,7 @@ fn kill_9_fails_the_blocked_read_with_eio_and_the_driver_comes_back() {
     let (_, _, restarts, last_exit) = driver(&ddm, "stall");
     assert_eq!(restarts, 1);
     assert!(last_exit.contains("SIGKILL"), "last_exit: {last_exit}");
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(ddm.path("stall"))
-        .unwrap();
+    let mut f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(ddm.path("stall")).unwrap();
     let err = f.read(&mut [0u8; 4]).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EAGAIN), "a new open does not reach the new driver");
     // The state shows as extended attributes, and the death is logged.
@@ -242,11 +234,7 @@ fn the_stuck_reader_test_driver_can_be_signalled_out() {
     // A signalled reader of a parked request leaves promptly (EINTR), the
     // driver is told, and the driver keeps serving.
     let ddm = Ddm::builder().manifest(STALL).wait_for("stall").start();
-    let mut child = Command::new("timeout")
-        .args(["1", "cat"])
-        .arg(ddm.path("stall"))
-        .spawn()
-        .unwrap();
+    let mut child = Command::new("timeout").args(["1", "cat"]).arg(ddm.path("stall")).spawn().unwrap();
     let st = wait_timeout(&mut child, Duration::from_secs(15)).expect("timeout 1 cat hung");
     assert_eq!(st.code(), Some(124));
     assert_eq!(driver(&ddm, "stall").1, "running");

@@ -199,13 +199,7 @@ fn run(args: &Args) -> Result<(), CtlError> {
                 print_status(&drivers);
             }
         }
-        Command::Find {
-            bus,
-            class,
-            name,
-            driver,
-            state,
-        } => {
+        Command::Find { bus, class, name, driver, state } => {
             let q = ddf::proto::Query {
                 bus: bus.clone(),
                 class: class.clone(),
@@ -223,9 +217,8 @@ fn run(args: &Args) -> Result<(), CtlError> {
         Command::Load { driver, bus, params } => {
             let mut kv = Vec::new();
             for p in params {
-                let (k, v) = p.split_once('=').ok_or_else(|| {
-                    DdmError::Refused(format!("parameter {p:?} is not KEY=VALUE"))
-                })?;
+                let (k, v) =
+                    p.split_once('=').ok_or_else(|| DdmError::Refused(format!("parameter {p:?} is not KEY=VALUE")))?;
                 kv.push((k.to_owned(), v.to_owned()));
             }
             println!("{}", ddm.load(driver, bus.as_deref(), &kv)?);
@@ -255,12 +248,7 @@ fn run(args: &Args) -> Result<(), CtlError> {
             })?;
             println!("{}", ddm.inject(driver, f)?);
         }
-        Command::Type {
-            device,
-            enter,
-            escapes,
-            text,
-        } => {
+        Command::Type { device, enter, escapes, text } => {
             let mut text = if text.len() == 1 && text[0] == "-" {
                 let mut buf = String::new();
                 std::io::stdin().read_to_string(&mut buf).map_err(TypeError::Stdin)?;
@@ -284,17 +272,11 @@ fn run(args: &Args) -> Result<(), CtlError> {
 /// Writes `events` to the virtual keyboard at `path`, whole records per
 /// write.
 fn type_events(path: &Path, events: &[InputEvent]) -> Result<(), TypeError> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => TypeError::NoDevice(path.to_owned()),
-            std::io::ErrorKind::PermissionDenied => TypeError::NoAccess(path.to_owned()),
-            _ => TypeError::Open {
-                path: path.to_owned(),
-                source,
-            },
-        })?;
+    let mut file = std::fs::OpenOptions::new().write(true).open(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => TypeError::NoDevice(path.to_owned()),
+        std::io::ErrorKind::PermissionDenied => TypeError::NoAccess(path.to_owned()),
+        _ => TypeError::Open { path: path.to_owned(), source },
+    })?;
     for chunk in events.chunks(RECORDS_PER_WRITE) {
         let bytes = InputEvent::encode_records(chunk);
         let mut rest = &bytes[..];
@@ -310,18 +292,11 @@ fn type_events(path: &Path, events: &[InputEvent]) -> Result<(), TypeError> {
                     })
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    return Err(TypeError::NotVirtual(path.to_owned()))
-                }
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Err(TypeError::NotVirtual(path.to_owned())),
                 Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                     return Err(TypeError::NoAccess(path.to_owned()))
                 }
-                Err(source) => {
-                    return Err(TypeError::Write {
-                        path: path.to_owned(),
-                        source,
-                    })
-                }
+                Err(source) => return Err(TypeError::Write { path: path.to_owned(), source }),
             }
         }
     }
@@ -337,10 +312,7 @@ fn unescape(text: &str) -> Result<String, TypeError> {
             out.push(c);
             continue;
         }
-        let bad = |escape: &str| TypeError::Escape {
-            escape: escape.to_owned(),
-            at,
-        };
+        let bad = |escape: &str| TypeError::Escape { escape: escape.to_owned(), at };
         match chars.next().map(|(_, c)| c) {
             Some('n') => out.push('\n'),
             Some('t') => out.push('\t'),
@@ -388,10 +360,7 @@ fn print_tree(nodes: &[NodeInfo]) {
                 let pid = n.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
                 let state = n.state.map(|s| s.as_str()).unwrap_or("-");
                 let driver = n.driver.as_deref().unwrap_or("-");
-                println!(
-                    "{indent}{name:<24} {:<6} {perm}  driver {driver} pid {pid} {state}",
-                    class.as_str()
-                );
+                println!("{indent}{name:<24} {:<6} {perm}  driver {driver} pid {pid} {state}", class.as_str());
             }
         }
     }
@@ -464,9 +433,7 @@ mod tests {
     fn type_takes_words_and_flags() {
         let args = Args::try_parse_from(["ddmctl", "type", "--enter", "Hello,", "World!"]).unwrap();
         match args.command {
-            Command::Type {
-                device, enter, text, ..
-            } => {
+            Command::Type { device, enter, text, .. } => {
                 assert_eq!((device.as_str(), enter), ("keyboard0", true));
                 assert_eq!(text.join(" "), "Hello, World!");
             }

@@ -96,9 +96,7 @@ impl Config {
                 "name" => {
                     let ok = !value.is_empty()
                         && value.len() <= 64
-                        && value
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
                     if !ok {
                         return Err(bad("expected 1-64 letters, digits, '-' or '_'"));
                     }
@@ -116,17 +114,10 @@ impl Config {
                         .parse()
                         .ok()
                         .filter(|n| (EVENT_SIZE..=MAX_BUFFER).contains(n))
-                        .ok_or_else(|| {
-                            bad(&format!("expected bytes from {EVENT_SIZE} to {MAX_BUFFER}"))
-                        })?;
+                        .ok_or_else(|| bad(&format!("expected bytes from {EVENT_SIZE} to {MAX_BUFFER}")))?;
                 }
                 "devices" => {
-                    c.devices = value
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|p| !p.is_empty())
-                        .map(PathBuf::from)
-                        .collect();
+                    c.devices = value.split(',').map(str::trim).filter(|p| !p.is_empty()).map(PathBuf::from).collect();
                 }
                 "ports" => {
                     c.ports = match value {
@@ -172,10 +163,7 @@ impl Config {
 /// Bytes written as hex pairs; spaces, commas, colons and dashes between
 /// bytes are allowed (`2a 23 a3 aa`, `2a23a3aa`, `2a:23`).
 fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
-    let digits: Vec<u8> = text
-        .bytes()
-        .filter(|b| !matches!(b, b' ' | b',' | b':' | b'-' | b'\t'))
-        .collect();
+    let digits: Vec<u8> = text.bytes().filter(|b| !matches!(b, b' ' | b',' | b':' | b'-' | b'\t')).collect();
     if digits.len() % 2 != 0 {
         return Err("expected hex bytes (pairs of hex digits)".to_owned());
     }
@@ -196,10 +184,7 @@ mod tests {
     use super::*;
 
     fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -235,8 +220,7 @@ mod tests {
 
     #[test]
     fn the_last_value_wins() {
-        let c =
-            Config::from_params(&params(&[("source", "evdev"), ("source", "virtual")])).unwrap();
+        let c = Config::from_params(&params(&[("source", "evdev"), ("source", "virtual")])).unwrap();
         assert_eq!(c.source, SourceKind::Virtual);
     }
 

@@ -206,14 +206,7 @@ impl<R: PendingRead> Hub<R> {
         self.next_handle += 1;
         self.readers.insert(
             handle,
-            Reader {
-                keyboard: kbd,
-                reading,
-                mode: Mode::Text,
-                buf: VecDeque::new(),
-                lost: 0,
-                parked: VecDeque::new(),
-            },
+            Reader { keyboard: kbd, reading, mode: Mode::Text, buf: VecDeque::new(), lost: 0, parked: VecDeque::new() },
         );
         debug!("{}: handle {handle} opened", keyboard.name);
         Ok(handle)
@@ -231,10 +224,7 @@ impl<R: PendingRead> Hub<R> {
         };
         let name = self.name(reader.keyboard);
         if reader.lost > 0 {
-            info!(
-                "{name}: handle {handle} closed; it lost {} bytes to a full buffer",
-                reader.lost
-            );
+            info!("{name}: handle {handle} closed; it lost {} bytes to a full buffer", reader.lost);
         } else {
             debug!("{name}: handle {handle} closed");
         }
@@ -301,11 +291,7 @@ impl<R: PendingRead> Hub<R> {
             if !keyboard.keys.apply(code, action) {
                 continue;
             }
-            let ev = if ev.sec == 0 && ev.usec == 0 {
-                ev.stamped_now()
-            } else {
-                *ev
-            };
+            let ev = if ev.sec == 0 && ev.usec == 0 { ev.stamped_now() } else { *ev };
             text.extend(keyboard.decoder.feed(&ev));
             raw.extend_from_slice(&ev.to_bytes());
         }
@@ -390,10 +376,7 @@ impl<R: PendingRead> Hub<R> {
 
     /// The mode of `handle`.
     pub fn mode(&self, handle: Handle) -> Result<Mode, Errno> {
-        self.readers
-            .get(&handle)
-            .map(|r| r.mode)
-            .ok_or(Errno::EBADF)
+        self.readers.get(&handle).map(|r| r.mode).ok_or(Errno::EBADF)
     }
 
     /// The loss counters as seen from `handle`.
@@ -439,10 +422,7 @@ pub fn parse_injection(data: &[u8]) -> Result<Vec<InputEvent>, Errno> {
     for ev in records {
         match ev.ev_type {
             EV_SYN | EV_MSC => {}
-            EV_KEY
-                if (1..=KEY_MAX).contains(&ev.code)
-                    && KeyAction::from_value(ev.value).is_some() =>
-            {
+            EV_KEY if (1..=KEY_MAX).contains(&ev.code) && KeyAction::from_value(ev.value).is_some() => {
                 keys.push(InputEvent::new(EV_KEY, ev.code, ev.value));
             }
             _ => return Err(Errno::EINVAL),
@@ -502,21 +482,12 @@ mod tests {
             for i in 0..keyboards {
                 hub.add_keyboard(&format!("keyboard{i}"), UsDecoder::new());
             }
-            Bench {
-                hub,
-                answers: Answers::default(),
-                next_id: 0,
-            }
+            Bench { hub, answers: Answers::default(), next_id: 0 }
         }
 
         fn reply(&mut self, max: u32, nonblocking: bool) -> Probe {
             self.next_id += 1;
-            Probe {
-                id: RequestId(self.next_id),
-                max,
-                nonblocking,
-                answers: self.answers.clone(),
-            }
+            Probe { id: RequestId(self.next_id), max, nonblocking, answers: self.answers.clone() }
         }
 
         /// Reads with the given size; returns the request id.
@@ -539,11 +510,7 @@ mod tests {
         }
 
         fn answer(&self, id: RequestId) -> Option<Result<Vec<u8>, Errno>> {
-            self.answers
-                .borrow()
-                .iter()
-                .find(|(i, _)| *i == id)
-                .map(|(_, a)| a.clone())
+            self.answers.borrow().iter().find(|(i, _)| *i == id).map(|(_, a)| a.clone())
         }
     }
 
@@ -567,12 +534,9 @@ mod tests {
         let h0 = b.hub.open(0, true).unwrap();
         let h1 = b.hub.open(1, true).unwrap();
         // Shift held on keyboard 0 does not shift keyboard 1.
-        b.hub
-            .deliver(0, &[InputEvent::key(KEY_LEFTSHIFT, KeyAction::Press)]);
-        b.hub
-            .deliver(0, &[InputEvent::key(KEY_A, KeyAction::Press)]);
-        b.hub
-            .deliver(1, &[InputEvent::key(KEY_A, KeyAction::Press)]);
+        b.hub.deliver(0, &[InputEvent::key(KEY_LEFTSHIFT, KeyAction::Press)]);
+        b.hub.deliver(0, &[InputEvent::key(KEY_A, KeyAction::Press)]);
+        b.hub.deliver(1, &[InputEvent::key(KEY_A, KeyAction::Press)]);
         let r0 = b.read(h0, 10);
         let r1 = b.read(h1, 10);
         assert_eq!(b.answer(r0), Some(Ok(b"A".to_vec())));
@@ -648,20 +612,9 @@ mod tests {
             assert_eq!(b.answer(r), Some(Ok(chunk.as_bytes().to_vec())));
         }
         let r = b.read(slow, 4096);
-        assert_eq!(
-            b.answer(r),
-            Some(Ok(b"89abcdefghijABCDEFGHIJklmnopqrst".to_vec()))
-        );
+        assert_eq!(b.answer(r), Some(Ok(b"89abcdefghijABCDEFGHIJklmnopqrst".to_vec())));
         let stats = b.hub.stats(slow).unwrap();
-        assert_eq!(
-            (
-                stats.lost,
-                stats.lost_device,
-                stats.lost_driver,
-                stats.pending
-            ),
-            (8, 8, 8, 0)
-        );
+        assert_eq!((stats.lost, stats.lost_device, stats.lost_driver, stats.pending), (8, 8, 8, 0));
         assert_eq!(b.hub.stats(fast).unwrap().lost, 0);
         // Closing keeps the device's and the driver's totals.
         b.hub.close(slow);
@@ -696,10 +649,7 @@ mod tests {
         let got = b.answer(r).unwrap().unwrap();
         assert_eq!(got.len(), 48);
         let events = InputEvent::parse_records(&got).unwrap();
-        assert_eq!(
-            events[0].key_action(),
-            Some((KEY_LEFTSHIFT, KeyAction::Press))
-        );
+        assert_eq!(events[0].key_action(), Some((KEY_LEFTSHIFT, KeyAction::Press)));
         assert_eq!(events[1].key_action(), Some((KEY_B, KeyAction::Press)));
         assert!(events.iter().all(|e| e.sec > 0), "stamped on arrival");
         let r = b.read(h, 4096);
@@ -793,9 +743,7 @@ mod tests {
         assert_eq!(keys.len(), events.len() / 2);
         assert_eq!(UsDecoder::new().decode(&keys), b"Hi");
         // Time stamps are dropped.
-        let stamped = InputEvent::key(KEY_A, KeyAction::Press)
-            .stamped_now()
-            .to_bytes();
+        let stamped = InputEvent::key(KEY_A, KeyAction::Press).stamped_now().to_bytes();
         assert_eq!(parse_injection(&stamped).unwrap()[0].sec, 0);
         assert_eq!(parse_injection(&[]), Ok(vec![]));
         // Partial records, wrong types, codes and values.

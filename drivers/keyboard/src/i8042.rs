@@ -223,10 +223,7 @@ impl<P: PortIo> I8042<P> {
         if status == 0xff {
             return Err(I8042Error::NoController { status });
         }
-        Ok(I8042 {
-            io,
-            decoder: Set1Decoder::new(),
-        })
+        Ok(I8042 { io, decoder: Set1Decoder::new() })
     }
 
     /// Takes every byte the controller holds (at most 64) and appends the
@@ -310,11 +307,7 @@ impl PortDevice for EmulatedI8042 {
                 u32::from(self.last)
             }
             STATUS_PORT => {
-                let full = if self.output.is_empty() {
-                    0
-                } else {
-                    STATUS_OUTPUT_FULL
-                };
+                let full = if self.output.is_empty() { 0 } else { STATUS_OUTPUT_FULL };
                 u32::from(STATUS_SYSTEM | full)
             }
             _ => 0xff,
@@ -431,11 +424,7 @@ impl Poller {
                 }
             })
             .map_err(I8042Error::Spawn)?;
-        let mut poller = Poller {
-            stop,
-            thread: Some(thread),
-            events,
-        };
+        let mut poller = Poller { stop, thread: Some(thread), events };
         match started.recv() {
             Ok(Ok(())) => Ok(poller),
             Ok(Err(e)) => {
@@ -571,11 +560,7 @@ mod tests {
         let actions: Vec<_> = events.iter().filter_map(InputEvent::key_action).collect();
         assert_eq!(
             actions,
-            [
-                (KEY_PAUSE, KeyAction::Press),
-                (KEY_PAUSE, KeyAction::Release),
-                (KEY_SPACE, KeyAction::Press)
-            ]
+            [(KEY_PAUSE, KeyAction::Press), (KEY_PAUSE, KeyAction::Release), (KEY_SPACE, KeyAction::Press)]
         );
     }
 
@@ -613,9 +598,7 @@ mod tests {
         }
         let mut space = PortSpace::new();
         let dev = Arc::new(Mutex::new(MouseOnly::default()));
-        space
-            .register(PortRange::new(0x60, 5).unwrap(), dev)
-            .unwrap();
+        space.register(PortRange::new(0x60, 5).unwrap(), dev).unwrap();
         let mut controller = I8042::probe(space).unwrap();
         let mut events = Vec::new();
         assert_eq!(controller.poll(&mut events).unwrap(), 3);
@@ -670,11 +653,7 @@ mod tests {
         };
         let mut poller = Poller::spawn(move || Ok(space), Duration::from_millis(1), wake).unwrap();
         thread::sleep(Duration::from_millis(20));
-        assert_eq!(
-            wakes.load(Ordering::Relaxed),
-            0,
-            "an idle controller wakes no one"
-        );
+        assert_eq!(wakes.load(Ordering::Relaxed), 0, "an idle controller wakes no one");
         kbd.lock().unwrap().push(HELLO_WORLD);
         let mut events = Vec::new();
         for _ in 0..2000 {

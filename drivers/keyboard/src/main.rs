@@ -107,9 +107,7 @@ mod i8042;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use ddf::driver::{
-    self, poll_events, Context, Driver, IoctlReply, ReadReply, StartInfo, WriteReply,
-};
+use ddf::driver::{self, poll_events, Context, Driver, IoctlReply, ReadReply, StartInfo, WriteReply};
 use ddf::input::evdev::{self, EvdevDevice};
 use ddf::input::keyboard::{self, Mode};
 use ddf::input::{InputEvent, UsDecoder, EV_SYN, SYN_DROPPED};
@@ -150,9 +148,7 @@ impl Source {
         match self {
             Source::Evdev(dev) => format!("evdev {} ({:?})", dev.path().display(), dev.name()),
             Source::Virtual => "virtual".to_owned(),
-            Source::I8042 {
-                emulated: Some(_), ..
-            } => "i8042 on emulated ports".to_owned(),
+            Source::I8042 { emulated: Some(_), .. } => "i8042 on emulated ports".to_owned(),
             Source::I8042 { emulated: None, .. } => "i8042 on real ports 0x60/0x64".to_owned(),
             Source::Gone => "gone".to_owned(),
         }
@@ -160,10 +156,7 @@ impl Source {
 
     fn takes_writes(&self) -> bool {
         match self {
-            Source::Virtual
-            | Source::I8042 {
-                emulated: Some(_), ..
-            } => true,
+            Source::Virtual | Source::I8042 { emulated: Some(_), .. } => true,
             Source::Evdev(_) | Source::I8042 { emulated: None, .. } | Source::Gone => false,
         }
     }
@@ -207,11 +200,7 @@ impl KeyboardDriver {
                     }
                 };
                 if found.is_empty() {
-                    info!(
-                        "no evdev keyboard in {}: starting {} virtual keyboard(s)",
-                        evdev::INPUT_DIR,
-                        config.count
-                    );
+                    info!("no evdev keyboard in {}: starting {} virtual keyboard(s)", evdev::INPUT_DIR, config.count);
                     (0..config.count).map(|_| Source::Virtual).collect()
                 } else {
                     found.into_iter().map(Source::Evdev).collect()
@@ -233,17 +222,13 @@ impl KeyboardDriver {
                 let emulated = match config.ports {
                     PortsKind::Emulated => {
                         let mut ports = PortSpace::new();
-                        let dev = EmulatedI8042::install(&mut ports)
-                            .map_err(|e| format!("emulated i8042: {e}"))?;
+                        let dev = EmulatedI8042::install(&mut ports).map_err(|e| format!("emulated i8042: {e}"))?;
                         space = Some(ports);
                         Some(dev)
                     }
                     PortsKind::Real => None,
                 };
-                vec![Source::I8042 {
-                    emulated,
-                    scancodes: config.scancodes.clone(),
-                }]
+                vec![Source::I8042 { emulated, scancodes: config.scancodes.clone() }]
             }
         };
         Ok(KeyboardDriver {
@@ -263,12 +248,8 @@ impl KeyboardDriver {
         let waker = ctx.waker();
         let wake = move || waker.wake();
         let poller = match (self.config.ports, self.space.take()) {
-            (PortsKind::Emulated, Some(space)) => {
-                Poller::spawn(move || Ok(space), self.config.poll, wake)?
-            }
-            (PortsKind::Emulated, None) => {
-                Poller::spawn(|| Ok(PortSpace::new()), self.config.poll, wake)?
-            }
+            (PortsKind::Emulated, Some(space)) => Poller::spawn(move || Ok(space), self.config.poll, wake)?,
+            (PortsKind::Emulated, None) => Poller::spawn(|| Ok(PortSpace::new()), self.config.poll, wake)?,
             (PortsKind::Real, _) => {
                 // SAFETY: the administrator asked for the real controller
                 // (`ports=real`, never a default), which the documentation
@@ -322,19 +303,14 @@ impl KeyboardDriver {
 /// The evdev keyboards to use: those named by `devices`, or every one found.
 fn evdev_keyboards(config: &Config) -> Result<Vec<EvdevDevice>, String> {
     if config.devices.is_empty() {
-        return evdev::find_keyboards(std::path::Path::new(evdev::INPUT_DIR))
-            .map_err(|e| e.to_string());
+        return evdev::find_keyboards(std::path::Path::new(evdev::INPUT_DIR)).map_err(|e| e.to_string());
     }
     let mut found = Vec::new();
     for path in &config.devices {
         let dev = EvdevDevice::open(path).map_err(|e| format!("devices: {e}"))?;
         match dev.is_keyboard() {
             Ok(true) => {}
-            Ok(false) => warn!(
-                "{}: {:?} does not look like a keyboard; using it as asked",
-                path.display(),
-                dev.name()
-            ),
+            Ok(false) => warn!("{}: {:?} does not look like a keyboard; using it as asked", path.display(), dev.name()),
             Err(e) => return Err(format!("devices: {e}")),
         }
         found.push(dev);
@@ -360,17 +336,9 @@ impl Driver for KeyboardDriver {
             }
             info!("{name}: {}", source.describe());
             self.hub.add_keyboard(&name, decoder);
-            self.keyboards.push(Keyboard {
-                device,
-                name,
-                source,
-            });
+            self.keyboards.push(Keyboard { device, name, source });
         }
-        if self
-            .keyboards
-            .iter()
-            .any(|k| matches!(k.source, Source::I8042 { .. }))
-        {
+        if self.keyboards.iter().any(|k| matches!(k.source, Source::I8042 { .. })) {
             if let Err(e) = self.start_poller(ctx) {
                 error!("i8042: {e}");
                 let mut src = std::error::Error::source(&e);
@@ -390,34 +358,19 @@ impl Driver for KeyboardDriver {
             poller.stop();
         }
         self.hub.fail_parked(Errno::EIO);
-        info!(
-            "stopping; readers lost {} bytes in total",
-            self.hub.lost_driver()
-        );
+        info!("stopping; readers lost {} bytes in total", self.hub.lost_driver());
     }
 
     fn open(&mut self, _ctx: &mut Context, device: DeviceId, flags: i32) -> Result<Handle, Errno> {
         let kbd = self.index_of(device).ok_or(Errno::ENXIO)?;
         let reading = flags & O_ACCMODE != O_WRONLY;
         let handle = self.hub.open(kbd, reading)?;
-        if let Some(Keyboard {
-            source:
-                Source::I8042 {
-                    emulated: Some(dev),
-                    scancodes,
-                },
-            name,
-            ..
-        }) = self.keyboards.get_mut(kbd)
+        if let Some(Keyboard { source: Source::I8042 { emulated: Some(dev), scancodes }, name, .. }) =
+            self.keyboards.get_mut(kbd)
         {
             if reading && !scancodes.is_empty() {
-                debug!(
-                    "{name}: sending the {} scancodes given at start",
-                    scancodes.len()
-                );
-                dev.lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(scancodes);
+                debug!("{name}: sending the {} scancodes given at start", scancodes.len());
+                dev.lock().unwrap_or_else(PoisonError::into_inner).push(scancodes);
                 scancodes.clear();
             }
         }
@@ -428,25 +381,11 @@ impl Driver for KeyboardDriver {
         self.hub.close(handle);
     }
 
-    fn read(
-        &mut self,
-        _ctx: &mut Context,
-        handle: Handle,
-        _offset: u64,
-        _len: u32,
-        reply: ReadReply,
-    ) {
+    fn read(&mut self, _ctx: &mut Context, handle: Handle, _offset: u64, _len: u32, reply: ReadReply) {
         self.hub.read(handle, reply);
     }
 
-    fn write(
-        &mut self,
-        ctx: &mut Context,
-        handle: Handle,
-        _offset: u64,
-        data: &[u8],
-        reply: WriteReply,
-    ) {
+    fn write(&mut self, ctx: &mut Context, handle: Handle, _offset: u64, data: &[u8], reply: WriteReply) {
         let Some(kbd) = self.hub.keyboard_of(handle) else {
             reply.error(Errno::EBADF);
             return;
@@ -459,11 +398,7 @@ impl Driver for KeyboardDriver {
         match &keyboard.source {
             Source::Virtual => match hub::parse_injection(data) {
                 Ok(events) => {
-                    debug!(
-                        "{}: handle {handle} typed {} key events",
-                        keyboard.name,
-                        events.len()
-                    );
+                    debug!("{}: handle {handle} typed {} key events", keyboard.name, events.len());
                     self.deliver(ctx, kbd, &events);
                     reply.written(len);
                 }
@@ -476,18 +411,12 @@ impl Driver for KeyboardDriver {
                     reply.error(e);
                 }
             },
-            Source::I8042 {
-                emulated: Some(dev),
-                ..
-            } => {
+            Source::I8042 { emulated: Some(dev), .. } => {
                 let (taken, waiting) = {
                     let mut dev = dev.lock().unwrap_or_else(PoisonError::into_inner);
                     (dev.push(data), dev.pending())
                 };
-                debug!(
-                    "{}: handle {handle} queued {taken} scancodes ({waiting} waiting)",
-                    keyboard.name
-                );
+                debug!("{}: handle {handle} queued {taken} scancodes ({waiting} waiting)", keyboard.name);
                 if taken == 0 && !data.is_empty() {
                     reply.error(Errno::EAGAIN);
                 } else {
@@ -500,15 +429,7 @@ impl Driver for KeyboardDriver {
         }
     }
 
-    fn ioctl(
-        &mut self,
-        _ctx: &mut Context,
-        handle: Handle,
-        cmd: u32,
-        input: &[u8],
-        out_len: u32,
-        reply: IoctlReply,
-    ) {
+    fn ioctl(&mut self, _ctx: &mut Context, handle: Handle, cmd: u32, input: &[u8], out_len: u32, reply: IoctlReply) {
         let result = match cmd {
             keyboard::SET_MODE => {
                 let arg = input.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok());
@@ -517,10 +438,7 @@ impl Driver for KeyboardDriver {
                     None => Err(Errno::EINVAL),
                 }
             }
-            keyboard::GET_MODE if out_len >= 4 => self
-                .hub
-                .mode(handle)
-                .map(|m| m.as_u32().to_ne_bytes().to_vec()),
+            keyboard::GET_MODE if out_len >= 4 => self.hub.mode(handle).map(|m| m.as_u32().to_ne_bytes().to_vec()),
             keyboard::GET_STATS if out_len as usize >= keyboard::Stats::SIZE => {
                 self.hub.stats(handle).map(|s| s.to_bytes().to_vec())
             }
@@ -537,11 +455,8 @@ impl Driver for KeyboardDriver {
         let Some(state) = self.hub.poll_state(handle) else {
             return poll_events::POLLERR;
         };
-        let writable = self
-            .hub
-            .keyboard_of(handle)
-            .and_then(|k| self.keyboards.get(k))
-            .is_some_and(|k| k.source.takes_writes());
+        let writable =
+            self.hub.keyboard_of(handle).and_then(|k| self.keyboards.get(k)).is_some_and(|k| k.source.takes_writes());
         let mut ready = 0;
         if state.readable {
             ready |= poll_events::POLLIN | poll_events::POLLRDNORM;
@@ -558,21 +473,13 @@ impl Driver for KeyboardDriver {
 
     fn cancel(&mut self, _ctx: &mut Context, id: RequestId) {
         if !self.hub.cancel(id) {
-            debug!(
-                "cancel of request {}: not parked here (already answered)",
-                id.0
-            );
+            debug!("cancel of request {}: not parked here (already answered)", id.0);
         }
     }
 
     fn ready(&mut self, ctx: &mut Context, token: u64) {
         let kbd = usize::try_from(token).unwrap_or(usize::MAX);
-        let Some(Keyboard {
-            source: Source::Evdev(dev),
-            name,
-            ..
-        }) = self.keyboards.get_mut(kbd)
-        else {
+        let Some(Keyboard { source: Source::Evdev(dev), name, .. }) = self.keyboards.get_mut(kbd) else {
             ctx.unwatch(token);
             return;
         };
@@ -589,14 +496,8 @@ impl Driver for KeyboardDriver {
                 }
             }
         }
-        if events
-            .iter()
-            .any(|e| e.ev_type == EV_SYN && e.code == SYN_DROPPED)
-        {
-            warn!(
-                "{name}: the kernel dropped events of {} (its buffer was full)",
-                dev.path().display()
-            );
+        if events.iter().any(|e| e.ev_type == EV_SYN && e.code == SYN_DROPPED) {
+            warn!("{name}: the kernel dropped events of {} (its buffer was full)", dev.path().display());
         }
         self.deliver(ctx, kbd, &events);
         self.scratch = events;
@@ -617,11 +518,7 @@ impl Driver for KeyboardDriver {
         let mut events = std::mem::take(&mut self.scratch);
         events.clear();
         poller.drain(&mut events);
-        if let Some(kbd) = self
-            .keyboards
-            .iter()
-            .position(|k| matches!(k.source, Source::I8042 { .. }))
-        {
+        if let Some(kbd) = self.keyboards.iter().position(|k| matches!(k.source, Source::I8042 { .. })) {
             self.deliver(ctx, kbd, &events);
         }
         self.scratch = events;
@@ -641,10 +538,7 @@ mod tests {
     fn start(params: &[(&str, &str)]) -> StartInfo {
         StartInfo {
             instance: "keyboard".into(),
-            params: params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         }
     }
 
@@ -652,22 +546,15 @@ mod tests {
     fn virtual_source_makes_count_keyboards() {
         let d = KeyboardDriver::new(&start(&[("source", "virtual"), ("count", "3")])).unwrap();
         assert_eq!(d.sources.len(), 3);
-        assert!(d
-            .sources
-            .iter()
-            .all(|s| matches!(s, Source::Virtual) && s.takes_writes()));
+        assert!(d.sources.iter().all(|s| matches!(s, Source::Virtual) && s.takes_writes()));
     }
 
     #[test]
     fn i8042_defaults_to_emulated_ports() {
-        let d =
-            KeyboardDriver::new(&start(&[("source", "i8042"), ("scancodes", "1e 9e")])).unwrap();
+        let d = KeyboardDriver::new(&start(&[("source", "i8042"), ("scancodes", "1e 9e")])).unwrap();
         assert!(d.space.is_some());
         match &d.sources[..] {
-            [Source::I8042 {
-                emulated: Some(_),
-                scancodes,
-            }] => assert_eq!(scancodes, &[0x1e, 0x9e]),
+            [Source::I8042 { emulated: Some(_), scancodes }] => assert_eq!(scancodes, &[0x1e, 0x9e]),
             other => panic!("{other:?}"),
         }
     }
@@ -684,11 +571,7 @@ mod tests {
     fn bad_parameters_stop_the_start() {
         let err = KeyboardDriver::new(&start(&[("source", "usb")])).unwrap_err();
         assert!(err.contains("source"), "{err}");
-        let err = KeyboardDriver::new(&start(&[
-            ("source", "evdev"),
-            ("devices", "/nonexistent/event9"),
-        ]))
-        .unwrap_err();
+        let err = KeyboardDriver::new(&start(&[("source", "evdev"), ("devices", "/nonexistent/event9")])).unwrap_err();
         assert!(err.contains("/nonexistent/event9"), "{err}");
     }
 }

@@ -27,11 +27,7 @@ impl<K> Diff<K> {
 
 /// Compares `old` with `new`.
 pub fn diff<K: Ord + Clone, V: PartialEq>(old: &BTreeMap<K, V>, new: &BTreeMap<K, V>) -> Diff<K> {
-    let mut d = Diff {
-        added: Vec::new(),
-        removed: Vec::new(),
-        changed: Vec::new(),
-    };
+    let mut d = Diff { added: Vec::new(), removed: Vec::new(), changed: Vec::new() };
     for (k, v) in new {
         match old.get(k) {
             None => d.added.push(k.clone()),
@@ -39,11 +35,7 @@ pub fn diff<K: Ord + Clone, V: PartialEq>(old: &BTreeMap<K, V>, new: &BTreeMap<K
             Some(_) => {}
         }
     }
-    d.removed = old
-        .keys()
-        .filter(|k| !new.contains_key(*k))
-        .cloned()
-        .collect();
+    d.removed = old.keys().filter(|k| !new.contains_key(*k)).cloned().collect();
     d
 }
 
@@ -59,14 +51,7 @@ mod tests {
     fn adds_removes_and_changes() {
         let old = set(&[("a", 1), ("b", 2), ("c", 3)]);
         let new = set(&[("b", 2), ("c", 4), ("d", 5), ("e", 6)]);
-        assert_eq!(
-            diff(&old, &new),
-            Diff {
-                added: vec!["d", "e"],
-                removed: vec!["a"],
-                changed: vec!["c"],
-            }
-        );
+        assert_eq!(diff(&old, &new), Diff { added: vec!["d", "e"], removed: vec!["a"], changed: vec!["c"] });
     }
 
     #[test]
@@ -75,15 +60,9 @@ mod tests {
         assert!(diff(&s, &s).is_empty());
         let empty = set(&[]);
         let from_nothing = diff(&empty, &s);
-        assert_eq!(
-            (from_nothing.added, from_nothing.removed),
-            (vec!["a", "b"], vec![])
-        );
+        assert_eq!((from_nothing.added, from_nothing.removed), (vec!["a", "b"], vec![]));
         let to_nothing = diff(&s, &empty);
-        assert_eq!(
-            (to_nothing.added, to_nothing.removed),
-            (vec![], vec!["a", "b"])
-        );
+        assert_eq!((to_nothing.added, to_nothing.removed), (vec![], vec!["a", "b"]));
         assert!(diff(&empty, &empty).is_empty());
     }
 }

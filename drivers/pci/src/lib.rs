@@ -129,32 +129,18 @@ pub struct Params {
 impl Params {
     /// Reads the parameters, with defaults.
     pub fn from_start(info: &StartInfo) -> Result<Params, PciError> {
-        let sysfs_root = info
-            .param("sysfs_root")
-            .unwrap_or(DEFAULT_SYSFS_ROOT)
-            .to_owned();
+        let sysfs_root = info.param("sysfs_root").unwrap_or(DEFAULT_SYSFS_ROOT).to_owned();
         if sysfs_root.is_empty() {
-            return Err(PciError::Param {
-                key: "sysfs_root",
-                value: sysfs_root,
-                why: "empty path",
-            });
+            return Err(PciError::Param { key: "sysfs_root", value: sysfs_root, why: "empty path" });
         }
         let hotplug = match info.param("hotplug") {
             None | Some("true" | "yes" | "1" | "on") => true,
             Some("false" | "no" | "0" | "off") => false,
             Some(other) => {
-                return Err(PciError::Param {
-                    key: "hotplug",
-                    value: other.to_owned(),
-                    why: "expected true or false",
-                })
+                return Err(PciError::Param { key: "hotplug", value: other.to_owned(), why: "expected true or false" })
             }
         };
-        Ok(Params {
-            sysfs_root,
-            hotplug,
-        })
+        Ok(Params { sysfs_root, hotplug })
     }
 }
 
@@ -215,29 +201,18 @@ impl PciBus {
             Ok(now) => now,
             Err(e) => {
                 // Not "every function went away": keep what we have.
-                warn!(
-                    "pci: {why}: {e}: {}; the bus is left as it was",
-                    io_cause(&e)
-                );
+                warn!("pci: {why}: {e}: {}; the bus is left as it was", io_cause(&e));
                 return;
             }
         };
-        let was: BTreeMap<String, Function> = self
-            .reported
-            .iter()
-            .map(|(a, r)| (a.clone(), r.function.clone()))
-            .collect();
+        let was: BTreeMap<String, Function> =
+            self.reported.iter().map(|(a, r)| (a.clone(), r.function.clone())).collect();
         let d = diff(&was, &now);
         if d.is_empty() {
             debug!("pci: {why}: no change ({} functions)", now.len());
             return;
         }
-        info!(
-            "pci: {why}: {} added, {} removed, {} changed",
-            d.added.len(),
-            d.removed.len(),
-            d.changed.len()
-        );
+        info!("pci: {why}: {} added, {} removed, {} changed", d.added.len(), d.removed.len(), d.changed.len());
         self.apply(ctx, d, now);
     }
 
@@ -284,8 +259,7 @@ impl PciBus {
             Ok(device) => {
                 debug!("pci: {} is device {device}", function.address);
                 self.addresses.insert(device, function.address.clone());
-                self.reported
-                    .insert(function.address.clone(), Reported { device, function });
+                self.reported.insert(function.address.clone(), Reported { device, function });
             }
             Err(e) => warn!("pci: adding {}: {e}", function.address),
         }
@@ -378,9 +352,7 @@ impl Driver for PciBus {
                     self.uevents = Some(sock);
                 }
                 Err(e) => {
-                    let cause = std::error::Error::source(&e)
-                        .map(|s| s.to_string())
-                        .unwrap_or_default();
+                    let cause = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default();
                     warn!("pci: no hotplug: {e}: {cause}; `ddmctl rescan pci` updates the bus")
                 }
             }
@@ -390,11 +362,7 @@ impl Driver for PciBus {
             "pci: {} functions from {}{}",
             self.reported.len(),
             self.sysfs.devices_dir().display(),
-            if self.uevents.is_some() {
-                ", following hotplug"
-            } else {
-                ""
-            }
+            if self.uevents.is_some() { ", following hotplug" } else { "" }
         );
         Ok(())
     }
@@ -411,13 +379,7 @@ impl Driver for PciBus {
         })?;
         let handle = self.next_handle;
         self.next_handle += 1;
-        self.handles.insert(
-            handle,
-            Open {
-                device,
-                config: Some(config),
-            },
-        );
+        self.handles.insert(handle, Open { device, config: Some(config) });
         Ok(handle)
     }
 
@@ -425,14 +387,7 @@ impl Driver for PciBus {
         self.handles.remove(&handle);
     }
 
-    fn read(
-        &mut self,
-        _ctx: &mut Context,
-        handle: Handle,
-        offset: u64,
-        len: u32,
-        reply: ReadReply,
-    ) {
+    fn read(&mut self, _ctx: &mut Context, handle: Handle, offset: u64, len: u32, reply: ReadReply) {
         let Some(open) = self.handles.get(&handle) else {
             return reply.error(Errno::EBADF);
         };
@@ -445,27 +400,13 @@ impl Driver for PciBus {
         }
     }
 
-    fn scatter(
-        &mut self,
-        ctx: &mut Context,
-        handle: Handle,
-        offset: u64,
-        _lens: &[u32],
-        reply: ReadReply,
-    ) {
+    fn scatter(&mut self, ctx: &mut Context, handle: Handle, offset: u64, _lens: &[u32], reply: ReadReply) {
         // One run of bytes, as long as all the buffers together.
         let len = reply.max_len();
         self.read(ctx, handle, offset, len, reply);
     }
 
-    fn write(
-        &mut self,
-        _ctx: &mut Context,
-        _handle: Handle,
-        _offset: u64,
-        _data: &[u8],
-        reply: WriteReply,
-    ) {
+    fn write(&mut self, _ctx: &mut Context, _handle: Handle, _offset: u64, _data: &[u8], reply: WriteReply) {
         reply.error(EROFS);
     }
 
@@ -508,24 +449,14 @@ mod tests {
     fn start(params: &[(&str, &str)]) -> StartInfo {
         StartInfo {
             instance: "pci".into(),
-            params: params
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
+            params: params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         }
     }
 
     #[test]
     fn params_have_defaults_and_are_checked() {
-        assert_eq!(
-            Params::from_start(&start(&[])).unwrap(),
-            Params {
-                sysfs_root: "/sys".into(),
-                hotplug: true
-            }
-        );
-        let p = Params::from_start(&start(&[("sysfs_root", "/tmp/fake"), ("hotplug", "false")]))
-            .unwrap();
+        assert_eq!(Params::from_start(&start(&[])).unwrap(), Params { sysfs_root: "/sys".into(), hotplug: true });
+        let p = Params::from_start(&start(&[("sysfs_root", "/tmp/fake"), ("hotplug", "false")])).unwrap();
         assert_eq!((p.sysfs_root.as_str(), p.hotplug), ("/tmp/fake", false));
         assert!(Params::from_start(&start(&[("hotplug", "maybe")])).is_err());
         assert!(Params::from_start(&start(&[("sysfs_root", "")])).is_err());
@@ -570,9 +501,6 @@ mod tests {
         assert_eq!(d.added, ["0000:00:07.0"]);
         assert_eq!(d.removed, ["0000:00:01.0"]);
         assert_eq!(d.changed, ["0000:00:02.0"]);
-        assert_eq!(
-            after["0000:00:02.0"].meta("kernel_driver"),
-            Some("virtio-pci")
-        );
+        assert_eq!(after["0000:00:02.0"].meta("kernel_driver"), Some("virtio-pci"));
     }
 }

@@ -79,10 +79,7 @@ pub struct Function {
 impl Function {
     /// The value of metadata `key`.
     pub fn meta(&self, key: &str) -> Option<&str> {
-        self.meta
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.meta.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 }
 
@@ -112,10 +109,8 @@ impl Sysfs {
     /// read are left out.
     pub fn scan(&self) -> Result<BTreeMap<String, Function>, SysfsError> {
         let dir = self.devices_dir();
-        let entries = std::fs::read_dir(&dir).map_err(|source| SysfsError::ListDevices {
-            path: dir.clone(),
-            source,
-        })?;
+        let entries =
+            std::fs::read_dir(&dir).map_err(|source| SysfsError::ListDevices { path: dir.clone(), source })?;
         let mut out = BTreeMap::new();
         for entry in entries {
             let entry = match entry {
@@ -126,11 +121,7 @@ impl Sysfs {
                 }
             };
             let Some(address) = entry.file_name().to_str().map(str::to_owned) else {
-                warn!(
-                    "pci: skipping {:?} in {}: not UTF-8",
-                    entry.file_name(),
-                    dir.display()
-                );
+                warn!("pci: skipping {:?} in {}: not UTF-8", entry.file_name(), dir.display());
                 continue;
             };
             if address.starts_with('.') {
@@ -178,11 +169,7 @@ impl Sysfs {
             Err(e) => debug!("pci: {address}: resource: {e}"),
         }
         meta.push((META_KERNEL_DRIVER.to_owned(), kernel_driver(&dir)));
-        Some(Function {
-            address: address.to_owned(),
-            config_size,
-            meta,
-        })
+        Some(Function { address: address.to_owned(), config_size, meta })
     }
 }
 
@@ -198,10 +185,7 @@ fn read_attr(path: &Path) -> io::Result<String> {
 /// component of its `driver` symlink), or empty when none is.
 fn kernel_driver(dir: &Path) -> String {
     match std::fs::read_link(dir.join("driver")) {
-        Ok(target) => target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        Ok(target) => target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         Err(_) => String::new(),
     }
 }
@@ -240,10 +224,7 @@ pub fn compact_resources(text: &str) -> String {
 
 /// Parses `0x`-prefixed (or bare) hexadecimal.
 fn hex(s: &str) -> Option<u64> {
-    let digits = s
-        .strip_prefix("0x")
-        .or_else(|| s.strip_prefix("0X"))
-        .unwrap_or(s);
+    let digits = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s);
     u64::from_str_radix(digits, 16).ok()
 }
 
@@ -254,13 +235,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// Writes a fake function under `root` the way sysfs lays it out.
-    pub(crate) fn fake_function(
-        root: &Path,
-        addr: &str,
-        vendor: &str,
-        config: &[u8],
-        driver: Option<&str>,
-    ) {
+    pub(crate) fn fake_function(root: &Path, addr: &str, vendor: &str, config: &[u8], driver: Option<&str>) {
         let dir = root.join("bus/pci/devices").join(addr);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("config"), config).unwrap();
@@ -288,20 +263,11 @@ pub(crate) mod tests {
     #[test]
     fn scan_reads_every_function_and_its_metadata() {
         let tmp = tempfile::tempdir().unwrap();
-        fake_function(
-            tmp.path(),
-            "0000:00:03.0",
-            "0x1af4",
-            &[0xf4, 0x1a, 0x41, 0x10],
-            Some("virtio-pci"),
-        );
+        fake_function(tmp.path(), "0000:00:03.0", "0x1af4", &[0xf4, 0x1a, 0x41, 0x10], Some("virtio-pci"));
         fake_function(tmp.path(), "0000:00:04.0", "0x8086", &[0u8; 256], None);
         let fs = Sysfs::new(tmp.path());
         let all = fs.scan().unwrap();
-        assert_eq!(
-            all.keys().collect::<Vec<_>>(),
-            ["0000:00:03.0", "0000:00:04.0"]
-        );
+        assert_eq!(all.keys().collect::<Vec<_>>(), ["0000:00:03.0", "0000:00:04.0"]);
 
         let f = &all["0000:00:03.0"];
         assert_eq!(f.config_size, 4);
@@ -324,19 +290,13 @@ pub(crate) mod tests {
         assert_eq!(f.meta("pci_class"), Some("0x020000"));
         assert_eq!(f.meta("irq"), Some("11"));
         assert_eq!(f.meta("kernel_driver"), Some("virtio-pci"));
-        assert_eq!(
-            f.meta("resources"),
-            Some("0xc040-0xc05f:0x40101 0xfe00000000-0xfe00003fff:0x14220c")
-        );
+        assert_eq!(f.meta("resources"), Some("0xc040-0xc05f:0x40101 0xfe00000000-0xfe00003fff:0x14220c"));
 
         let g = &all["0000:00:04.0"];
         assert_eq!(g.config_size, 256);
         assert_eq!(g.meta("vendor"), Some("0x8086"));
         assert_eq!(g.meta("kernel_driver"), Some(""));
-        assert_eq!(
-            fs.config_path("0000:00:04.0"),
-            tmp.path().join("bus/pci/devices/0000:00:04.0/config")
-        );
+        assert_eq!(fs.config_path("0000:00:04.0"), tmp.path().join("bus/pci/devices/0000:00:04.0/config"));
     }
 
     #[test]
@@ -348,22 +308,13 @@ pub(crate) mod tests {
         let all = Sysfs::new(tmp.path()).scan().unwrap();
         let f = &all["0000:00:05.0"];
         assert_eq!(f.config_size, 0);
-        assert_eq!(
-            f.meta,
-            [
-                ("vendor".to_owned(), "0x1234".to_owned()),
-                ("kernel_driver".to_owned(), String::new())
-            ]
-        );
+        assert_eq!(f.meta, [("vendor".to_owned(), "0x1234".to_owned()), ("kernel_driver".to_owned(), String::new())]);
     }
 
     #[test]
     fn a_missing_bus_is_an_error_not_an_empty_bus() {
         let tmp = tempfile::tempdir().unwrap();
-        assert!(matches!(
-            Sysfs::new(tmp.path()).scan(),
-            Err(SysfsError::ListDevices { .. })
-        ));
+        assert!(matches!(Sysfs::new(tmp.path()).scan(), Err(SysfsError::ListDevices { .. })));
         std::fs::create_dir_all(tmp.path().join("bus/pci/devices")).unwrap();
         assert!(Sysfs::new(tmp.path()).scan().unwrap().is_empty());
     }
@@ -393,14 +344,9 @@ pub(crate) mod tests {
         let fs = Sysfs::new("/sys");
         let Ok(all) = fs.scan() else { return };
         for (addr, f) in &all {
-            let len = std::fs::metadata(fs.config_path(addr))
-                .map(|m| m.len())
-                .unwrap_or(0);
+            let len = std::fs::metadata(fs.config_path(addr)).map(|m| m.len()).unwrap_or(0);
             assert_eq!(f.config_size, len, "{addr}");
-            assert!(
-                f.meta("vendor").is_some_and(|v| v.starts_with("0x")),
-                "{addr}"
-            );
+            assert!(f.meta("vendor").is_some_and(|v| v.starts_with("0x")), "{addr}");
         }
     }
 }

@@ -18,8 +18,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use nix::errno::Errno as NixErrno;
 use nix::sys::socket::{
-    bind, recvfrom, setsockopt, socket, sockopt, AddressFamily, NetlinkAddr, SockFlag,
-    SockProtocol, SockType,
+    bind, recvfrom, setsockopt, socket, sockopt, AddressFamily, NetlinkAddr, SockFlag, SockProtocol, SockType,
 };
 
 /// The largest datagram taken; the kernel's own limit is 2048 bytes of
@@ -88,10 +87,7 @@ pub struct Uevent {
 impl Uevent {
     /// The value of variable `key`.
     pub fn var(&self, key: &str) -> Option<&str> {
-        self.vars
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.vars.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     /// The `SUBSYSTEM` variable.
@@ -114,9 +110,7 @@ impl Uevent {
         if !relevant {
             return None;
         }
-        self.var("PCI_SLOT_NAME")
-            .or_else(|| self.devpath.rsplit('/').next())
-            .filter(|a| !a.is_empty())
+        self.var("PCI_SLOT_NAME").or_else(|| self.devpath.rsplit('/').next()).filter(|a| !a.is_empty())
     }
 }
 
@@ -162,35 +156,25 @@ pub fn parse(buf: &[u8]) -> Result<Uevent, UeventError> {
     }
     // Records end with NUL; the last one may lack it. Empty records (a
     // trailing NUL, doubled NULs) carry nothing and are skipped.
-    let mut records = buf
-        .split(|b| *b == 0)
-        .enumerate()
-        .filter(|(_, r)| !r.is_empty());
+    let mut records = buf.split(|b| *b == 0).enumerate().filter(|(_, r)| !r.is_empty());
     let (_, header) = records.next().ok_or(UeventError::Empty)?;
     let header = std::str::from_utf8(header).map_err(|_| UeventError::NotUtf8(0))?;
     let (action, devpath) = header
         .split_once('@')
         .filter(|(a, p)| !a.is_empty() && p.starts_with('/'))
         .ok_or_else(|| UeventError::BadHeader(header.chars().take(64).collect()))?;
-    let action_kind = Action::parse(action)
-        .ok_or_else(|| UeventError::UnknownAction(action.chars().take(32).collect()))?;
+    let action_kind =
+        Action::parse(action).ok_or_else(|| UeventError::UnknownAction(action.chars().take(32).collect()))?;
     let mut vars = Vec::new();
     for (i, rec) in records {
         if vars.len() >= VARS_MAX {
             return Err(UeventError::TooManyVars);
         }
         let rec = std::str::from_utf8(rec).map_err(|_| UeventError::NotUtf8(i))?;
-        let (k, v) = rec
-            .split_once('=')
-            .filter(|(k, _)| !k.is_empty())
-            .ok_or(UeventError::BadVar(i))?;
+        let (k, v) = rec.split_once('=').filter(|(k, _)| !k.is_empty()).ok_or(UeventError::BadVar(i))?;
         vars.push((k.to_owned(), v.to_owned()));
     }
-    let ev = Uevent {
-        action: action_kind,
-        devpath: devpath.to_owned(),
-        vars,
-    };
+    let ev = Uevent { action: action_kind, devpath: devpath.to_owned(), vars };
     if ev.var("ACTION").is_some_and(|a| a != action) {
         return Err(UeventError::Mismatch("ACTION"));
     }
@@ -310,10 +294,7 @@ mod tests {
         assert_eq!(ev.devpath, "/devices/pci0000:00/0000:00:03.0");
         assert_eq!(ev.subsystem(), Some("pci"));
         assert_eq!(ev.var("SEQNUM"), Some("1234"));
-        assert_eq!(
-            ev.var("MODALIAS"),
-            Some("pci:v00001AF4d00001041sv00001AF4sd00001100bc02sc00i00")
-        );
+        assert_eq!(ev.var("MODALIAS"), Some("pci:v00001AF4d00001041sv00001AF4sd00001100bc02sc00i00"));
         assert_eq!(ev.vars.len(), 9);
         assert_eq!(ev.pci_function(), Some("0000:00:03.0"));
     }
@@ -330,7 +311,9 @@ mod tests {
             ("online", false),
             ("offline", false),
         ] {
-            let msg = format!("{action}@/devices/pci0000:00/0000:00:04.0\0ACTION={action}\0SUBSYSTEM=pci\0DRIVER=virtio-pci\0");
+            let msg = format!(
+                "{action}@/devices/pci0000:00/0000:00:04.0\0ACTION={action}\0SUBSYSTEM=pci\0DRIVER=virtio-pci\0"
+            );
             let ev = parse(msg.as_bytes()).unwrap();
             // No PCI_SLOT_NAME here: the address comes from the path.
             assert_eq!(ev.pci_function().is_some(), relevant, "{action}");
@@ -342,8 +325,7 @@ mod tests {
 
     #[test]
     fn events_of_other_subsystems_are_not_pci_changes() {
-        let ev = parse(b"add@/devices/virtual/net/lo\0ACTION=add\0SUBSYSTEM=net\0INTERFACE=lo\0")
-            .unwrap();
+        let ev = parse(b"add@/devices/virtual/net/lo\0ACTION=add\0SUBSYSTEM=net\0INTERFACE=lo\0").unwrap();
         assert_eq!(ev.pci_function(), None);
         let ev = parse(b"add@/devices/virtual/net/lo\0ACTION=add\0").unwrap();
         assert_eq!(ev.subsystem(), None);
@@ -352,7 +334,8 @@ mod tests {
 
     #[test]
     fn a_missing_final_nul_and_doubled_nuls_are_tolerated() {
-        let ev = parse(b"remove@/devices/pci0000:00/0000:00:05.0\0\0SUBSYSTEM=pci\0\0\0PCI_SLOT_NAME=0000:00:05.0").unwrap();
+        let ev =
+            parse(b"remove@/devices/pci0000:00/0000:00:05.0\0\0SUBSYSTEM=pci\0\0\0PCI_SLOT_NAME=0000:00:05.0").unwrap();
         assert_eq!(ev.action, Action::Remove);
         assert_eq!(ev.pci_function(), Some("0000:00:05.0"));
     }
@@ -371,49 +354,20 @@ mod tests {
             (b"\0\0\0", UeventError::Empty),
             (b"libudev\0\xfe\xed\xca\xfe", UeventError::Libudev),
             (b"\xff\xfe@/devices\0", UeventError::NotUtf8(0)),
-            (
-                b"add/devices/x\0",
-                UeventError::BadHeader("add/devices/x".into()),
-            ),
-            (
-                b"@/devices/x\0",
-                UeventError::BadHeader("@/devices/x".into()),
-            ),
-            (
-                b"add@devices/x\0",
-                UeventError::BadHeader("add@devices/x".into()),
-            ),
-            (
-                b"explode@/devices/x\0",
-                UeventError::UnknownAction("explode".into()),
-            ),
+            (b"add/devices/x\0", UeventError::BadHeader("add/devices/x".into())),
+            (b"@/devices/x\0", UeventError::BadHeader("@/devices/x".into())),
+            (b"add@devices/x\0", UeventError::BadHeader("add@devices/x".into())),
+            (b"explode@/devices/x\0", UeventError::UnknownAction("explode".into())),
             (b"add@/devices/x\0NOEQUALS\0", UeventError::BadVar(1)),
             (b"add@/devices/x\0=value\0", UeventError::BadVar(1)),
-            (
-                b"add@/devices/x\0SUBSYSTEM=pci\0K=\xc3\x28\0",
-                UeventError::NotUtf8(2),
-            ),
-            (
-                b"add@/devices/x\0ACTION=remove\0",
-                UeventError::Mismatch("ACTION"),
-            ),
-            (
-                b"add@/devices/x\0DEVPATH=/devices/y\0",
-                UeventError::Mismatch("DEVPATH"),
-            ),
+            (b"add@/devices/x\0SUBSYSTEM=pci\0K=\xc3\x28\0", UeventError::NotUtf8(2)),
+            (b"add@/devices/x\0ACTION=remove\0", UeventError::Mismatch("ACTION")),
+            (b"add@/devices/x\0DEVPATH=/devices/y\0", UeventError::Mismatch("DEVPATH")),
         ];
         for (bytes, want) in cases {
-            assert_eq!(
-                parse(bytes).as_ref(),
-                Err(want),
-                "{:?}",
-                String::from_utf8_lossy(bytes)
-            );
+            assert_eq!(parse(bytes).as_ref(), Err(want), "{:?}", String::from_utf8_lossy(bytes));
         }
-        assert_eq!(
-            parse(&[b'a'; UEVENT_MAX + 1]),
-            Err(UeventError::TooLong(UEVENT_MAX + 1))
-        );
+        assert_eq!(parse(&[b'a'; UEVENT_MAX + 1]), Err(UeventError::TooLong(UEVENT_MAX + 1)));
 
         let mut many = b"add@/devices/x\0".to_vec();
         for i in 0..=VARS_MAX {

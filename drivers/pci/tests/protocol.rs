@@ -14,9 +14,7 @@ use std::process::{Child, Command, Stdio};
 
 use ddf::driver::SOCKET_FD_ENV;
 use ddf::ipc::{Channel, RecvBuf};
-use ddf::proto::{
-    Answer, Call, DdmToDriver, DeviceClass, DeviceSpec, DriverToDdm, Errno, RequestId,
-};
+use ddf::proto::{Answer, Call, DdmToDriver, DeviceClass, DeviceSpec, DriverToDdm, Errno, RequestId};
 use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
 
@@ -45,9 +43,7 @@ impl Driver {
         setsockopt(&ours.as_fd(), sockopt::ReceiveTimeout, &TimeVal::new(30, 0)).unwrap();
         let raw = theirs.as_fd().as_raw_fd();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ddf-pci"));
-        cmd.env(SOCKET_FD_ENV, raw.to_string())
-            .env("RUST_LOG", "error")
-            .stdin(Stdio::null());
+        cmd.env(SOCKET_FD_ENV, raw.to_string()).env("RUST_LOG", "error").stdin(Stdio::null());
         let keep_open = move || {
             // SAFETY: runs in the forked child before exec; fcntl is
             // async-signal-safe and only clears FD_CLOEXEC on `raw`.
@@ -62,12 +58,7 @@ impl Driver {
         drop(theirs);
         let mut buf = RecvBuf::default();
         ours.handshake(&mut buf).unwrap();
-        Driver {
-            child,
-            chan: ours,
-            buf,
-            next_id: 1,
-        }
+        Driver { child, chan: ours, buf, next_id: 1 }
     }
 
     /// Receives one message and its payload.
@@ -81,10 +72,7 @@ impl Driver {
     fn start(&mut self, params: &[(&str, &str)]) -> Vec<DriverToDdm> {
         let start = DdmToDriver::Start {
             instance: "pci".into(),
-            params: params
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
+            params: params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             state: Vec::new(),
         };
         self.chan.send(&start, &[], &[]).unwrap();
@@ -102,9 +90,7 @@ impl Driver {
     fn call(&mut self, call: Call, payload: &[u8]) -> (Said, Result<Answer, Errno>, Vec<u8>) {
         let id = RequestId(self.next_id);
         self.next_id += 1;
-        self.chan
-            .send(&DdmToDriver::Call { id, call }, payload, &[])
-            .unwrap();
+        self.chan.send(&DdmToDriver::Call { id, call }, payload, &[]).unwrap();
         let mut before = Vec::new();
         loop {
             match self.recv() {
@@ -126,12 +112,7 @@ impl Driver {
     }
 
     fn read(&mut self, handle: u64, offset: u64, len: u32) -> Result<Vec<u8>, Errno> {
-        let call = Call::Read {
-            handle,
-            offset,
-            len,
-            flags: 0,
-        };
+        let call = Call::Read { handle, offset, len, flags: 0 };
         match self.call(call, &[]) {
             (_, Ok(Answer::Data), data) => Ok(data),
             (_, Err(e), _) => Err(e),
@@ -142,9 +123,7 @@ impl Driver {
     /// Asks for a rescan; returns what the driver said about it.
     fn rescan(&mut self) -> Vec<DriverToDdm> {
         self.chan.send(&DdmToDriver::Rescan, &[], &[]).unwrap();
-        self.chan
-            .send(&DdmToDriver::Ping { seq: 7 }, &[], &[])
-            .unwrap();
+        self.chan.send(&DdmToDriver::Ping { seq: 7 }, &[], &[]).unwrap();
         let mut said = Vec::new();
         loop {
             match self.recv().0 {
@@ -202,70 +181,32 @@ fn pci_over_the_protocol_on_a_fake_sysfs() {
     let mut d = Driver::spawn();
     let root_s = root.to_str().unwrap();
     let said = d.start(&[("sysfs_root", root_s), ("hotplug", "false")]);
-    let Some(DriverToDdm::AddBus {
-        bus,
-        name,
-        kind,
-        parent: None,
-    }) = said.first()
-    else {
+    let Some(DriverToDdm::AddBus { bus, name, kind, parent: None }) = said.first() else {
         panic!("expected the bus first, got {said:?}")
     };
     assert_eq!((name.as_str(), kind.as_str()), ("pci", "pci"));
     let devs = devices(&said);
     assert_eq!(devs.len(), 2);
-    let f3 = devs
-        .iter()
-        .find(|s| s.name == "0000:00:03.0")
-        .unwrap()
-        .clone();
+    let f3 = devs.iter().find(|s| s.name == "0000:00:03.0").unwrap().clone();
     assert_eq!(
         (f3.class, f3.size, f3.bus, f3.offer, f3.address.as_deref()),
-        (
-            DeviceClass::Block,
-            256,
-            Some(*bus),
-            true,
-            Some("0000:00:03.0")
-        )
+        (DeviceClass::Block, 256, Some(*bus), true, Some("0000:00:03.0"))
     );
-    let meta = |s: &DeviceSpec, k: &str| {
-        s.meta
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.clone())
-    };
+    let meta = |s: &DeviceSpec, k: &str| s.meta.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
     assert_eq!(meta(&f3, "vendor").as_deref(), Some("0x1af4"));
     assert_eq!(meta(&f3, "pci_class").as_deref(), Some("0x020000"));
     assert_eq!(meta(&f3, "irq").as_deref(), Some("10"));
     assert_eq!(meta(&f3, "kernel_driver").as_deref(), Some("virtio-pci"));
-    assert_eq!(
-        meta(&f3, "resources").as_deref(),
-        Some("0xfe000000-0xfe003fff:0x14220c")
-    );
-    let f4 = devs
-        .iter()
-        .find(|s| s.name == "0000:00:04.0")
-        .unwrap()
-        .clone();
-    assert_eq!(
-        (f4.size, meta(&f4, "kernel_driver").as_deref()),
-        (64, Some(""))
-    );
+    assert_eq!(meta(&f3, "resources").as_deref(), Some("0xfe000000-0xfe003fff:0x14220c"));
+    let f4 = devs.iter().find(|s| s.name == "0000:00:04.0").unwrap().clone();
+    assert_eq!((f4.size, meta(&f4, "kernel_driver").as_deref()), (64, Some("")));
 
     // Read-only: opens for writing, and writes, are EROFS.
     assert_eq!(d.open(f3.device, libc::O_RDWR), Err(Errno(libc::EROFS)));
     assert_eq!(d.open(f3.device, libc::O_WRONLY), Err(Errno(libc::EROFS)));
     assert_eq!(d.open(9999, libc::O_RDONLY), Err(Errno::ENODEV));
     let h = d.open(f3.device, libc::O_RDONLY).unwrap();
-    let (_, r, _) = d.call(
-        Call::Write {
-            handle: h,
-            offset: 0,
-            flags: 0,
-        },
-        b"x",
-    );
+    let (_, r, _) = d.call(Call::Write { handle: h, offset: 0, flags: 0 }, b"x");
     assert_eq!(r, Err(Errno(libc::EROFS)));
 
     // The configuration space, at offsets, short at the end.
@@ -294,10 +235,7 @@ fn pci_over_the_protocol_on_a_fake_sysfs() {
     assert_eq!(removed, [f4.device, f3.device]);
     let names: Vec<String> = devices(&said).into_iter().map(|s| s.name).collect();
     assert_eq!(names, ["0000:00:03.0", "0000:00:07.0"]);
-    let new3 = devices(&said)
-        .into_iter()
-        .find(|s| s.name == "0000:00:03.0")
-        .unwrap();
+    let new3 = devices(&said).into_iter().find(|s| s.name == "0000:00:03.0").unwrap();
     assert_eq!(meta(&new3, "kernel_driver").as_deref(), Some(""));
     // Handles on what went answer ENODEV; the new node reads.
     assert_eq!(d.read(h4, 0, 4), Err(Errno::ENODEV));

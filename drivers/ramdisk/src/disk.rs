@@ -231,9 +231,7 @@ mod tests {
     /// Splits `total` into 1..=5 random pieces (some may be empty).
     fn pieces(rng: &mut Rng, total: usize) -> Vec<usize> {
         let k = 1 + rng.below(5) as usize;
-        let mut cuts: Vec<usize> = (0..k - 1)
-            .map(|_| rng.below(total as u64 + 1) as usize)
-            .collect();
+        let mut cuts: Vec<usize> = (0..k - 1).map(|_| rng.below(total as u64 + 1) as usize).collect();
         cuts.push(0);
         cuts.push(total);
         cuts.sort_unstable();
@@ -264,11 +262,7 @@ mod tests {
                 0 => {
                     let data = rng.bytes(len);
                     let want = model.write(offset, &data);
-                    assert_eq!(
-                        disk.write_at(offset, &data),
-                        want,
-                        "step {step}: write {len} at {offset}"
-                    );
+                    assert_eq!(disk.write_at(offset, &data), want, "step {step}: write {len} at {offset}");
                     match want {
                         Ok(n) if n < len => short += 1,
                         Err(_) => nospc += 1,
@@ -295,11 +289,7 @@ mod tests {
                         rest = b;
                     }
                     let want = model.write(offset, &data);
-                    assert_eq!(
-                        disk.gather(offset, &slices),
-                        want,
-                        "step {step}: gather {parts:?} at {offset}"
-                    );
+                    assert_eq!(disk.gather(offset, &slices), want, "step {step}: gather {parts:?} at {offset}");
                 }
                 _ => {
                     let parts = pieces(&mut rng, len);
@@ -315,19 +305,12 @@ mod tests {
                         disk.scatter(offset, &mut slices).unwrap()
                     };
                     let want = model.read(offset, len);
-                    assert_eq!(
-                        &buf[..n],
-                        &want[..],
-                        "step {step}: scatter {parts:?} at {offset}"
-                    );
+                    assert_eq!(&buf[..n], &want[..], "step {step}: scatter {parts:?} at {offset}");
                 }
             }
         }
         // The workload did reach the edge cases.
-        assert!(
-            short > 10 && nospc > 10 && eof > 10,
-            "short {short} nospc {nospc} eof {eof}"
-        );
+        assert!(short > 10 && nospc > 10 && eof > 10, "short {short} nospc {nospc} eof {eof}");
         // And the whole disk agrees with the model at the end.
         let mut all = vec![0; SIZE as usize];
         assert_eq!(disk.read_at(0, &mut all).unwrap(), SIZE as usize);
@@ -360,14 +343,9 @@ mod tests {
         let (a, c) = ([3u8; 4], [4u8; 8]);
         assert_eq!(d.gather(994, &[IoSlice::new(&a), IoSlice::new(&c)]), Ok(6));
         assert_eq!(d.gather(1000, &[IoSlice::new(&a)]), Err(Errno::ENOSPC));
-        assert_eq!(
-            d.gather(1000, &[IoSlice::new(&[]), IoSlice::new(&[])]),
-            Ok(0)
-        );
+        assert_eq!(d.gather(1000, &[IoSlice::new(&[]), IoSlice::new(&[])]), Ok(0));
         let (mut x, mut y) = ([0u8; 4], [0u8; 8]);
-        let n = d
-            .scatter(994, &mut [IoSliceMut::new(&mut x), IoSliceMut::new(&mut y)])
-            .unwrap();
+        let n = d.scatter(994, &mut [IoSliceMut::new(&mut x), IoSliceMut::new(&mut y)]).unwrap();
         assert_eq!(n, 6);
         assert_eq!((x, &y[..2]), ([3; 4], &[4u8, 4][..]));
         assert_eq!(d.scatter(1000, &mut [IoSliceMut::new(&mut x)]), Ok(0));
@@ -384,13 +362,7 @@ mod tests {
         let kept = d.try_clone_memfd().unwrap();
         drop(d);
         let wrong = Disk::from_memfd(kept.try_clone().unwrap(), 1 << 19).unwrap_err();
-        assert!(
-            matches!(
-                wrong,
-                RamdiskError::Memory(ddf::mem::MemError::WrongSize { .. })
-            ),
-            "{wrong}"
-        );
+        assert!(matches!(wrong, RamdiskError::Memory(ddf::mem::MemError::WrongSize { .. })), "{wrong}");
         let d = Disk::from_memfd(kept, 1 << 20).unwrap();
         let mut b = [0u8; 18];
         d.read_at(12_345, &mut b).unwrap();

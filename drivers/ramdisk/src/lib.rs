@@ -96,9 +96,11 @@ pub enum RamdiskError {
 /// [`STATE_KEY`], if it is a disk of `size` bytes: the state's bytes are the
 /// capacity (`u64`, little endian), its one descriptor the memfd.
 pub fn disk_from_state(mut saved: SavedState, size: u64) -> Result<Disk, RamdiskError> {
-    let bytes: [u8; 8] = saved.bytes.as_slice().try_into().map_err(|_| {
-        RamdiskError::SavedState(format!("{} bytes of state, expected 8", saved.bytes.len()))
-    })?;
+    let bytes: [u8; 8] = saved
+        .bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| RamdiskError::SavedState(format!("{} bytes of state, expected 8", saved.bytes.len())))?;
     let saved_size = u64::from_le_bytes(bytes);
     if saved_size != size {
         return Err(RamdiskError::SavedState(format!(
@@ -106,10 +108,7 @@ pub fn disk_from_state(mut saved: SavedState, size: u64) -> Result<Disk, Ramdisk
         )));
     }
     if saved.fds.len() != 1 {
-        return Err(RamdiskError::SavedState(format!(
-            "{} descriptors, expected one memfd",
-            saved.fds.len()
-        )));
+        return Err(RamdiskError::SavedState(format!("{} descriptors, expected one memfd", saved.fds.len())));
     }
     let fd = saved.fds.remove(0);
     Disk::from_memfd(fd, size)
@@ -119,10 +118,7 @@ pub fn disk_from_state(mut saved: SavedState, size: u64) -> Result<Disk, Ramdisk
 /// suffix `K`, `M`, `G` or `T` (powers of 1024), which may be spelled
 /// `KiB` ... too. Case does not matter; zero is refused.
 pub fn parse_size(value: &str) -> Result<u64, RamdiskError> {
-    let bad = |why| RamdiskError::Size {
-        value: value.to_owned(),
-        why,
-    };
+    let bad = |why| RamdiskError::Size { value: value.to_owned(), why };
     let s = value.trim();
     let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, suffix) = s.split_at(digits);
@@ -140,9 +136,7 @@ pub fn parse_size(value: &str) -> Result<u64, RamdiskError> {
         "t" => 40,
         _ => return Err(bad("unknown unit (use K, M, G or T)")),
     };
-    let bytes = n
-        .checked_mul(1u64 << shift)
-        .ok_or_else(|| bad("too large"))?;
+    let bytes = n.checked_mul(1u64 << shift).ok_or_else(|| bad("too large"))?;
     if bytes == 0 {
         return Err(bad("a disk needs at least one byte"));
     }
@@ -255,10 +249,7 @@ impl Driver for RamDisk {
         if let Some(saved) = ctx.take_state(STATE_KEY) {
             match disk_from_state(saved, size) {
                 Ok(disk) => {
-                    info!(
-                        "{instance}: {}: contents taken over from the previous incarnation",
-                        self.name
-                    );
+                    info!("{instance}: {}: contents taken over from the previous incarnation", self.name);
                     self.disk = disk;
                 }
                 Err(e) => warn!("{instance}: {}: starting empty: {}", self.name, chain(&e)),
@@ -266,11 +257,7 @@ impl Driver for RamDisk {
         }
         ctx.save_state(STATE_KEY, &size.to_le_bytes(), &[self.disk.memfd()])?;
         self.device = Some(ctx.add_device(&self.name, DeviceClass::Block, size)?);
-        info!(
-            "{}: {} is a block device of {size} bytes in a memfd",
-            ctx.instance(),
-            self.name
-        );
+        info!("{}: {} is a block device of {size} bytes in a memfd", ctx.instance(), self.name);
         Ok(())
     }
 
@@ -306,14 +293,7 @@ impl Driver for RamDisk {
         }
     }
 
-    fn read(
-        &mut self,
-        _ctx: &mut Context,
-        handle: Handle,
-        offset: u64,
-        len: u32,
-        reply: ReadReply,
-    ) {
+    fn read(&mut self, _ctx: &mut Context, handle: Handle, offset: u64, len: u32, reply: ReadReply) {
         if let Err(e) = self.check(handle) {
             return reply.error(e);
         }
@@ -322,28 +302,14 @@ impl Driver for RamDisk {
         self.answer(n, reply);
     }
 
-    fn write(
-        &mut self,
-        _ctx: &mut Context,
-        handle: Handle,
-        offset: u64,
-        data: &[u8],
-        reply: WriteReply,
-    ) {
+    fn write(&mut self, _ctx: &mut Context, handle: Handle, offset: u64, data: &[u8], reply: WriteReply) {
         if let Err(e) = self.check(handle) {
             return reply.error(e);
         }
         count(self.disk.write_at(offset, data), reply);
     }
 
-    fn scatter(
-        &mut self,
-        _ctx: &mut Context,
-        handle: Handle,
-        offset: u64,
-        lens: &[u32],
-        reply: ReadReply,
-    ) {
+    fn scatter(&mut self, _ctx: &mut Context, handle: Handle, offset: u64, lens: &[u32], reply: ReadReply) {
         if let Err(e) = self.check(handle) {
             return reply.error(e);
         }
@@ -388,15 +354,7 @@ impl Driver for RamDisk {
         count(self.disk.gather(offset, &bufs), reply);
     }
 
-    fn ioctl(
-        &mut self,
-        _ctx: &mut Context,
-        handle: Handle,
-        cmd: u32,
-        _input: &[u8],
-        out_len: u32,
-        reply: IoctlReply,
-    ) {
+    fn ioctl(&mut self, _ctx: &mut Context, handle: Handle, cmd: u32, _input: &[u8], out_len: u32, reply: IoctlReply) {
         if let Err(e) = self.check(handle) {
             return reply.error(e);
         }
@@ -416,10 +374,7 @@ mod tests {
     fn start(params: &[(&str, &str)]) -> StartInfo {
         StartInfo {
             instance: "ramdisk".into(),
-            params: params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         }
     }
 
@@ -439,20 +394,7 @@ mod tests {
         ] {
             assert_eq!(parse_size(s).unwrap(), n, "{s}");
         }
-        for s in [
-            "",
-            "0",
-            "0M",
-            "M",
-            "-1",
-            "1.5G",
-            "64MB",
-            "64 M",
-            "12X",
-            "99999999999999999999",
-            "20000000T",
-            "ib",
-        ] {
+        for s in ["", "0", "0M", "M", "-1", "1.5G", "64MB", "64 M", "12X", "99999999999999999999", "20000000T", "ib"] {
             assert!(parse_size(s).is_err(), "{s:?} should be refused");
         }
     }
@@ -460,29 +402,11 @@ mod tests {
     #[test]
     fn params_have_defaults_and_are_checked() {
         let p = Params::from_start(&start(&[])).unwrap();
-        assert_eq!(
-            p,
-            Params {
-                name: "ram0".into(),
-                size: DEFAULT_SIZE
-            }
-        );
+        assert_eq!(p, Params { name: "ram0".into(), size: DEFAULT_SIZE });
         let p = Params::from_start(&start(&[("size", "1M"), ("name", "ram1")])).unwrap();
-        assert_eq!(
-            p,
-            Params {
-                name: "ram1".into(),
-                size: 1 << 20
-            }
-        );
-        assert!(matches!(
-            Params::from_start(&start(&[("name", "a/b")])),
-            Err(RamdiskError::Name(_))
-        ));
-        assert!(matches!(
-            Params::from_start(&start(&[("size", "lots")])),
-            Err(RamdiskError::Size { .. })
-        ));
+        assert_eq!(p, Params { name: "ram1".into(), size: 1 << 20 });
+        assert!(matches!(Params::from_start(&start(&[("name", "a/b")])), Err(RamdiskError::Name(_))));
+        assert!(matches!(Params::from_start(&start(&[("size", "lots")])), Err(RamdiskError::Size { .. })));
         let d = RamDisk::from_start(&start(&[("size", "1G")])).unwrap();
         assert_eq!(d.disk().size(), 1 << 30);
     }
@@ -491,10 +415,7 @@ mod tests {
     fn saved_state_is_taken_over_only_if_it_fits() {
         let mut d = Disk::new(1 << 20).unwrap();
         d.write_at(77, b"kept").unwrap();
-        let saved = |size: u64, fds: Vec<std::os::fd::OwnedFd>| SavedState {
-            bytes: size.to_le_bytes().to_vec(),
-            fds,
-        };
+        let saved = |size: u64, fds: Vec<std::os::fd::OwnedFd>| SavedState { bytes: size.to_le_bytes().to_vec(), fds };
         let fd = || d.try_clone_memfd().unwrap();
         let back = disk_from_state(saved(1 << 20, vec![fd()]), 1 << 20).unwrap();
         let mut b = [0u8; 4];
@@ -505,13 +426,7 @@ mod tests {
             (saved(1 << 20, vec![fd()]), 2 << 20),
             (saved(1 << 20, vec![]), 1 << 20),
             (saved(1 << 20, vec![fd(), fd()]), 1 << 20),
-            (
-                SavedState {
-                    bytes: vec![1, 2, 3],
-                    fds: vec![fd()],
-                },
-                1 << 20,
-            ),
+            (SavedState { bytes: vec![1, 2, 3], fds: vec![fd()] }, 1 << 20),
         ] {
             let err = disk_from_state(state, size).unwrap_err();
             assert!(matches!(err, RamdiskError::SavedState(_)), "{err}");

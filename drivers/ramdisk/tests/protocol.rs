@@ -15,9 +15,7 @@ use std::time::Duration;
 
 use ddf::driver::SOCKET_FD_ENV;
 use ddf::ipc::{Channel, RecvBuf};
-use ddf::proto::{
-    Answer, Call, DdmToDriver, DeviceClass, DeviceSpec, DriverToDdm, Errno, RequestId, StateEntry,
-};
+use ddf::proto::{Answer, Call, DdmToDriver, DeviceClass, DeviceSpec, DriverToDdm, Errno, RequestId, StateEntry};
 use ddf_ramdisk::{BLKGETSIZE64, STATE_KEY};
 
 const SIZE: u64 = 1 << 20;
@@ -38,9 +36,7 @@ impl Driver {
         let (ours, theirs) = Channel::pair().unwrap();
         let raw = theirs.as_fd().as_raw_fd();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ddf-ramdisk"));
-        cmd.env(SOCKET_FD_ENV, raw.to_string())
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null());
+        cmd.env(SOCKET_FD_ENV, raw.to_string()).env("RUST_LOG", "warn").stdin(Stdio::null());
         let keep_open = move || {
             // SAFETY: runs in the forked child before exec; fcntl is
             // async-signal-safe and only clears FD_CLOEXEC on `raw`.
@@ -56,26 +52,14 @@ impl Driver {
         drop(theirs);
         let mut buf = RecvBuf::default();
         ours.handshake(&mut buf).unwrap();
-        Driver {
-            child,
-            chan: ours,
-            buf,
-            next_id: 1,
-        }
+        Driver { child, chan: ours, buf, next_id: 1 }
     }
 
     /// Sends Start and collects what the driver says until Ready: its
     /// devices and the state it saved (bytes, descriptors).
     fn start(&mut self, state: Vec<StateEntry>, fds: &[OwnedFd]) -> (Vec<DeviceSpec>, Vec<Saved>) {
-        let params = vec![
-            ("size".to_owned(), "1M".to_owned()),
-            ("name".to_owned(), "ram7".to_owned()),
-        ];
-        let start = DdmToDriver::Start {
-            instance: "ramdisk".into(),
-            params,
-            state,
-        };
+        let params = vec![("size".to_owned(), "1M".to_owned()), ("name".to_owned(), "ram7".to_owned())];
+        let start = DdmToDriver::Start { instance: "ramdisk".into(), params, state };
         let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
         self.chan.send(&start, &[], &borrowed).unwrap();
         let (mut devices, mut saved) = (Vec::new(), Vec::new());
@@ -93,9 +77,7 @@ impl Driver {
     fn call(&mut self, call: Call, payload: &[u8]) -> (Result<Answer, Errno>, Vec<u8>) {
         let id = RequestId(self.next_id);
         self.next_id += 1;
-        self.chan
-            .send(&DdmToDriver::Call { id, call }, payload, &[])
-            .unwrap();
+        self.chan.send(&DdmToDriver::Call { id, call }, payload, &[]).unwrap();
         let f = self.chan.recv(&mut self.buf).unwrap();
         match f.decode::<DriverToDdm>().unwrap() {
             DriverToDdm::Reply { id: got, result } => {
@@ -107,15 +89,7 @@ impl Driver {
     }
 
     fn read(&mut self, handle: u64, offset: u64, len: u32) -> Result<Vec<u8>, Errno> {
-        let (r, data) = self.call(
-            Call::Read {
-                handle,
-                offset,
-                len,
-                flags: 0,
-            },
-            &[],
-        );
+        let (r, data) = self.call(Call::Read { handle, offset, len, flags: 0 }, &[]);
         r.map(|a| {
             assert_eq!(a, Answer::Data);
             data
@@ -123,17 +97,7 @@ impl Driver {
     }
 
     fn write(&mut self, handle: u64, offset: u64, data: &[u8]) -> Result<u32, Errno> {
-        match self
-            .call(
-                Call::Write {
-                    handle,
-                    offset,
-                    flags: 0,
-                },
-                data,
-            )
-            .0
-        {
+        match self.call(Call::Write { handle, offset, flags: 0 }, data).0 {
             Ok(Answer::Written { len }) => Ok(len),
             Ok(other) => panic!("write answered {other:?}"),
             Err(e) => Err(e),
@@ -141,16 +105,7 @@ impl Driver {
     }
 
     fn open(&mut self, device: u32) -> Result<u64, Errno> {
-        match self
-            .call(
-                Call::Open {
-                    device,
-                    flags: libc::O_RDWR,
-                },
-                &[],
-            )
-            .0
-        {
+        match self.call(Call::Open { device, flags: libc::O_RDWR }, &[]).0 {
             Ok(Answer::Opened { handle }) => Ok(handle),
             Ok(other) => panic!("open answered {other:?}"),
             Err(e) => Err(e),
@@ -164,16 +119,10 @@ fn scenario(pids: Arc<Mutex<Vec<u32>>>) {
     let (devices, mut saved) = d.start(Vec::new(), &[]);
     assert_eq!(devices.len(), 1);
     let spec = devices[0].clone();
-    assert_eq!(
-        (spec.name.as_str(), spec.class, spec.size),
-        ("ram7", DeviceClass::Block, SIZE)
-    );
+    assert_eq!((spec.name.as_str(), spec.class, spec.size), ("ram7", DeviceClass::Block, SIZE));
     assert_eq!(saved.len(), 1);
     let (key, bytes, fds) = saved.remove(0);
-    assert_eq!(
-        (key.as_str(), bytes.as_slice(), fds.len()),
-        (STATE_KEY, &SIZE.to_le_bytes()[..], 1)
-    );
+    assert_eq!((key.as_str(), bytes.as_slice(), fds.len()), (STATE_KEY, &SIZE.to_le_bytes()[..], 1));
 
     assert_eq!(d.open(spec.device + 1), Err(Errno::ENXIO));
     let h = d.open(spec.device).unwrap();
@@ -190,50 +139,16 @@ fn scenario(pids: Arc<Mutex<Vec<u32>>>) {
     assert_eq!(d.read(h, 4096, big.len() as u32).unwrap(), big);
 
     // writev / readv.
-    let (r, _) = d.call(
-        Call::Gather {
-            handle: h,
-            offset: 100,
-            lens: vec![2, 3],
-        },
-        b"hello",
-    );
+    let (r, _) = d.call(Call::Gather { handle: h, offset: 100, lens: vec![2, 3] }, b"hello");
     assert_eq!(r, Ok(Answer::Written { len: 5 }));
-    let (r, data) = d.call(
-        Call::Scatter {
-            handle: h,
-            offset: 99,
-            lens: vec![1, 4, 10],
-        },
-        &[],
-    );
-    assert_eq!(
-        (r, data.as_slice()),
-        (Ok(Answer::Data), &b"\0hello\0\0\0\0\0\0\0\0\0"[..])
-    );
-    let (r, _) = d.call(
-        Call::Gather {
-            handle: h,
-            offset: SIZE - 1,
-            lens: vec![1, 1],
-        },
-        b"yz",
-    );
+    let (r, data) = d.call(Call::Scatter { handle: h, offset: 99, lens: vec![1, 4, 10] }, &[]);
+    assert_eq!((r, data.as_slice()), (Ok(Answer::Data), &b"\0hello\0\0\0\0\0\0\0\0\0"[..]));
+    let (r, _) = d.call(Call::Gather { handle: h, offset: SIZE - 1, lens: vec![1, 1] }, b"yz");
     assert_eq!(r, Ok(Answer::Written { len: 1 }));
 
     // The capacity ioctl.
-    let (r, out) = d.call(
-        Call::Ioctl {
-            handle: h,
-            cmd: BLKGETSIZE64,
-            out_len: 8,
-        },
-        &[],
-    );
-    assert_eq!(
-        (r, out.as_slice()),
-        (Ok(Answer::Ioctl { result: 0 }), &SIZE.to_le_bytes()[..])
-    );
+    let (r, out) = d.call(Call::Ioctl { handle: h, cmd: BLKGETSIZE64, out_len: 8 }, &[]);
+    assert_eq!((r, out.as_slice()), (Ok(Answer::Ioctl { result: 0 }), &SIZE.to_le_bytes()[..]));
 
     // kill -9: no fini, no goodbye.
     d.child.kill().unwrap();
@@ -241,11 +156,7 @@ fn scenario(pids: Arc<Mutex<Vec<u32>>>) {
 
     // Second incarnation, handed the saved state as the DDM would.
     let mut d = Driver::spawn(&pids);
-    let entry = StateEntry {
-        key: STATE_KEY.into(),
-        bytes: bytes.clone(),
-        fds: 1,
-    };
+    let entry = StateEntry { key: STATE_KEY.into(), bytes: bytes.clone(), fds: 1 };
     let (devices, saved) = d.start(vec![entry], &fds);
     assert_eq!(devices[0].size, SIZE);
     assert_eq!(saved.len(), 1, "the new incarnation saves its memfd again");

@@ -49,11 +49,8 @@ impl Driver for TestDriver {
                 std::thread::sleep(std::time::Duration::from_secs(3600));
             }
         }
-        let boots = ctx
-            .state("boots")
-            .and_then(|s| s.bytes.as_slice().try_into().ok())
-            .map(u64::from_le_bytes)
-            .unwrap_or(0);
+        let boots =
+            ctx.state("boots").and_then(|s| s.bytes.as_slice().try_into().ok()).map(u64::from_le_bytes).unwrap_or(0);
         self.incarnation = boots + 1;
         ctx.save_state("boots", &self.incarnation.to_le_bytes(), &[])?;
         if ctx.param("no_own_devices") == Some("true") {
@@ -95,12 +92,7 @@ impl Driver for TestDriver {
 
     fn close(&mut self, _ctx: &mut Context, handle: Handle) {
         self.handles.remove(&handle);
-        let ids: Vec<RequestId> = self
-            .parked
-            .iter()
-            .filter(|(_, (h, _))| *h == handle)
-            .map(|(id, _)| *id)
-            .collect();
+        let ids: Vec<RequestId> = self.parked.iter().filter(|(_, (h, _))| *h == handle).map(|(id, _)| *id).collect();
         for id in ids {
             if let Some((_, reply)) = self.parked.remove(&id) {
                 reply.error(Errno::EBADF);

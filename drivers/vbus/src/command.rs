@@ -43,12 +43,7 @@ pub struct Desc {
 
 impl Default for Desc {
     fn default() -> Desc {
-        Desc {
-            address: None,
-            class: DeviceClass::Char,
-            size: 0,
-            meta: Vec::new(),
-        }
+        Desc { address: None, class: DeviceClass::Char, size: 0, meta: Vec::new() }
     }
 }
 
@@ -216,17 +211,12 @@ pub fn parse_line(line: &str) -> Result<Option<Command>, CmdError> {
             if desc.address.as_deref() == Some(name) {
                 desc.address = None;
             }
-            Command::Add {
-                name: name.to_owned(),
-                desc,
-            }
+            Command::Add { name: name.to_owned(), desc }
         }
         "remove" => match args {
             [name] => {
                 check_name(name)?;
-                Command::Remove {
-                    name: (*name).to_owned(),
-                }
+                Command::Remove { name: (*name).to_owned() }
             }
             _ => return Err(CmdError::Usage(USAGE_REMOVE)),
         },
@@ -241,11 +231,7 @@ pub fn parse_line(line: &str) -> Result<Option<Command>, CmdError> {
             if desc.address.is_some() {
                 return Err(CmdError::AddressWithMany);
             }
-            Command::AddMany {
-                prefix: (*prefix).to_owned(),
-                count,
-                desc,
-            }
+            Command::AddMany { prefix: (*prefix).to_owned(), count, desc }
         }
         "remove-all" => {
             if !args.is_empty() {
@@ -262,12 +248,7 @@ pub fn parse_line(line: &str) -> Result<Option<Command>, CmdError> {
 /// not empty, at most [`NAME_MAX`] bytes, not `.` or `..`, without `/`,
 /// NUL or other control characters, and not [`CTL_NAME`].
 pub fn check_name(name: &str) -> Result<(), CmdError> {
-    let bad = |why| {
-        Err(CmdError::BadName {
-            name: name.chars().take(64).collect(),
-            why,
-        })
-    };
+    let bad = |why| Err(CmdError::BadName { name: name.chars().take(64).collect(), why });
     if name.is_empty() {
         return bad("empty");
     }
@@ -298,9 +279,7 @@ pub fn parse_desc(pairs: &[&str]) -> Result<Desc, CmdError> {
     let mut size = None;
     let mut seen: Vec<&str> = Vec::with_capacity(pairs.len());
     for word in pairs {
-        let (key, value) = word
-            .split_once('=')
-            .ok_or_else(|| CmdError::NotPair(word.chars().take(64).collect()))?;
+        let (key, value) = word.split_once('=').ok_or_else(|| CmdError::NotPair(word.chars().take(64).collect()))?;
         check_key(key)?;
         if value.len() > VALUE_MAX || value.chars().any(char::is_control) {
             return Err(CmdError::BadValue(key.to_owned()));
@@ -323,9 +302,7 @@ pub fn parse_desc(pairs: &[&str]) -> Result<Desc, CmdError> {
                     other => return Err(CmdError::BadClass(other.to_owned())),
                 }
             }
-            "size" => {
-                size = Some(parse_size(value).ok_or_else(|| CmdError::BadSize(value.to_owned()))?)
-            }
+            "size" => size = Some(parse_size(value).ok_or_else(|| CmdError::BadSize(value.to_owned()))?),
             _ => desc.meta.push((key.to_owned(), value.to_owned())),
         }
     }
@@ -362,9 +339,7 @@ pub fn describe(name: &str, desc: &Desc) -> String {
 }
 
 fn check_key(key: &str) -> Result<(), CmdError> {
-    let ok = !key.is_empty()
-        && key.len() <= KEY_MAX
-        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let ok = !key.is_empty() && key.len() <= KEY_MAX && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if ok {
         Ok(())
     } else {
@@ -409,17 +384,12 @@ mod tests {
     use super::*;
 
     fn meta(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
     #[test]
     fn add_with_metadata() {
-        let c = parse_line("add vdev0 vendor=1234 device=0001 class=char")
-            .unwrap()
-            .unwrap();
+        let c = parse_line("add vdev0 vendor=1234 device=0001 class=char").unwrap().unwrap();
         assert_eq!(
             c,
             Command::Add {
@@ -434,10 +404,7 @@ mod tests {
 
     #[test]
     fn add_with_address_class_and_size() {
-        let c =
-            parse_line("  add\tdisk0  devclass=block size=64K address=slot-3 serial=a=b empty= ")
-                .unwrap()
-                .unwrap();
+        let c = parse_line("  add\tdisk0  devclass=block size=64K address=slot-3 serial=a=b empty= ").unwrap().unwrap();
         assert_eq!(
             c,
             Command::Add {
@@ -450,46 +417,28 @@ mod tests {
                 }
             }
         );
-        let Some(Command::Add { desc, .. }) = parse_line("add d devclass=block").unwrap() else {
-            panic!()
-        };
+        let Some(Command::Add { desc, .. }) = parse_line("add d devclass=block").unwrap() else { panic!() };
         assert_eq!((desc.class, desc.size), (DeviceClass::Block, 0));
-        let Some(Command::Add { desc, .. }) = parse_line("add d devclass=char").unwrap() else {
-            panic!()
-        };
+        let Some(Command::Add { desc, .. }) = parse_line("add d devclass=char").unwrap() else { panic!() };
         assert_eq!(desc.class, DeviceClass::Char);
     }
 
     #[test]
     fn remove_add_many_remove_all_blank_and_comment() {
-        assert_eq!(
-            parse_line("remove vdev0").unwrap(),
-            Some(Command::Remove {
-                name: "vdev0".into()
-            })
-        );
+        assert_eq!(parse_line("remove vdev0").unwrap(), Some(Command::Remove { name: "vdev0".into() }));
         assert_eq!(
             parse_line("add-many v 1000 vendor=1234").unwrap(),
             Some(Command::AddMany {
                 prefix: "v".into(),
                 count: 1000,
-                desc: Desc {
-                    meta: meta(&[("vendor", "1234")]),
-                    ..Desc::default()
-                }
+                desc: Desc { meta: meta(&[("vendor", "1234")]), ..Desc::default() }
             })
         );
         assert_eq!(parse_line("remove-all").unwrap(), Some(Command::RemoveAll));
         assert_eq!(parse_line("").unwrap(), None);
         assert_eq!(parse_line(" \t \r").unwrap(), None);
         assert_eq!(parse_line("# add nothing").unwrap(), None);
-        assert_eq!(
-            parse_line("add x\r").unwrap(),
-            Some(Command::Add {
-                name: "x".into(),
-                desc: Desc::default()
-            })
-        );
+        assert_eq!(parse_line("add x\r").unwrap(), Some(Command::Add { name: "x".into(), desc: Desc::default() }));
     }
 
     /// Every error the parser gives, with the errno the write answers.
@@ -505,65 +454,20 @@ mod tests {
         let many_long = format!("add-many {} 10", "p".repeat(255));
         let cases: Vec<(&str, CmdError)> = vec![
             (&too_long, CmdError::LineTooLong),
-            (
-                "frobnicate x",
-                CmdError::UnknownCommand("frobnicate".into()),
-            ),
+            ("frobnicate x", CmdError::UnknownCommand("frobnicate".into())),
             ("ADD x", CmdError::UnknownCommand("ADD".into())),
             ("add", CmdError::Usage(USAGE_ADD)),
             ("remove", CmdError::Usage(USAGE_REMOVE)),
             ("remove a b", CmdError::Usage(USAGE_REMOVE)),
             ("add-many v", CmdError::Usage(USAGE_ADD_MANY)),
             ("remove-all now", CmdError::Usage(USAGE_REMOVE_ALL)),
-            (
-                "add a/b",
-                CmdError::BadName {
-                    name: "a/b".into(),
-                    why: "contains '/'",
-                },
-            ),
-            (
-                "remove a/b",
-                CmdError::BadName {
-                    name: "a/b".into(),
-                    why: "contains '/'",
-                },
-            ),
-            (
-                "add .",
-                CmdError::BadName {
-                    name: ".".into(),
-                    why: "'.' and '..' are not device names",
-                },
-            ),
-            (
-                "add ..",
-                CmdError::BadName {
-                    name: "..".into(),
-                    why: "'.' and '..' are not device names",
-                },
-            ),
-            (
-                "add a\u{7}b",
-                CmdError::BadName {
-                    name: "a\u{7}b".into(),
-                    why: "contains a control character",
-                },
-            ),
-            (
-                "add a\0b",
-                CmdError::BadName {
-                    name: "a\0b".into(),
-                    why: "contains a control character",
-                },
-            ),
-            (
-                &add_long_name,
-                CmdError::BadName {
-                    name: "n".repeat(64),
-                    why: "longer than 255 bytes",
-                },
-            ),
+            ("add a/b", CmdError::BadName { name: "a/b".into(), why: "contains '/'" }),
+            ("remove a/b", CmdError::BadName { name: "a/b".into(), why: "contains '/'" }),
+            ("add .", CmdError::BadName { name: ".".into(), why: "'.' and '..' are not device names" }),
+            ("add ..", CmdError::BadName { name: "..".into(), why: "'.' and '..' are not device names" }),
+            ("add a\u{7}b", CmdError::BadName { name: "a\u{7}b".into(), why: "contains a control character" }),
+            ("add a\0b", CmdError::BadName { name: "a\0b".into(), why: "contains a control character" }),
+            (&add_long_name, CmdError::BadName { name: "n".repeat(64), why: "longer than 255 bytes" }),
             ("add ctl", CmdError::Reserved),
             ("remove ctl", CmdError::Reserved),
             ("add x vendor", CmdError::NotPair("vendor".into())),
@@ -577,28 +481,13 @@ mod tests {
             ("add x k=a\u{1b}b", CmdError::BadValue("k".into())),
             ("add x address=", CmdError::BadValue("address".into())),
             ("add x k=1 k=2", CmdError::DuplicateKey("k".into())),
-            (
-                "add x devclass=block size=1 size=1",
-                CmdError::DuplicateKey("size".into()),
-            ),
+            ("add x devclass=block size=1 size=1", CmdError::DuplicateKey("size".into())),
             (&too_many, CmdError::TooManyPairs),
             ("add x devclass=tape", CmdError::BadClass("tape".into())),
-            (
-                "add x devclass=block size=lots",
-                CmdError::BadSize("lots".into()),
-            ),
-            (
-                "add x devclass=block size=1Q",
-                CmdError::BadSize("1Q".into()),
-            ),
-            (
-                "add x devclass=block size=99999999999999999999",
-                CmdError::BadSize("99999999999999999999".into()),
-            ),
-            (
-                "add x devclass=block size=99999999999T",
-                CmdError::BadSize("99999999999T".into()),
-            ),
+            ("add x devclass=block size=lots", CmdError::BadSize("lots".into())),
+            ("add x devclass=block size=1Q", CmdError::BadSize("1Q".into())),
+            ("add x devclass=block size=99999999999999999999", CmdError::BadSize("99999999999999999999".into())),
+            ("add x devclass=block size=99999999999T", CmdError::BadSize("99999999999T".into())),
             ("add x size=10", CmdError::SizeNeedsBlock),
             ("add x devclass=char size=10", CmdError::SizeNeedsBlock),
             ("add-many v 0", CmdError::BadCount("0".into())),
@@ -606,24 +495,9 @@ mod tests {
             ("add-many v +1", CmdError::BadCount("+1".into())),
             ("add-many v ten", CmdError::BadCount("ten".into())),
             ("add-many v 4097", CmdError::BadCount("4097".into())),
-            (
-                "add-many v 99999999999999999999999",
-                CmdError::BadCount("99999999999999999999999".into()),
-            ),
-            (
-                "add-many a/ 2",
-                CmdError::BadName {
-                    name: "a/1".into(),
-                    why: "contains '/'",
-                },
-            ),
-            (
-                &many_long,
-                CmdError::BadName {
-                    name: "p".repeat(64),
-                    why: "longer than 255 bytes",
-                },
-            ),
+            ("add-many v 99999999999999999999999", CmdError::BadCount("99999999999999999999999".into())),
+            ("add-many a/ 2", CmdError::BadName { name: "a/1".into(), why: "contains '/'" }),
+            (&many_long, CmdError::BadName { name: "p".repeat(64), why: "longer than 255 bytes" }),
             ("add-many v 3 address=x", CmdError::AddressWithMany),
         ];
         for (line, want) in cases {
@@ -645,21 +519,13 @@ mod tests {
             "add v0 vendor=1234 device=0001 class=char",
             "add disk0 address=slot-3 devclass=block size=65536 serial=a=b empty=",
         ] {
-            let Some(Command::Add { name, desc }) = parse_line(line).unwrap() else {
-                panic!("{line}")
-            };
+            let Some(Command::Add { name, desc }) = parse_line(line).unwrap() else { panic!("{line}") };
             let text = describe(&name, &desc);
             assert_eq!(format!("add {text}"), line);
-            assert_eq!(
-                parse_line(&format!("add {text}")).unwrap(),
-                Some(Command::Add { name, desc })
-            );
+            assert_eq!(parse_line(&format!("add {text}")).unwrap(), Some(Command::Add { name, desc }));
         }
         // An address equal to the name is not repeated.
-        let desc = Desc {
-            address: Some("v1".into()),
-            ..Desc::default()
-        };
+        let desc = Desc { address: Some("v1".into()), ..Desc::default() };
         assert_eq!(describe("v1", &desc), "v1");
     }
 }

@@ -124,10 +124,7 @@ pub struct VBus {
 impl VBus {
     /// An empty bus; `init` restores saved devices.
     pub fn new() -> VBus {
-        VBus {
-            next_handle: 1,
-            ..VBus::default()
-        }
+        VBus { next_handle: 1, ..VBus::default() }
     }
 
     /// Reports device `name` to the DDM.
@@ -136,11 +133,7 @@ impl VBus {
             device: 0,
             name: name.to_owned(),
             class: desc.class,
-            size: if desc.class == DeviceClass::Block {
-                desc.size
-            } else {
-                0
-            },
+            size: if desc.class == DeviceClass::Block { desc.size } else { 0 },
             bus: self.bus,
             address: Some(desc.address_of(name).to_owned()),
             meta: desc.meta.clone(),
@@ -171,11 +164,7 @@ impl VBus {
     /// Runs the commands of a write to `ctl`: all or nothing.
     fn control(&mut self, ctx: &mut Context, data: &[u8]) -> Result<(), Errno> {
         let Ok(text) = std::str::from_utf8(data) else {
-            warn!(
-                "vbus: ctl: write of {} bytes refused: {}",
-                data.len(),
-                CmdError::NotUtf8
-            );
+            warn!("vbus: ctl: write of {} bytes refused: {}", data.len(), CmdError::NotUtf8);
             return Err(CmdError::NotUtf8.errno());
         };
         let (next, effects) = self.model.run(text).map_err(|e| {
@@ -199,10 +188,7 @@ impl VBus {
                 }
             }
         }
-        info!(
-            "vbus: {added} added, {removed} removed, {} on the bus",
-            self.model.len()
-        );
+        info!("vbus: {added} added, {removed} removed, {} on the bus", self.model.len());
         // Before the answer: an acknowledged change survives a crash.
         ctx.save_state(STATE_KEY, &self.model.encode_state(), &[])
     }
@@ -224,11 +210,9 @@ impl VBus {
     fn class_of(&self, target: Target) -> DeviceClass {
         match target {
             Target::Ctl => DeviceClass::Char,
-            Target::Device(id) => self
-                .names
-                .get(&id)
-                .and_then(|n| self.model.get(n))
-                .map_or(DeviceClass::Char, |d| d.class),
+            Target::Device(id) => {
+                self.names.get(&id).and_then(|n| self.model.get(n)).map_or(DeviceClass::Char, |d| d.class)
+            }
         }
     }
 }
@@ -254,11 +238,7 @@ impl Driver for VBus {
                 Err(e) => warn!("vbus: {e}; starting with an empty bus"),
             }
         }
-        let restored: Vec<(String, Desc)> = self
-            .model
-            .iter()
-            .map(|(n, d)| (n.to_owned(), d.clone()))
-            .collect();
+        let restored: Vec<(String, Desc)> = self.model.iter().map(|(n, d)| (n.to_owned(), d.clone())).collect();
         for (name, desc) in &restored {
             self.report(ctx, name, desc);
         }
@@ -276,14 +256,7 @@ impl Driver for VBus {
         };
         let handle = self.next_handle;
         self.next_handle += 1;
-        self.handles.insert(
-            handle,
-            OpenNode {
-                target,
-                text: None,
-                pos: 0,
-            },
-        );
+        self.handles.insert(handle, OpenNode { target, text: None, pos: 0 });
         Ok(handle)
     }
 
@@ -291,14 +264,7 @@ impl Driver for VBus {
         self.handles.remove(&handle);
     }
 
-    fn read(
-        &mut self,
-        _ctx: &mut Context,
-        handle: Handle,
-        offset: u64,
-        len: u32,
-        reply: ReadReply,
-    ) {
+    fn read(&mut self, _ctx: &mut Context, handle: Handle, offset: u64, len: u32, reply: ReadReply) {
         let Some(target) = self.handles.get(&handle).map(|o| o.target) else {
             return reply.error(Errno::EBADF);
         };
@@ -324,9 +290,7 @@ impl Driver for VBus {
         let text = open.text.as_deref().unwrap_or_default();
         // A block device reads at offsets; a stream from where it stopped.
         let start = if block {
-            usize::try_from(offset)
-                .unwrap_or(usize::MAX)
-                .min(text.len())
+            usize::try_from(offset).unwrap_or(usize::MAX).min(text.len())
         } else {
             open.pos.min(text.len())
         };
@@ -337,26 +301,12 @@ impl Driver for VBus {
         reply.data(&text[start..end]);
     }
 
-    fn scatter(
-        &mut self,
-        ctx: &mut Context,
-        handle: Handle,
-        offset: u64,
-        _lens: &[u32],
-        reply: ReadReply,
-    ) {
+    fn scatter(&mut self, ctx: &mut Context, handle: Handle, offset: u64, _lens: &[u32], reply: ReadReply) {
         let len = reply.max_len();
         self.read(ctx, handle, offset, len, reply);
     }
 
-    fn write(
-        &mut self,
-        ctx: &mut Context,
-        handle: Handle,
-        _offset: u64,
-        data: &[u8],
-        reply: WriteReply,
-    ) {
+    fn write(&mut self, ctx: &mut Context, handle: Handle, _offset: u64, data: &[u8], reply: WriteReply) {
         match self.handles.get(&handle).map(|o| o.target) {
             None => reply.error(Errno::EBADF),
             Some(Target::Device(_)) => reply.error(Errno::EINVAL),

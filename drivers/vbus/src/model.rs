@@ -7,9 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::command::{
-    check_name, describe, parse_desc, parse_line, CmdError, Command, Desc, DEVICES_MAX,
-};
+use crate::command::{check_name, describe, parse_desc, parse_line, CmdError, Command, Desc, DEVICES_MAX};
 
 /// The state store key of the device list.
 pub const STATE_KEY: &str = "devices";
@@ -99,10 +97,7 @@ impl Model {
         if !effects.is_empty() {
             let len = next.encode_state().len();
             if len > STATE_MAX {
-                return Err(LineError {
-                    line: last,
-                    error: CmdError::StateTooLarge(len),
-                });
+                return Err(LineError { line: last, error: CmdError::StateTooLarge(len) });
             }
         }
         Ok((next, effects))
@@ -114,11 +109,7 @@ impl Model {
         match cmd {
             Command::Add { name, desc } => self.add(name, desc, effects),
             Command::Remove { name } => self.remove(&name, effects),
-            Command::AddMany {
-                prefix,
-                count,
-                desc,
-            } => {
+            Command::AddMany { prefix, count, desc } => {
                 if self.devices.len() + count > DEVICES_MAX {
                     return Err(CmdError::Full);
                 }
@@ -154,10 +145,7 @@ impl Model {
     }
 
     fn remove(&mut self, name: &str, effects: &mut Vec<Effect>) -> Result<(), CmdError> {
-        let desc = self
-            .devices
-            .remove(name)
-            .ok_or_else(|| CmdError::NoSuchDevice(name.to_owned()))?;
+        let desc = self.devices.remove(name).ok_or_else(|| CmdError::NoSuchDevice(name.to_owned()))?;
         self.addresses.remove(desc.address_of(name));
         effects.push(Effect::Removed(name.to_owned()));
         Ok(())
@@ -232,9 +220,7 @@ mod tests {
     #[test]
     fn add_remove_and_list() {
         let m = Model::default();
-        let (m, fx) = m
-            .run("add b vendor=1234 device=0001 class=char\nadd a\n")
-            .unwrap();
+        let (m, fx) = m.run("add b vendor=1234 device=0001 class=char\nadd a\n").unwrap();
         assert_eq!(names(&fx), ["+b", "+a"]);
         assert_eq!(m.listing(), "a\nb vendor=1234 device=0001 class=char\n");
         let (m, fx) = m.run("remove b").unwrap();
@@ -249,24 +235,12 @@ mod tests {
         for (text, line, err) in [
             ("add b\nadd a\n", 2, CmdError::Exists("a".into())),
             ("add b\nremove zz\n", 2, CmdError::NoSuchDevice("zz".into())),
-            (
-                "\n# x\nadd b\nbogus\n",
-                4,
-                CmdError::UnknownCommand("bogus".into()),
-            ),
+            ("\n# x\nadd b\nbogus\n", 4, CmdError::UnknownCommand("bogus".into())),
             ("add b address=a\n", 1, CmdError::AddressTaken("a".into())),
-            (
-                "add b address=q\nadd c address=q\n",
-                2,
-                CmdError::AddressTaken("q".into()),
-            ),
+            ("add b address=q\nadd c address=q\n", 2, CmdError::AddressTaken("q".into())),
             ("add a0\nadd-many a 2\n", 2, CmdError::Exists("a0".into())),
             ("add-many x 3\nadd x1\n", 2, CmdError::Exists("x1".into())),
-            (
-                "remove a\nremove a\n",
-                2,
-                CmdError::NoSuchDevice("a".into()),
-            ),
+            ("remove a\nremove a\n", 2, CmdError::NoSuchDevice("a".into())),
         ] {
             assert_eq!(m.run(text), Err(LineError { line, error: err }), "{text:?}");
         }
@@ -286,9 +260,7 @@ mod tests {
 
     #[test]
     fn add_many_and_remove_all() {
-        let (m, fx) = Model::default()
-            .run("add-many v 1000 vendor=1234 device=0001")
-            .unwrap();
+        let (m, fx) = Model::default().run("add-many v 1000 vendor=1234 device=0001").unwrap();
         assert_eq!(fx.len(), 1000);
         assert_eq!(m.len(), 1000);
         assert_eq!(m.get("v999").unwrap().meta.len(), 2);
@@ -303,9 +275,7 @@ mod tests {
 
     #[test]
     fn the_bus_has_limits() {
-        let (m, _) = Model::default()
-            .run(&format!("add-many v {DEVICES_MAX}"))
-            .unwrap();
+        let (m, _) = Model::default().run(&format!("add-many v {DEVICES_MAX}")).unwrap();
         assert_eq!(m.run("add one-more").unwrap_err().error, CmdError::Full);
         assert_eq!(m.run("add-many w 1").unwrap_err().error, CmdError::Full);
         assert_eq!(m.run("remove v0\nadd w").unwrap().0.len(), DEVICES_MAX);
@@ -313,10 +283,7 @@ mod tests {
         // Long descriptions fill the state store before the count does.
         let fat = format!(
             "add-many f 1000 {}",
-            (0..8)
-                .map(|i| format!("k{i}={}", "x".repeat(40)))
-                .collect::<Vec<_>>()
-                .join(" ")
+            (0..8).map(|i| format!("k{i}={}", "x".repeat(40))).collect::<Vec<_>>().join(" ")
         );
         let err = Model::default().run(&fat).unwrap_err();
         assert!(matches!(err.error, CmdError::StateTooLarge(n) if n > STATE_MAX));
@@ -338,10 +305,7 @@ mod tests {
         assert!(bad.is_empty());
         assert_eq!(back, m);
         let disk = back.get("disk").unwrap();
-        assert_eq!(
-            (disk.class, disk.size, disk.address.as_deref()),
-            (DeviceClass::Block, 1 << 20, Some("slot-9"))
-        );
+        assert_eq!((disk.class, disk.size, disk.address.as_deref()), (DeviceClass::Block, 1 << 20, Some("slot-9")));
 
         let (empty, bad) = Model::decode_state(Model::default().encode_state().as_slice()).unwrap();
         assert!(empty.is_empty() && bad.is_empty());
@@ -354,13 +318,7 @@ mod tests {
         assert_eq!(m.listing(), "a k=1\ne\n");
         assert_eq!(bad.iter().map(|e| e.line).collect::<Vec<_>>(), [3, 4, 6]);
         assert_eq!(Model::decode_state(b"\xff\xfe"), Err(StateError::NotUtf8));
-        assert_eq!(
-            Model::decode_state(b""),
-            Err(StateError::Header(String::new()))
-        );
-        assert_eq!(
-            Model::decode_state(b"ddf-vbus-state 2\na\n"),
-            Err(StateError::Header("ddf-vbus-state 2".into()))
-        );
+        assert_eq!(Model::decode_state(b""), Err(StateError::Header(String::new())));
+        assert_eq!(Model::decode_state(b"ddf-vbus-state 2\na\n"), Err(StateError::Header("ddf-vbus-state 2".into())));
     }
 }

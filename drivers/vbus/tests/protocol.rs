@@ -13,9 +13,7 @@ use std::process::{Child, Command, Stdio};
 
 use ddf::driver::SOCKET_FD_ENV;
 use ddf::ipc::{Channel, RecvBuf};
-use ddf::proto::{
-    Answer, Call, DdmToDriver, DeviceClass, DeviceSpec, DriverToDdm, Errno, RequestId, StateEntry,
-};
+use ddf::proto::{Answer, Call, DdmToDriver, DeviceClass, DeviceSpec, DriverToDdm, Errno, RequestId, StateEntry};
 use ddf_vbus::model::STATE_KEY;
 use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
@@ -45,9 +43,7 @@ impl Driver {
         setsockopt(&ours.as_fd(), sockopt::ReceiveTimeout, &TimeVal::new(30, 0)).unwrap();
         let raw = theirs.as_fd().as_raw_fd();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ddf-vbus"));
-        cmd.env(SOCKET_FD_ENV, raw.to_string())
-            .env("RUST_LOG", "error")
-            .stdin(Stdio::null());
+        cmd.env(SOCKET_FD_ENV, raw.to_string()).env("RUST_LOG", "error").stdin(Stdio::null());
         let keep_open = move || {
             // SAFETY: runs in the forked child before exec; fcntl is
             // async-signal-safe and only clears FD_CLOEXEC on `raw`.
@@ -62,12 +58,7 @@ impl Driver {
         drop(theirs);
         let mut buf = RecvBuf::default();
         ours.handshake(&mut buf).unwrap();
-        Driver {
-            child,
-            chan: ours,
-            buf,
-            next_id: 1,
-        }
+        Driver { child, chan: ours, buf, next_id: 1 }
     }
 
     /// Receives one message and its payload.
@@ -79,11 +70,7 @@ impl Driver {
 
     /// Sends Start with `state`; returns what the driver said until Ready.
     fn start(&mut self, state: Vec<StateEntry>) -> Vec<DriverToDdm> {
-        let start = DdmToDriver::Start {
-            instance: "vbus".into(),
-            params: Vec::new(),
-            state,
-        };
+        let start = DdmToDriver::Start { instance: "vbus".into(), params: Vec::new(), state };
         self.chan.send(&start, &[], &[]).unwrap();
         let mut said = Vec::new();
         loop {
@@ -99,9 +86,7 @@ impl Driver {
     fn call(&mut self, call: Call, payload: &[u8]) -> (Said, Result<Answer, Errno>, Vec<u8>) {
         let id = RequestId(self.next_id);
         self.next_id += 1;
-        self.chan
-            .send(&DdmToDriver::Call { id, call }, payload, &[])
-            .unwrap();
+        self.chan.send(&DdmToDriver::Call { id, call }, payload, &[]).unwrap();
         let mut before = Vec::new();
         loop {
             match self.recv() {
@@ -123,12 +108,7 @@ impl Driver {
     }
 
     fn read(&mut self, handle: u64, offset: u64, len: u32) -> Result<Vec<u8>, Errno> {
-        let call = Call::Read {
-            handle,
-            offset,
-            len,
-            flags: 0,
-        };
+        let call = Call::Read { handle, offset, len, flags: 0 };
         match self.call(call, &[]) {
             (_, Ok(Answer::Data), data) => Ok(data),
             (_, Err(e), _) => Err(e),
@@ -138,11 +118,7 @@ impl Driver {
 
     /// Writes `data`; the messages sent before the answer, and the answer.
     fn write(&mut self, handle: u64, data: &str) -> (Said, Result<Answer, Errno>) {
-        let call = Call::Write {
-            handle,
-            offset: 0,
-            flags: 0,
-        };
+        let call = Call::Write { handle, offset: 0, flags: 0 };
         let (before, result, _) = self.call(call, data.as_bytes());
         (before, result)
     }
@@ -161,20 +137,11 @@ fn added(msgs: &[(DriverToDdm, Vec<u8>)]) -> Vec<DeviceSpec> {
 fn vbus_over_the_protocol_survives_kill_9() {
     let mut d = Driver::spawn();
     let said = d.start(Vec::new());
-    let [DriverToDdm::AddBus {
-        bus,
-        name,
-        kind,
-        parent: None,
-    }, DriverToDdm::AddDevice(ctl)] = said.as_slice()
-    else {
+    let [DriverToDdm::AddBus { bus, name, kind, parent: None }, DriverToDdm::AddDevice(ctl)] = said.as_slice() else {
         panic!("expected the bus and ctl, got {said:?}")
     };
     assert_eq!((name.as_str(), kind.as_str()), ("vbus", "vbus"));
-    assert_eq!(
-        (ctl.name.as_str(), ctl.class, ctl.bus, ctl.offer),
-        ("ctl", DeviceClass::Char, Some(*bus), false)
-    );
+    assert_eq!((ctl.name.as_str(), ctl.class, ctl.bus, ctl.offer), ("ctl", DeviceClass::Char, Some(*bus), false));
 
     let h = d.open(ctl.device, libc::O_RDWR).unwrap();
     assert_eq!(d.read(h, 0, 4096).unwrap(), b"");
@@ -182,26 +149,14 @@ fn vbus_over_the_protocol_survives_kill_9() {
     // An add: the devices, then the state, then the answer.
     let text = "add a vendor=1234 device=0001 class=char\nadd-many v 3 vendor=abcd\n";
     let (before, r) = d.write(h, text);
-    assert_eq!(
-        r,
-        Ok(Answer::Written {
-            len: text.len() as u32
-        })
-    );
+    assert_eq!(r, Ok(Answer::Written { len: text.len() as u32 }));
     let specs = added(&before);
-    assert_eq!(
-        specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
-        ["a", "v0", "v1", "v2"]
-    );
+    assert_eq!(specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["a", "v0", "v1", "v2"]);
     let a = specs[0].clone();
-    assert_eq!(
-        (a.class, a.bus, a.offer, a.address.as_deref()),
-        (DeviceClass::Char, Some(*bus), true, Some("a"))
-    );
+    assert_eq!((a.class, a.bus, a.offer, a.address.as_deref()), (DeviceClass::Char, Some(*bus), true, Some("a")));
     assert_eq!(
         a.meta,
-        [("vendor", "1234"), ("device", "0001"), ("class", "char")]
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        [("vendor", "1234"), ("device", "0001"), ("class", "char")].map(|(k, v)| (k.to_owned(), v.to_owned()))
     );
     let Some((DriverToDdm::SaveState { key }, saved)) = before.last() else {
         panic!("the state was not saved before the answer: {before:?}")
@@ -226,29 +181,17 @@ fn vbus_over_the_protocol_survives_kill_9() {
 
     // An unbound device reads as its line; writes are refused.
     let ha = d.open(a.device, libc::O_RDWR).unwrap();
-    assert_eq!(
-        d.read(ha, 0, 4096).unwrap(),
-        b"a vendor=1234 device=0001 class=char\n"
-    );
+    assert_eq!(d.read(ha, 0, 4096).unwrap(), b"a vendor=1234 device=0001 class=char\n");
     assert_eq!(d.read(ha, 0, 4096).unwrap(), b"");
     assert_eq!(d.write(ha, "x").1, Err(Errno::EINVAL));
 
     // A write with a bad line changes nothing and says nothing to the DDM.
-    for bad in [
-        "remove a\nbogus\n",
-        "add v1\n",
-        "remove zz\n",
-        "add x/y\n",
-        "\u{ff}",
-    ] {
+    for bad in ["remove a\nbogus\n", "add v1\n", "remove zz\n", "add x/y\n", "\u{ff}"] {
         let (before, r) = d.write(h, bad);
         assert_eq!((before.len(), r), (0, Err(Errno::EINVAL)), "{bad:?}");
     }
     assert_eq!(d.write(h, "add-many w 4094\n").1, Err(Errno::ENOSPC));
-    assert_eq!(
-        d.write(h, "\n# nothing\n"),
-        (Vec::new(), Ok(Answer::Written { len: 11 }))
-    );
+    assert_eq!(d.write(h, "\n# nothing\n"), (Vec::new(), Ok(Answer::Written { len: 11 })));
 
     // A removal; the open handle on it then answers ENODEV.
     let ha2 = d.open(a.device, libc::O_RDONLY).unwrap();
@@ -265,11 +208,7 @@ fn vbus_over_the_protocol_survives_kill_9() {
     d.child.wait().unwrap();
     assert_ne!(saved, after_remove);
     let mut d = Driver::spawn();
-    let said = d.start(vec![StateEntry {
-        key: STATE_KEY.into(),
-        bytes: after_remove,
-        fds: 0,
-    }]);
+    let said = d.start(vec![StateEntry { key: STATE_KEY.into(), bytes: after_remove, fds: 0 }]);
     let names: Vec<&str> = said
         .iter()
         .filter_map(|m| match m {
@@ -282,11 +221,7 @@ fn vbus_over_the_protocol_survives_kill_9() {
     // Garbage in the state store: an empty bus, not a crash.
     drop(d);
     let mut d = Driver::spawn();
-    let said = d.start(vec![StateEntry {
-        key: STATE_KEY.into(),
-        bytes: b"\xffnot a list".to_vec(),
-        fds: 0,
-    }]);
+    let said = d.start(vec![StateEntry { key: STATE_KEY.into(), bytes: b"\xffnot a list".to_vec(), fds: 0 }]);
     assert_eq!(said.len(), 2, "{said:?}");
 
     d.chan.send(&DdmToDriver::Shutdown, &[], &[]).unwrap();

@@ -81,9 +81,9 @@ use std::time::{Duration, Instant, SystemTime};
 use clap::{Parser, ValueEnum};
 use ddf_tests::{is_mounted, wait_timeout, wait_until};
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig,
-    LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite,
-    ReplyXattr, Request, WriteFlags,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
+    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, ReplyXattr,
+    Request, WriteFlags,
 };
 use nix::sched::CpuSet;
 use nix::sys::signal::{self, SigSet, Signal};
@@ -105,13 +105,10 @@ const DEFAULT_CAPACITY: u64 = 64 * MIB as u64;
 /// Rounds of section 1 (each visits every target in turn).
 const ROUNDS: usize = 10;
 /// Histogram bucket upper bounds, in nanoseconds (the last bucket is open).
-const BUCKETS_NS: [u64; 12] = [
-    250, 500, 1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 64_000, 128_000, 256_000, 512_000,
-];
+const BUCKETS_NS: [u64; 12] = [250, 500, 1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 64_000, 128_000, 256_000, 512_000];
 /// Their labels, in microseconds.
-const BUCKET_LABELS: [&str; 13] = [
-    "<.25", "<.5", "<1", "<2", "<4", "<8", "<16", "<32", "<64", "<128", "<256", "<512", "more",
-];
+const BUCKET_LABELS: [&str; 13] =
+    ["<.25", "<.5", "<1", "<2", "<4", "<8", "<16", "<32", "<64", "<128", "<256", "<512", "more"];
 
 /// Benchmark of ddf: the paper's open/read/write/close experiment against
 /// /dev/null, an in-process FUSE floor, /ddf/null, the direct client path and
@@ -216,11 +213,7 @@ enum BenchError {
     /// Setting a CPU affinity failed.
     Pin(String, nix::Error),
     /// A measured call failed.
-    Call {
-        target: &'static str,
-        op: &'static str,
-        source: std::io::Error,
-    },
+    Call { target: &'static str, op: &'static str, source: std::io::Error },
 }
 
 impl BenchError {
@@ -297,11 +290,7 @@ struct Plan {
 
 impl Plan {
     fn from_args(a: &Args, allowed: &[usize]) -> Result<Plan, BenchError> {
-        let (calls, mib, max_clients, secs) = if a.short {
-            (500, 16, 4, 0.3)
-        } else {
-            (5000, 256, 8, 2.0)
-        };
+        let (calls, mib, max_clients, secs) = if a.short { (500, 16, 4, 0.3) } else { (5000, 256, 8, 2.0) };
         let calls = a.calls.unwrap_or(calls);
         let mib = a.mib.unwrap_or(mib);
         let max_clients = a.max_clients.unwrap_or(max_clients);
@@ -326,10 +315,7 @@ impl Plan {
         }
         clients.push(max_clients);
         let (client_cpu, server_cpu) = match a.cpus.as_slice() {
-            [] => (
-                allowed.first().copied().unwrap_or(0),
-                allowed.get(1).or(allowed.first()).copied().unwrap_or(0),
-            ),
+            [] => (allowed.first().copied().unwrap_or(0), allowed.get(1).or(allowed.first()).copied().unwrap_or(0)),
             [a, b] => (*a, *b),
             _ => return Err(BenchError::Usage("--cpus takes two CPU numbers: --cpus A,B".into())),
         };
@@ -380,12 +366,7 @@ struct Cleanup {
     dir: Option<PathBuf>,
 }
 
-static CLEANUP: Mutex<Cleanup> = Mutex::new(Cleanup {
-    ddm_pid: None,
-    echo_pid: None,
-    mounts: Vec::new(),
-    dir: None,
-});
+static CLEANUP: Mutex<Cleanup> = Mutex::new(Cleanup { ddm_pid: None, echo_pid: None, mounts: Vec::new(), dir: None });
 
 /// Set when the run is being stopped from outside (a signal, the watchdog):
 /// the main thread's calls then fail, and it must leave the exit to the
@@ -504,9 +485,7 @@ fn run(args: &Args) -> Result<(), BenchError> {
     for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         signals.add(s);
     }
-    signals
-        .thread_block()
-        .map_err(|e| BenchError::Setup("cannot block signals".into(), e.into()))?;
+    signals.thread_block().map_err(|e| BenchError::Setup("cannot block signals".into(), e.into()))?;
     spawn_signal_thread(signals)?;
     spawn_watchdog(Duration::from_secs(args.timeout))?;
 
@@ -532,10 +511,7 @@ fn run(args: &Args) -> Result<(), BenchError> {
 
     eprintln!("ddf-bench: starting ddm and the FUSE floor");
     let mut ddm = DdmProc::start(&bins, dir.path(), plan.max_clients(), args.ddm_log.as_deref())?;
-    let capacity = std::fs::metadata(ddm.path("ram0"))
-        .map(|m| m.len())
-        .unwrap_or(DEFAULT_CAPACITY)
-        .max(MIB as u64)
+    let capacity = std::fs::metadata(ddm.path("ram0")).map(|m| m.len()).unwrap_or(DEFAULT_CAPACITY).max(MIB as u64)
         / MIB as u64
         * MIB as u64;
     let tmpfs = TmpfsMount::mount(&dir.path().join("tmpfs"), 2 * capacity + 16 * MIB as u64)?;
@@ -547,9 +523,7 @@ fn run(args: &Args) -> Result<(), BenchError> {
         .truncate(true)
         .open(&tmpfs_file)
         .map_err(setup(format!("cannot create {}", tmpfs_file.display())))?;
-    backing
-        .set_len(capacity)
-        .map_err(setup(format!("cannot size {}", tmpfs_file.display())))?;
+    backing.set_len(capacity).map_err(setup(format!("cannot size {}", tmpfs_file.display())))?;
     let floor = FloorMount::mount(&dir.path().join("floor"), backing, capacity, plan.max_clients())?;
     let echo = EchoProc::spawn()?;
     let mut direct = DirectPath::connect(&ddm);
@@ -573,19 +547,10 @@ fn run(args: &Args) -> Result<(), BenchError> {
                 Timed::new("(c) /ddf/null", &mut ddf_null, plan.calls),
                 Timed::new("(e) socketpair", &mut ipc, plan.calls),
             ];
-            let mut d = direct
-                .as_mut()
-                .ok()
-                .map(|d| Timed::new("(d) direct client", d, plan.calls));
+            let mut d = direct.as_mut().ok().map(|d| Timed::new("(d) direct client", d, plan.calls));
             measure(&mut fixed, d.as_mut(), &plan)?;
             let [dev_null, floor, ddf, ipc] = fixed.map(Timed::stats);
-            Latency {
-                dev_null,
-                floor,
-                ddf,
-                direct: d.map(Timed::stats),
-                ipc,
-            }
+            Latency { dev_null, floor, ddf, direct: d.map(Timed::stats), ipc }
         };
         eprintln!("ddf-bench: {}: throughput", placement.title());
         let thr = Throughput {
@@ -593,12 +558,7 @@ fn run(args: &Args) -> Result<(), BenchError> {
             floor: transfer("tmpfs via FUSE floor", &floor.path.join("data"), capacity, plan.mib)?,
             ram0: transfer("/ddf/ram0", &ddm.path("ram0"), capacity, plan.mib)?,
         };
-        sections.push(Section {
-            placement,
-            pinned,
-            lat,
-            thr,
-        });
+        sections.push(Section { placement, pinned, lat, thr });
     }
     Pinning::apply(PlacementKind::Unpinned, &plan, &initial, &ddm, &echo)?;
     eprintln!("ddf-bench: scaling");
@@ -610,10 +570,7 @@ fn run(args: &Args) -> Result<(), BenchError> {
     }
 
     if !ddm.alive() {
-        return Err(BenchError::NotUp(format!(
-            "it exited during the run; its log:\n{}",
-            ddm.log_tail(30)
-        )));
+        return Err(BenchError::NotUp(format!("it exited during the run; its log:\n{}", ddm.log_tail(30))));
     }
     let table = render(&machine, &plan, &sections, &scaling, direct.as_ref().err(), capacity);
     print!("{table}");
@@ -661,8 +618,9 @@ impl DdmProc {
         // every write at once.
         for i in 0..clients {
             let p = dir.join(format!("bench{i}.toml"));
-            let text =
-                format!("name = \"bench{i}\"\nexec = \"ddf-testdrv\"\nautostart = true\n[params]\nname = \"bench{i}\"\n");
+            let text = format!(
+                "name = \"bench{i}\"\nexec = \"ddf-testdrv\"\nautostart = true\n[params]\nname = \"bench{i}\"\n"
+            );
             std::fs::write(&p, text).map_err(setup(format!("cannot write {}", p.display())))?;
             cmd.arg("--manifest").arg(p);
         }
@@ -681,22 +639,14 @@ impl DdmProc {
             c.ddm_pid = Some(child.id() as i32);
             c.mounts.push(mnt.clone());
         }
-        let mut ddm = DdmProc {
-            child: Some(child),
-            mnt,
-            socket,
-            log,
-        };
+        let mut ddm = DdmProc { child: Some(child), mnt, socket, log };
         let mut wanted = vec!["null".to_owned(), "ram0".to_owned()];
         wanted.extend((0..clients).map(|i| format!("bench{i}")));
         let up = wait_until(Duration::from_secs(60), || {
             !ddm.alive() || (is_mounted(&ddm.mnt) && wanted.iter().all(|n| ddm.mnt.join(n).exists()))
         });
         if !ddm.alive() {
-            return Err(BenchError::NotUp(format!(
-                "it exited at start; its log:\n{}",
-                ddm.log_tail(30)
-            )));
+            return Err(BenchError::NotUp(format!("it exited at start; its log:\n{}", ddm.log_tail(30))));
         }
         if !up {
             return Err(BenchError::NotUp(format!(
@@ -991,12 +941,7 @@ struct FloorMount {
 impl FloorMount {
     fn mount(path: &Path, data: File, capacity: u64, scale_files: usize) -> Result<FloorMount, BenchError> {
         std::fs::create_dir_all(path).map_err(setup(format!("cannot create {}", path.display())))?;
-        let fs = Floor {
-            data,
-            capacity,
-            scale_files: scale_files as u64,
-            born: SystemTime::now(),
-        };
+        let fs = Floor { data, capacity, scale_files: scale_files as u64, born: SystemTime::now() };
         // ddm's mount (ddm-fs/src/main.rs).
         let mut config = fuser::Config::default();
         config.mount_options = vec![
@@ -1013,13 +958,8 @@ impl FloorMount {
         let session = fuser::Session::new(fs, path, &config)
             .map_err(setup(format!("cannot mount the FUSE floor on {}", path.display())))?;
         register_mount(path);
-        let session = session
-            .spawn()
-            .map_err(setup("cannot start the FUSE floor's threads"))?;
-        let floor = FloorMount {
-            path: path.to_owned(),
-            session: Some(session),
-        };
+        let session = session.spawn().map_err(setup("cannot start the FUSE floor's threads"))?;
+        let floor = FloorMount { path: path.to_owned(), session: Some(session) };
         let null = path.join("null");
         if !wait_until(Duration::from_secs(10), || null.exists()) {
             return Err(BenchError::Setup(
@@ -1071,10 +1011,7 @@ impl EchoProc {
             .map_err(setup(format!("cannot start {} --ipc-echo", exe.display())))?;
         drop(theirs);
         lock(&CLEANUP).echo_pid = Some(child.id() as i32);
-        Ok(EchoProc {
-            child: Some(child),
-            sock: ours,
-        })
+        Ok(EchoProc { child: Some(child), sock: ours })
     }
 
     fn pid(&self) -> Option<i32> {
@@ -1198,10 +1135,9 @@ the {driver_threads} threads of its {} driver processes",
         let text = match kind {
             PlacementKind::Unpinned => "nothing pinned".to_owned(),
             PlacementKind::Same => format!("all on CPU {}: the measuring thread, {servers}", plan.client_cpu),
-            PlacementKind::Split => format!(
-                "the measuring thread on CPU {}; {servers} on CPU {}",
-                plan.client_cpu, plan.server_cpu
-            ),
+            PlacementKind::Split => {
+                format!("the measuring thread on CPU {}; {servers} on CPU {}", plan.client_cpu, plan.server_cpu)
+            }
         };
         Ok(Pinning { text })
     }
@@ -1234,10 +1170,7 @@ struct FileSubject {
 
 impl FileSubject {
     fn new(path: impl Into<PathBuf>) -> FileSubject {
-        FileSubject {
-            path: path.into(),
-            file: None,
-        }
+        FileSubject { path: path.into(), file: None }
     }
 }
 
@@ -1320,11 +1253,7 @@ impl DirectPath {
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         let mut link = ddf::ddm::Ddm::connect(&ddm.socket).map_err(|e| chain(&e))?;
         let client = link.connect_device(&proof).map_err(|e| chain(&e))?;
-        Ok(DirectPath {
-            client,
-            handle: None,
-            _proof: proof,
-        })
+        Ok(DirectPath { client, handle: None, _proof: proof })
     }
 }
 
@@ -1405,11 +1334,7 @@ struct Timed<'a> {
 
 impl<'a> Timed<'a> {
     fn new(name: &'static str, subject: &'a mut dyn Subject, calls: usize) -> Timed<'a> {
-        Timed {
-            name,
-            subject,
-            samples: std::array::from_fn(|_| Vec::with_capacity(calls)),
-        }
+        Timed { name, subject, samples: std::array::from_fn(|_| Vec::with_capacity(calls)) }
     }
 
     /// `n` cycles of open, read, write, close; kept when `keep`.
@@ -1570,22 +1495,20 @@ fn scale(target: &'static str, k: usize, d: Duration, path: impl Fn(usize) -> Pa
     let mut spawn_err = None;
     for (i, mut f) in files.into_iter().enumerate() {
         let (halt, count, go) = (stop.clone(), total.clone(), gate.clone());
-        let w = thread::Builder::new()
-            .name(format!("client-{i}"))
-            .spawn(move || -> std::io::Result<()> {
-                drop(go.read().unwrap_or_else(|e| e.into_inner()));
-                let mut n = 0u64;
-                let mut err = None;
-                while !halt.load(Ordering::Relaxed) {
-                    if let Err(e) = f.write(b"x") {
-                        err = Some(e);
-                        break;
-                    }
-                    n += 1;
+        let w = thread::Builder::new().name(format!("client-{i}")).spawn(move || -> std::io::Result<()> {
+            drop(go.read().unwrap_or_else(|e| e.into_inner()));
+            let mut n = 0u64;
+            let mut err = None;
+            while !halt.load(Ordering::Relaxed) {
+                if let Err(e) = f.write(b"x") {
+                    err = Some(e);
+                    break;
                 }
-                count.fetch_add(n, Ordering::Relaxed);
-                err.map_or(Ok(()), Err)
-            });
+                n += 1;
+            }
+            count.fetch_add(n, Ordering::Relaxed);
+            err.map_or(Ok(()), Err)
+        });
         match w {
             Ok(w) => workers.push(w),
             Err(e) => {
@@ -1611,11 +1534,7 @@ fn scale(target: &'static str, k: usize, d: Duration, path: impl Fn(usize) -> Pa
     }
     let secs = t.elapsed().as_secs_f64();
     if let Some(e) = first_err {
-        return Err(BenchError::Call {
-            target,
-            op: "write",
-            source: e,
-        });
+        return Err(BenchError::Call { target, op: "write", source: e });
     }
     Ok(total.load(Ordering::Relaxed) as f64 / secs)
 }
@@ -1637,8 +1556,7 @@ impl Machine {
         let cpu = cpuinfo
             .lines()
             .find_map(|l| {
-                l.strip_prefix("model name")
-                    .map(|r| r.trim_start_matches([' ', '\t', ':']).trim().to_owned())
+                l.strip_prefix("model name").map(|r| r.trim_start_matches([' ', '\t', ':']).trim().to_owned())
             })
             .unwrap_or_else(|| "unknown CPU".into());
         let nproc = thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
@@ -1649,12 +1567,7 @@ impl Machine {
             .and_then(|mut l| l.info())
             .map(|i| i.version)
             .unwrap_or_else(|_| "?".into());
-        Machine {
-            cpu,
-            nproc,
-            kernel,
-            ddm_version,
-        }
+        Machine { cpu, nproc, kernel, ddm_version }
     }
 }
 
@@ -1709,11 +1622,7 @@ fn render(
 ) -> String {
     use std::fmt::Write as _;
     let mut o = String::new();
-    let profile = if cfg!(debug_assertions) {
-        "debug build (numbers not meaningful)"
-    } else {
-        "release build"
-    };
+    let profile = if cfg!(debug_assertions) { "debug build (numbers not meaningful)" } else { "release build" };
     let _ = writeln!(o, "ddf benchmark (ddf-bench {}, ddm {})", env!("CARGO_PKG_VERSION"), m.ddm_version);
     let _ = writeln!(o, "machine: {}, {} CPUs usable by this run, Linux {}", m.cpu, m.nproc, m.kernel);
     let _ = writeln!(
@@ -1763,10 +1672,8 @@ fn render(
 
     // Histograms.
     let _ = writeln!(o);
-    let _ = writeln!(
-        o,
-        "Histograms: % of calls per latency bucket, upper bounds in us ('.' = under 0.5%, blank = none)"
-    );
+    let _ =
+        writeln!(o, "Histograms: % of calls per latency bucket, upper bounds in us ('.' = under 0.5%, blank = none)");
     for s in sections {
         let mut head = format!("{:<26}", s.placement.title());
         for l in BUCKET_LABELS {
@@ -1798,10 +1705,8 @@ fn render(
 
     // 2. Ratios.
     let _ = writeln!(o);
-    let _ = writeln!(
-        o,
-        "2. Ratios of mean latencies; \"all\" = (mean of the four ops' means) / (the same of the other)"
-    );
+    let _ =
+        writeln!(o, "2. Ratios of mean latencies; \"all\" = (mean of the four ops' means) / (the same of the other)");
     let mut head = format!("{:<26}", "");
     for s in sections {
         head.push_str(&format!(" | {:>9}", s.placement.title()));
@@ -1809,12 +1714,7 @@ fn render(
     head.push_str(" | target");
     let _ = writeln!(o, "{head}");
     let pairs: [(&str, Pick, Pick, &str); 2] = [
-        (
-            "(c)/(b) driver hop",
-            |l| Some(&l.ddf),
-            |l| Some(&l.floor),
-            "<= 2.0 (paper: 1.068; goal 1.1)",
-        ),
+        ("(c)/(b) driver hop", |l| Some(&l.ddf), |l| Some(&l.floor), "<= 2.0 (paper: 1.068; goal 1.1)"),
         ("(d)/(e) direct path", |l| l.direct.as_ref(), |l| Some(&l.ipc), "<= 1.2"),
     ];
     for (name, num, den, target) in pairs {
@@ -1854,11 +1754,8 @@ each, on a {} MiB file filled once first",
     let _ = writeln!(o, "{}", head.trim_end());
     let _ = writeln!(o, "{sub}");
     type PickRate = fn(&Throughput) -> Rate;
-    let rows: [(&str, PickRate); 3] = [
-        ("tmpfs file, direct", |t| t.tmpfs),
-        ("tmpfs via FUSE floor", |t| t.floor),
-        ("/ddf/ram0", |t| t.ram0),
-    ];
+    let rows: [(&str, PickRate); 3] =
+        [("tmpfs file, direct", |t| t.tmpfs), ("tmpfs via FUSE floor", |t| t.floor), ("/ddf/ram0", |t| t.ram0)];
     for (name, pick) in rows {
         let mut line = format!("{name:<26}");
         for s in sections {

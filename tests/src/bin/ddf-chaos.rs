@@ -127,12 +127,7 @@ struct Args {
     duration: Option<u64>,
 
     /// Faults to use, in turn.
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        default_value = "kill,panic,abort,segv,hang,garbage,exit"
-    )]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "kill,panic,abort,segv,hang,garbage,exit")]
     faults: Vec<FaultKind>,
 
     /// A smoke run: 4 clients, 4 rounds, 20 s (explicit options win).
@@ -413,10 +408,7 @@ struct DdmProc {
 
 impl DdmProc {
     fn start(bins: &Bins, log: Option<&Path>) -> Result<DdmProc, SetupError> {
-        let dir = tempfile::Builder::new()
-            .prefix("ddf-chaos-")
-            .tempdir()
-            .map_err(SetupError::TempDir)?;
+        let dir = tempfile::Builder::new().prefix("ddf-chaos-").tempdir().map_err(SetupError::TempDir)?;
         let mnt = dir.path().join("mnt");
         let socket = dir.path().join("control.sock");
         let manifest = dir.path().join("stall.toml");
@@ -430,10 +422,7 @@ impl DdmProc {
             .arg(&socket)
             .arg("--manifest")
             .arg(&manifest)
-            .env(
-                "RUST_LOG",
-                std::env::var("DDF_CHAOS_DDM_LOG").unwrap_or_else(|_| "info,fuser=warn".into()),
-            )
+            .env("RUST_LOG", std::env::var("DDF_CHAOS_DDM_LOG").unwrap_or_else(|_| "info,fuser=warn".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -443,13 +432,7 @@ impl DdmProc {
             .map_err(|e| SetupError::Spawn(exe.clone(), e))?;
         DDM_PID.store(child.id() as i32, Ordering::SeqCst);
         let _ = MOUNT.set(mnt.clone());
-        let mut ddm = DdmProc {
-            child: Some(child),
-            mnt,
-            socket,
-            log,
-            _dir: dir,
-        };
+        let mut ddm = DdmProc { child: Some(child), mnt, socket, log, _dir: dir };
         let up = wait_until(Duration::from_secs(30), || {
             !ddm.process_alive()
                 || (is_mounted(&ddm.mnt) && ["null", "zero", "stall"].iter().all(|n| ddm.mnt.join(n).exists()))
@@ -490,10 +473,7 @@ impl DdmProc {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         // ddm logs "SIGTERM: stopping drivers ..." when a signal stops it;
         // the run itself sends none before the end.
-        match ["SIGTERM", "SIGINT", "SIGHUP"]
-            .into_iter()
-            .find(|s| log.contains(&format!("{s}: stopping")))
-        {
+        match ["SIGTERM", "SIGINT", "SIGHUP"].into_iter().find(|s| log.contains(&format!("{s}: stopping"))) {
             Some(sig) => format!(
                 "ddm's process ended ({how}) after a {sig} from outside the run (its log says so); \
                  is another program stopping ddm processes?"
@@ -538,8 +518,7 @@ fn ls(mnt: &Path) -> Result<Vec<String>, String> {
         .name("ls".into())
         .spawn(move || {
             let r = std::fs::read_dir(&dir).and_then(|it| {
-                it.map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
-                    .collect::<Result<Vec<_>, _>>()
+                it.map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned())).collect::<Result<Vec<_>, _>>()
             });
             let _ = tx.send(r);
         })
@@ -547,11 +526,7 @@ fn ls(mnt: &Path) -> Result<Vec<String>, String> {
     match rx.recv_timeout(LS_TIMEOUT) {
         Ok(Ok(names)) => Ok(names),
         Ok(Err(e)) => Err(format!("ls {} failed: {e}", mnt.display())),
-        Err(_) => Err(format!(
-            "ls {} did not answer in {} s",
-            mnt.display(),
-            LS_TIMEOUT.as_secs()
-        )),
+        Err(_) => Err(format!("ls {} did not answer in {} s", mnt.display(), LS_TIMEOUT.as_secs())),
     }
 }
 
@@ -592,10 +567,7 @@ impl Ctl {
                 }
             })
             .map_err(|e| SetupError::NotUp(format!("cannot start the control thread: {e}")))?;
-        Ok(Ctl {
-            tx,
-            stuck: AtomicBool::new(false),
-        })
+        Ok(Ctl { tx, stuck: AtomicBool::new(false) })
     }
 
     fn serve(socket: &Path, link: &mut Option<DdmLink>, req: CtlReq) -> Result<CtlAns, String> {
@@ -627,17 +599,12 @@ impl Ctl {
             return Err("the control socket stopped answering earlier".into());
         }
         let (tx, rx) = mpsc::channel();
-        self.tx
-            .send((req, tx))
-            .map_err(|_| "the control thread is gone".to_owned())?;
+        self.tx.send((req, tx)).map_err(|_| "the control thread is gone".to_owned())?;
         match rx.recv_timeout(CTL_TIMEOUT) {
             Ok(r) => r,
             Err(_) => {
                 self.stuck.store(true, Ordering::SeqCst);
-                Err(format!(
-                    "ddm's control socket did not answer in {} s",
-                    CTL_TIMEOUT.as_secs()
-                ))
+                Err(format!("ddm's control socket did not answer in {} s", CTL_TIMEOUT.as_secs()))
             }
         }
     }
@@ -650,10 +617,7 @@ impl Ctl {
     }
 
     fn driver(&self, name: &str) -> Result<DriverStatus, String> {
-        self.status()?
-            .into_iter()
-            .find(|d| d.name == name)
-            .ok_or_else(|| format!("status does not list driver {name}"))
+        self.status()?.into_iter().find(|d| d.name == name).ok_or_else(|| format!("status does not list driver {name}"))
     }
 
     fn inject(&self, driver: &'static str, f: Fault) -> Result<(), String> {
@@ -760,14 +724,8 @@ impl Shared {
 /// Runs `f` as operation `what` of `slot`, under the watchdog.
 fn timed<T>(sh: &Shared, slot: &Slot, what: &'static str, interrupt_at: Option<Instant>, f: impl FnOnce() -> T) -> T {
     let started = Instant::now();
-    *lock(&slot.op) = Some(Op {
-        what,
-        started,
-        parks: interrupt_at.is_some(),
-        interrupt_at,
-        poked: None,
-        last_poke: None,
-    });
+    *lock(&slot.op) =
+        Some(Op { what, started, parks: interrupt_at.is_some(), interrupt_at, poked: None, last_poke: None });
     let r = f();
     *lock(&slot.op) = None;
     if interrupt_at.is_none() {
@@ -861,11 +819,8 @@ fn data_client(sh: Arc<Shared>, slot: Arc<Slot>, id: usize) {
     while !sh.stopping() {
         n += 1;
         let zero = n % 2 == 0;
-        let (path, open_what, io_what) = if zero {
-            (&sh.zero, "open zero", "read zero")
-        } else {
-            (&sh.null, "open null", "write null")
-        };
+        let (path, open_what, io_what) =
+            if zero { (&sh.zero, "open zero", "read zero") } else { (&sh.null, "open null", "write null") };
         let idx = usize::from(!zero);
         let (file, gen, uses_left, was_kept) = match kept[idx].take() {
             Some(k) => (k.file, k.gen, k.uses_left, true),
@@ -923,11 +878,7 @@ fn data_client(sh: Arc<Shared>, slot: Arc<Slot>, id: usize) {
                     0
                 };
                 if uses_left > 0 {
-                    kept[idx] = Some(Kept {
-                        file,
-                        gen: gen_before,
-                        uses_left,
-                    });
+                    kept[idx] = Some(Kept { file, gen: gen_before, uses_left });
                 }
             }
             Err(e) => {
@@ -948,9 +899,7 @@ fn stall_client(sh: Arc<Shared>, slot: Arc<Slot>, id: usize) {
     let mut rng = Rng::new(1000 + id as u64);
     let mut buf = vec![0u8; IO_SIZE];
     'open: while !sh.stopping() {
-        let r = timed(&sh, &slot, "open stall", None, || {
-            OpenOptions::new().read(true).write(true).open(&sh.stall)
-        });
+        let r = timed(&sh, &slot, "open stall", None, || OpenOptions::new().read(true).write(true).open(&sh.stall));
         let mut file = match r {
             Ok(f) => {
                 sh.stats.ok.fetch_add(1, Ordering::Relaxed);
@@ -1088,13 +1037,7 @@ fn start_probe(stall: &Path) -> Result<Probe, String> {
         Ok(ProbeMsg::Reading(tid, thread)) => (tid, thread),
         Ok(ProbeMsg::OpenFailed(e)) => return Err(format!("probe cannot open {}: {e}", stall.display())),
         Ok(ProbeMsg::Done(..)) => return Err("probe read returned before it was parked".into()),
-        Err(_) => {
-            return Err(format!(
-                "probe could not open {} in {} s",
-                stall.display(),
-                HANG.as_secs()
-            ))
-        }
+        Err(_) => return Err(format!("probe could not open {} in {} s", stall.display(), HANG.as_secs())),
     };
     let wchan = format!("/proc/self/task/{tid}/wchan");
     let confirmed = wait_until(Duration::from_secs(2), || {
@@ -1104,12 +1047,7 @@ fn start_probe(stall: &Path) -> Result<Probe, String> {
         // No wchan to go by: give the read time to reach the driver.
         thread::sleep(Duration::from_millis(200));
     }
-    Ok(Probe {
-        rx,
-        thread,
-        confirmed,
-        _hold: hold,
-    })
+    Ok(Probe { rx, thread, confirmed, _hold: hold })
 }
 
 /// Runs a closure when dropped.
@@ -1206,10 +1144,7 @@ fn ensure_running(ctl: &Ctl, name: &'static str, round: &mut Round) -> Result<u3
             restarted = true;
         }
         if t0.elapsed() > RESTART_TIMEOUT {
-            return Err(format!(
-                "driver {name} not running before its round (state {})",
-                st.state.as_str()
-            ));
+            return Err(format!("driver {name} not running before its round (state {})", st.state.as_str()));
         }
         thread::sleep(Duration::from_millis(10));
     }
@@ -1242,9 +1177,7 @@ fn round(ctl: &Ctl, sh: &Shared, victim: Victim, fault: FaultKind) -> Round {
         None => {
             signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL).map_err(|e| format!("kill -9 {pid} ({name}): {e}"))
         }
-        Some(f) => ctl
-            .inject(name, f)
-            .map_err(|e| format!("inject {} into {name}: {e}", fault.name())),
+        Some(f) => ctl.inject(name, f).map_err(|e| format!("inject {} into {name}: {e}", fault.name())),
     };
     if let Err(e) = applied {
         r.problems.push(e);
@@ -1300,11 +1233,7 @@ fn probe_result(p: &Probe, sh: &Shared, fault: FaultKind, t0: Instant, came_back
                 r.problems.push(format!(
                     "parked read on stall still blocked {} s after {} (wchan confirmed: {})",
                     HANG.as_secs(),
-                    if signalled {
-                        "its thread was signalled"
-                    } else {
-                        fault.name()
-                    },
+                    if signalled { "its thread was signalled" } else { fault.name() },
                     p.confirmed
                 ));
                 return;
@@ -1327,8 +1256,7 @@ fn probe_done(m: ProbeMsg, sh: &Shared, t0: Instant, r: &mut Round) {
                 Err(e) => (errno_of(&e), errno_name(errno_of(&e))),
             };
             sh.stats.error("probe read stall", errno);
-            r.problems
-                .push(format!("parked read on stall ended with {got}, not EIO"));
+            r.problems.push(format!("parked read on stall ended with {got}, not EIO"));
         }
         ProbeMsg::Reading(..) | ProbeMsg::OpenFailed(_) => r.problems.push("probe: unexpected message".into()),
     }
@@ -1421,11 +1349,8 @@ fn run(args: &Args) -> Result<bool, SetupError> {
     let n_stall = plan.stall_clients();
     let slots: Vec<Arc<Slot>> = (0..plan.clients)
         .map(|i| {
-            let kind = if i % 4 == 3 || (n_stall > 0 && plan.clients < 4 && i == plan.clients - 1) {
-                "stall"
-            } else {
-                "data"
-            };
+            let kind =
+                if i % 4 == 3 || (n_stall > 0 && plan.clients < 4 && i == plan.clients - 1) { "stall" } else { "data" };
             Arc::new(Slot::new(format!("client {i} ({kind})")))
         })
         .collect();
@@ -1504,11 +1429,7 @@ fn run(args: &Args) -> Result<bool, SetupError> {
             } else {
                 String::new()
             },
-            if r.problems.is_empty() {
-                String::new()
-            } else {
-                format!("  PROBLEM: {}", r.problems.join("; "))
-            }
+            if r.problems.is_empty() { String::new() } else { format!("  PROBLEM: {}", r.problems.join("; ")) }
         );
         rounds.push((victim, fault, r));
         if let Err(e) = check_alive(&mut ddm) {
@@ -1520,10 +1441,7 @@ fn run(args: &Args) -> Result<bool, SetupError> {
     if ddm_problem.is_none() {
         // The rest of the duration: load only, ddm checked every second.
         while !sh.stopping() && start.elapsed() < plan.duration {
-            sleep_until(
-                (Instant::now() + Duration::from_secs(1)).min(start + plan.duration),
-                &sh,
-            );
+            sleep_until((Instant::now() + Duration::from_secs(1)).min(start + plan.duration), &sh);
             if !ddm.process_alive() {
                 ddm_problem = Some(ddm.death());
                 break;
@@ -1570,11 +1488,7 @@ fn run(args: &Args) -> Result<bool, SetupError> {
     // The table.
     let s = &sh.stats;
     let errors = lock(&s.errors).clone();
-    let eio_total: u64 = errors
-        .iter()
-        .filter(|((_, e), _)| *e == libc::EIO)
-        .map(|(_, n)| n)
-        .sum();
+    let eio_total: u64 = errors.iter().filter(|((_, e), _)| *e == libc::EIO).map(|(_, n)| n).sum();
     let eio_nz: u64 = errors
         .iter()
         .filter(|((w, e), _)| *e == libc::EIO && (w.contains("zero") || w.contains("null")))
@@ -1591,10 +1505,7 @@ fn run(args: &Args) -> Result<bool, SetupError> {
     }
     let bad = s.bad_data.load(Ordering::Relaxed);
     if bad > 0 {
-        other.insert(
-            "wrong data".into(),
-            (bad, vec!["short read, non-zero byte or data from stall"]),
-        );
+        other.insert("wrong data".into(), (bad, vec!["short read, non-zero byte or data from stall"]));
     }
     let mut hung: Vec<String> = slots.iter().filter_map(|sl| lock(&sl.hung).clone()).collect();
     let probes_hung = rounds.iter().filter(|(_, _, r)| r.probe_hung).count();
@@ -1609,10 +1520,7 @@ fn run(args: &Args) -> Result<bool, SetupError> {
         .filter(|(_, (_, _, r))| r.restart.is_none() && r.ctl_restart.is_none())
         .map(|(i, (v, f, r))| format!("round {} ({} {}): {}", i + 1, v.name(), f.name(), r.problems.join("; ")))
         .collect();
-    let restarts_seen = rounds
-        .iter()
-        .filter(|(_, _, r)| r.restart.is_some() || r.ctl_restart.is_some())
-        .count();
+    let restarts_seen = rounds.iter().filter(|(_, _, r)| r.restart.is_some() || r.ctl_restart.is_some()).count();
     let quarantines = rounds.iter().filter(|(_, _, r)| r.quarantined).count();
     let ctl_restarts: u32 = rounds.iter().map(|(_, _, r)| r.ctl_restarts).sum();
     let status_restarts = final_status.as_ref().map(|st| {
@@ -1638,12 +1546,7 @@ fn run(args: &Args) -> Result<bool, SetupError> {
     );
     row(
         "clients (K)",
-        format!(
-            "{} ({} on null/zero, {} parked on stall)",
-            plan.clients,
-            plan.clients - n_stall,
-            n_stall
-        ),
+        format!("{} ({} on null/zero, {} parked on stall)", plan.clients, plan.clients - n_stall, n_stall),
     );
     let nulls = rounds.iter().filter(|(v, _, _)| *v == Victim::Null).count();
     row(
@@ -1662,11 +1565,7 @@ fn run(args: &Args) -> Result<bool, SetupError> {
         format!(
             "{:.1} s{}",
             elapsed.as_secs_f64(),
-            if STOP.load(Ordering::SeqCst) {
-                " (ended early by a signal)"
-            } else {
-                ""
-            }
+            if STOP.load(Ordering::SeqCst) { " (ended early by a signal)" } else { "" }
         ),
     );
     row("requests completed", s.ok.load(Ordering::Relaxed).to_string());
@@ -1683,19 +1582,12 @@ fn run(args: &Args) -> Result<bool, SetupError> {
         if other.is_empty() {
             "none".into()
         } else {
-            other
-                .iter()
-                .map(|(k, (n, ops))| format!("{k} {n} ({})", ops.join(", ")))
-                .collect::<Vec<_>>()
-                .join(", ")
+            other.iter().map(|(k, (n, ops))| format!("{k} {n} ({})", ops.join(", "))).collect::<Vec<_>>().join(", ")
         },
     );
     row(
         "stall reads ended by signal",
-        format!(
-            "{} (EINTR, the run signalled them)",
-            s.stall_eintr.load(Ordering::Relaxed)
-        ),
+        format!("{} (EINTR, the run signalled them)", s.stall_eintr.load(Ordering::Relaxed)),
     );
     row(
         "kept fds used after restart",
@@ -1711,11 +1603,7 @@ fn run(args: &Args) -> Result<bool, SetupError> {
         format!(
             "{}{}",
             hung.len(),
-            if probes_hung > 0 {
-                format!(" (of which {probes_hung} in-flight probe reads)")
-            } else {
-                String::new()
-            }
+            if probes_hung > 0 { format!(" (of which {probes_hung} in-flight probe reads)") } else { String::new() }
         ),
     );
     row(
@@ -1739,16 +1627,10 @@ fn run(args: &Args) -> Result<bool, SetupError> {
             status_restarts.map_or(String::new(), |s| format!(" (status: {s})"))
         ),
     );
-    row(
-        "quarantines",
-        format!("{quarantines} (restarts via ddmctl: {ctl_restarts})"),
-    );
+    row("quarantines", format!("{quarantines} (restarts via ddmctl: {ctl_restarts})"));
     let lat = |sel: &dyn Fn(&Round) -> Option<Duration>, filter: &dyn Fn(Victim, FaultKind) -> bool| {
-        let mut v: Vec<Duration> = rounds
-            .iter()
-            .filter(|(vi, f, _)| filter(*vi, *f))
-            .filter_map(|(_, _, r)| sel(r))
-            .collect();
+        let mut v: Vec<Duration> =
+            rounds.iter().filter(|(vi, f, _)| filter(*vi, *f)).filter_map(|(_, _, r)| sel(r)).collect();
         v.sort();
         v
     };
@@ -1778,10 +1660,7 @@ fn run(args: &Args) -> Result<bool, SetupError> {
     if !ctl_lat.is_empty() {
         row("  ddmctl restart to running", pcts(&ctl_lat));
     }
-    row(
-        "in-flight failure latency",
-        pcts(&lat(&|r: &Round| r.in_flight, &|_, _| true)),
-    );
+    row("in-flight failure latency", pcts(&lat(&|r: &Round| r.in_flight, &|_, _| true)));
     for k in &kinds {
         let v = lat(&|r: &Round| r.in_flight, &|_, f| f == *k);
         if !v.is_empty() {

@@ -59,10 +59,7 @@ fn unhex(s: &str) -> Result<Vec<u8>, String> {
     if s.len() % 2 != 0 {
         return Err("hex needs an even number of digits".into());
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|e| format!("bad hex: {e}")))
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|e| format!("bad hex: {e}"))).collect()
 }
 
 fn run(args: &Args) -> Result<String, String> {
@@ -80,9 +77,7 @@ fn run(args: &Args) -> Result<String, String> {
             let mut buf = vec![0u8; *len];
             let mut got = 0;
             while got < *len {
-                let n = client
-                    .read(h, offset + got as u64, &mut buf[got..])
-                    .map_err(|e| format!("read: {e}"))?;
+                let n = client.read(h, offset + got as u64, &mut buf[got..]).map_err(|e| format!("read: {e}"))?;
                 if n == 0 {
                     break;
                 }
