@@ -15,7 +15,8 @@
 //! | libIO     | [`io`]       | port I/O behind a trait: a real x86 backend behind `ioperm`, and an emulated port space |
 //!
 //! [`input`] holds what input drivers and their clients share: the evdev
-//! record, key codes, and the US keyboard layout both ways.
+//! record, key codes, and the US keyboard layout both ways. [`testing`] is a
+//! stand-in for the DDM, to test a driver process over the real protocol.
 //!
 //! The messages themselves live in [`proto`], in one place, so that the wire
 //! format can be read (and is pinned by tests) without reading the transport.
@@ -32,5 +33,6 @@ pub mod io;
 pub mod ipc;
 pub mod mem;
 pub mod proto;
+pub mod testing;
 
 pub use proto::Errno;

@@ -7,130 +7,42 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
-use ddf::driver::SOCKET_FD_ENV;
-use ddf::ipc::{Channel, RecvBuf};
-use ddf::proto::{Answer, Call, DdmToDriver, DeviceClass, DeviceSpec, DriverToDdm, Errno, RequestId};
-use nix::sys::socket::{setsockopt, sockopt};
-use nix::sys::time::TimeVal;
+use ddf::proto::{Answer, Call, DdmToDriver, DeviceClass, DeviceSpec, DriverToDdm, Errno};
+use ddf::testing::StandIn;
 
-/// Messages a driver sent, with their payloads.
-type Said = Vec<(DriverToDdm, Vec<u8>)>;
-
-/// One driver process and our end of its socket; killed when dropped.
-struct Driver {
-    child: Child,
-    chan: Channel,
-    buf: RecvBuf,
-    next_id: u64,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// The driver under test, behind libddf's stand-in DDM.
+struct Driver(StandIn);
 
 impl Driver {
     fn spawn() -> Driver {
-        let (ours, theirs) = Channel::pair().unwrap();
-        // A driver that stops answering fails the test instead of hanging it.
-        setsockopt(&ours.as_fd(), sockopt::ReceiveTimeout, &TimeVal::new(30, 0)).unwrap();
-        let raw = theirs.as_fd().as_raw_fd();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ddf-pci"));
-        cmd.env(SOCKET_FD_ENV, raw.to_string()).env("RUST_LOG", "error").stdin(Stdio::null());
-        let keep_open = move || {
-            // SAFETY: runs in the forked child before exec; fcntl is
-            // async-signal-safe and only clears FD_CLOEXEC on `raw`.
-            if unsafe { libc::fcntl(raw, libc::F_SETFD, 0) } < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        };
-        // SAFETY: the hook only calls fcntl: no allocation, no locks.
-        unsafe { cmd.pre_exec(keep_open) };
-        let child = cmd.spawn().unwrap();
-        drop(theirs);
-        let mut buf = RecvBuf::default();
-        ours.handshake(&mut buf).unwrap();
-        Driver { child, chan: ours, buf, next_id: 1 }
-    }
-
-    /// Receives one message and its payload.
-    fn recv(&mut self) -> (DriverToDdm, Vec<u8>) {
-        let f = self.chan.recv(&mut self.buf).unwrap();
-        let msg = f.decode::<DriverToDdm>().unwrap();
-        (msg, f.payload.to_vec())
+        Driver(StandIn::spawn(env!("CARGO_BIN_EXE_ddf-pci").as_ref()).unwrap())
     }
 
     /// Sends Start with `params`; returns what the driver said until Ready.
     fn start(&mut self, params: &[(&str, &str)]) -> Vec<DriverToDdm> {
-        let start = DdmToDriver::Start {
-            instance: "pci".into(),
-            params: params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
-            state: Vec::new(),
-        };
-        self.chan.send(&start, &[], &[]).unwrap();
-        let mut said = Vec::new();
-        loop {
-            match self.recv().0 {
-                DriverToDdm::Ready => return said,
-                other => said.push(other),
-            }
-        }
+        self.0.start("pci", params, Vec::new(), &[]).unwrap().into_iter().map(|s| s.msg).collect()
     }
 
-    /// Makes a call; returns the messages before the reply (with their
-    /// payloads), the reply and its payload.
-    fn call(&mut self, call: Call, payload: &[u8]) -> (Said, Result<Answer, Errno>, Vec<u8>) {
-        let id = RequestId(self.next_id);
-        self.next_id += 1;
-        self.chan.send(&DdmToDriver::Call { id, call }, payload, &[]).unwrap();
-        let mut before = Vec::new();
-        loop {
-            match self.recv() {
-                (DriverToDdm::Reply { id: got, result }, data) => {
-                    assert_eq!(got, id);
-                    return (before, result, data);
-                }
-                other => before.push(other),
-            }
-        }
+    /// Makes a call; the reply and its payload (nothing may come before it).
+    fn call(&mut self, call: Call, payload: &[u8]) -> (Result<Answer, Errno>, Vec<u8>) {
+        let (before, result, data) = self.0.call(call, payload).unwrap();
+        assert!(before.is_empty(), "unexpected before the reply: {before:?}");
+        (result, data)
     }
 
     fn open(&mut self, device: u32, flags: i32) -> Result<u64, Errno> {
-        match self.call(Call::Open { device, flags }, &[]) {
-            (b, Ok(Answer::Opened { handle }), _) if b.is_empty() => Ok(handle),
-            (_, Err(e), _) => Err(e),
-            other => panic!("open answered {other:?}"),
-        }
+        self.0.open(device, flags).unwrap()
     }
 
     fn read(&mut self, handle: u64, offset: u64, len: u32) -> Result<Vec<u8>, Errno> {
-        let call = Call::Read { handle, offset, len, flags: 0 };
-        match self.call(call, &[]) {
-            (_, Ok(Answer::Data), data) => Ok(data),
-            (_, Err(e), _) => Err(e),
-            other => panic!("read answered {other:?}"),
-        }
+        self.0.read(handle, offset, len).unwrap()
     }
 
     /// Asks for a rescan; returns what the driver said about it.
     fn rescan(&mut self) -> Vec<DriverToDdm> {
-        self.chan.send(&DdmToDriver::Rescan, &[], &[]).unwrap();
-        self.chan.send(&DdmToDriver::Ping { seq: 7 }, &[], &[]).unwrap();
-        let mut said = Vec::new();
-        loop {
-            match self.recv().0 {
-                DriverToDdm::Pong { seq: 7 } => return said,
-                other => said.push(other),
-            }
-        }
+        self.0.exchange(&DdmToDriver::Rescan, &[]).unwrap().into_iter().map(|s| s.msg).collect()
     }
 }
 
@@ -206,7 +118,7 @@ fn pci_over_the_protocol_on_a_fake_sysfs() {
     assert_eq!(d.open(f3.device, libc::O_WRONLY), Err(Errno(libc::EROFS)));
     assert_eq!(d.open(9999, libc::O_RDONLY), Err(Errno::ENODEV));
     let h = d.open(f3.device, libc::O_RDONLY).unwrap();
-    let (_, r, _) = d.call(Call::Write { handle: h, offset: 0, flags: 0 }, b"x");
+    let (r, _) = d.call(Call::Write { handle: h, offset: 0, flags: 0 }, b"x");
     assert_eq!(r, Err(Errno(libc::EROFS)));
 
     // The configuration space, at offsets, short at the end.
@@ -247,6 +159,6 @@ fn pci_over_the_protocol_on_a_fake_sysfs() {
     std::fs::remove_dir_all(root.join("bus")).unwrap();
     assert_eq!(d.rescan(), []);
 
-    d.chan.send(&DdmToDriver::Shutdown, &[], &[]).unwrap();
-    assert!(d.child.wait().unwrap().success());
+    d.0.send(&DdmToDriver::Shutdown, &[], &[]).unwrap();
+    assert!(d.0.wait().unwrap().success());
 }

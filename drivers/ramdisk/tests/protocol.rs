@@ -6,16 +6,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ddf::driver::SOCKET_FD_ENV;
-use ddf::ipc::{Channel, RecvBuf};
-use ddf::proto::{Answer, Call, DdmToDriver, DeviceClass, DeviceSpec, DriverToDdm, Errno, RequestId, StateEntry};
+use ddf::proto::{Answer, Call, DdmToDriver, DeviceClass, DeviceSpec, DriverToDdm, Errno, StateEntry};
+use ddf::testing::StandIn;
 use ddf_ramdisk::{BLKGETSIZE64, STATE_KEY};
 
 const SIZE: u64 = 1 << 20;
@@ -23,93 +20,48 @@ const SIZE: u64 = 1 << 20;
 /// State a driver saved: key, bytes, descriptors.
 type Saved = (String, Vec<u8>, Vec<OwnedFd>);
 
-/// One driver process and our end of its socket.
-struct Driver {
-    child: Child,
-    chan: Channel,
-    buf: RecvBuf,
-    next_id: u64,
-}
+/// The driver under test, behind libddf's stand-in DDM.
+struct Driver(StandIn);
 
 impl Driver {
     fn spawn(pids: &Mutex<Vec<u32>>) -> Driver {
-        let (ours, theirs) = Channel::pair().unwrap();
-        let raw = theirs.as_fd().as_raw_fd();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ddf-ramdisk"));
-        cmd.env(SOCKET_FD_ENV, raw.to_string()).env("RUST_LOG", "warn").stdin(Stdio::null());
-        let keep_open = move || {
-            // SAFETY: runs in the forked child before exec; fcntl is
-            // async-signal-safe and only clears FD_CLOEXEC on `raw`.
-            if unsafe { libc::fcntl(raw, libc::F_SETFD, 0) } < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        };
-        // SAFETY: the hook only calls fcntl: no allocation, no locks.
-        unsafe { cmd.pre_exec(keep_open) };
-        let child = cmd.spawn().unwrap();
-        pids.lock().unwrap().push(child.id());
-        drop(theirs);
-        let mut buf = RecvBuf::default();
-        ours.handshake(&mut buf).unwrap();
-        Driver { child, chan: ours, buf, next_id: 1 }
+        let d = StandIn::spawn(env!("CARGO_BIN_EXE_ddf-ramdisk").as_ref()).unwrap();
+        pids.lock().unwrap().push(d.pid());
+        Driver(d)
     }
 
     /// Sends Start and collects what the driver says until Ready: its
     /// devices and the state it saved (bytes, descriptors).
     fn start(&mut self, state: Vec<StateEntry>, fds: &[OwnedFd]) -> (Vec<DeviceSpec>, Vec<Saved>) {
-        let params = vec![("size".to_owned(), "1M".to_owned()), ("name".to_owned(), "ram7".to_owned())];
-        let start = DdmToDriver::Start { instance: "ramdisk".into(), params, state };
         let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
-        self.chan.send(&start, &[], &borrowed).unwrap();
+        let said = self.0.start("ramdisk", &[("size", "1M"), ("name", "ram7")], state, &borrowed).unwrap();
         let (mut devices, mut saved) = (Vec::new(), Vec::new());
-        loop {
-            let f = self.chan.recv(&mut self.buf).unwrap();
-            match f.decode::<DriverToDdm>().unwrap() {
+        for s in said {
+            match s.msg {
                 DriverToDdm::AddDevice(spec) => devices.push(spec),
-                DriverToDdm::SaveState { key } => saved.push((key, f.payload.to_vec(), f.fds)),
-                DriverToDdm::Ready => return (devices, saved),
+                DriverToDdm::SaveState { key } => saved.push((key, s.payload, s.fds)),
                 other => panic!("unexpected before Ready: {other:?}"),
             }
         }
+        (devices, saved)
     }
 
     fn call(&mut self, call: Call, payload: &[u8]) -> (Result<Answer, Errno>, Vec<u8>) {
-        let id = RequestId(self.next_id);
-        self.next_id += 1;
-        self.chan.send(&DdmToDriver::Call { id, call }, payload, &[]).unwrap();
-        let f = self.chan.recv(&mut self.buf).unwrap();
-        match f.decode::<DriverToDdm>().unwrap() {
-            DriverToDdm::Reply { id: got, result } => {
-                assert_eq!(got, id);
-                (result, f.payload.to_vec())
-            }
-            other => panic!("expected a reply, got {other:?}"),
-        }
+        let (before, result, data) = self.0.call(call, payload).unwrap();
+        assert!(before.is_empty(), "unexpected before the reply: {before:?}");
+        (result, data)
     }
 
     fn read(&mut self, handle: u64, offset: u64, len: u32) -> Result<Vec<u8>, Errno> {
-        let (r, data) = self.call(Call::Read { handle, offset, len, flags: 0 }, &[]);
-        r.map(|a| {
-            assert_eq!(a, Answer::Data);
-            data
-        })
+        self.0.read(handle, offset, len).unwrap()
     }
 
     fn write(&mut self, handle: u64, offset: u64, data: &[u8]) -> Result<u32, Errno> {
-        match self.call(Call::Write { handle, offset, flags: 0 }, data).0 {
-            Ok(Answer::Written { len }) => Ok(len),
-            Ok(other) => panic!("write answered {other:?}"),
-            Err(e) => Err(e),
-        }
+        self.0.write(handle, offset, data).unwrap()
     }
 
     fn open(&mut self, device: u32) -> Result<u64, Errno> {
-        match self.call(Call::Open { device, flags: libc::O_RDWR }, &[]).0 {
-            Ok(Answer::Opened { handle }) => Ok(handle),
-            Ok(other) => panic!("open answered {other:?}"),
-            Err(e) => Err(e),
-        }
+        self.0.open(device, libc::O_RDWR).unwrap()
     }
 }
 
@@ -151,8 +103,7 @@ fn scenario(pids: Arc<Mutex<Vec<u32>>>) {
     assert_eq!((r, out.as_slice()), (Ok(Answer::Ioctl { result: 0 }), &SIZE.to_le_bytes()[..]));
 
     // kill -9: no fini, no goodbye.
-    d.child.kill().unwrap();
-    d.child.wait().unwrap();
+    d.0.kill().unwrap();
 
     // Second incarnation, handed the saved state as the DDM would.
     let mut d = Driver::spawn(&pids);
@@ -166,8 +117,8 @@ fn scenario(pids: Arc<Mutex<Vec<u32>>>) {
     assert_eq!(d.read(h, 4096, big.len() as u32).unwrap(), big);
 
     // A polite stop: exit status 0.
-    d.chan.send(&DdmToDriver::Shutdown, &[], &[]).unwrap();
-    assert!(d.child.wait().unwrap().success());
+    d.0.send(&DdmToDriver::Shutdown, &[], &[]).unwrap();
+    assert!(d.0.wait().unwrap().success());
 }
 
 #[test]

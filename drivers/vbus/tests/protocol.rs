@@ -7,120 +7,43 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
-
-use ddf::driver::SOCKET_FD_ENV;
-use ddf::ipc::{Channel, RecvBuf};
-use ddf::proto::{Answer, Call, DdmToDriver, DeviceClass, DeviceSpec, DriverToDdm, Errno, RequestId, StateEntry};
+use ddf::proto::{Answer, Call, DdmToDriver, DeviceClass, DeviceSpec, DriverToDdm, Errno, StateEntry};
+use ddf::testing::StandIn;
 use ddf_vbus::model::STATE_KEY;
-use nix::sys::socket::{setsockopt, sockopt};
-use nix::sys::time::TimeVal;
 
 /// Messages a driver sent, with their payloads.
 type Said = Vec<(DriverToDdm, Vec<u8>)>;
 
-/// One driver process and our end of its socket; killed when dropped.
-struct Driver {
-    child: Child,
-    chan: Channel,
-    buf: RecvBuf,
-    next_id: u64,
-}
+/// The driver under test, behind libddf's stand-in DDM.
+struct Driver(StandIn);
 
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn pairs(said: Vec<ddf::testing::Said>) -> Said {
+    said.into_iter().map(|s| (s.msg, s.payload)).collect()
 }
 
 impl Driver {
     fn spawn() -> Driver {
-        let (ours, theirs) = Channel::pair().unwrap();
-        // A driver that stops answering fails the test instead of hanging it.
-        setsockopt(&ours.as_fd(), sockopt::ReceiveTimeout, &TimeVal::new(30, 0)).unwrap();
-        let raw = theirs.as_fd().as_raw_fd();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ddf-vbus"));
-        cmd.env(SOCKET_FD_ENV, raw.to_string()).env("RUST_LOG", "error").stdin(Stdio::null());
-        let keep_open = move || {
-            // SAFETY: runs in the forked child before exec; fcntl is
-            // async-signal-safe and only clears FD_CLOEXEC on `raw`.
-            if unsafe { libc::fcntl(raw, libc::F_SETFD, 0) } < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        };
-        // SAFETY: the hook only calls fcntl: no allocation, no locks.
-        unsafe { cmd.pre_exec(keep_open) };
-        let child = cmd.spawn().unwrap();
-        drop(theirs);
-        let mut buf = RecvBuf::default();
-        ours.handshake(&mut buf).unwrap();
-        Driver { child, chan: ours, buf, next_id: 1 }
-    }
-
-    /// Receives one message and its payload.
-    fn recv(&mut self) -> (DriverToDdm, Vec<u8>) {
-        let f = self.chan.recv(&mut self.buf).unwrap();
-        let msg = f.decode::<DriverToDdm>().unwrap();
-        (msg, f.payload.to_vec())
+        Driver(StandIn::spawn(env!("CARGO_BIN_EXE_ddf-vbus").as_ref()).unwrap())
     }
 
     /// Sends Start with `state`; returns what the driver said until Ready.
     fn start(&mut self, state: Vec<StateEntry>) -> Vec<DriverToDdm> {
-        let start = DdmToDriver::Start { instance: "vbus".into(), params: Vec::new(), state };
-        self.chan.send(&start, &[], &[]).unwrap();
-        let mut said = Vec::new();
-        loop {
-            match self.recv().0 {
-                DriverToDdm::Ready => return said,
-                other => said.push(other),
-            }
-        }
-    }
-
-    /// Makes a call; returns the messages before the reply (with their
-    /// payloads), the reply and its payload.
-    fn call(&mut self, call: Call, payload: &[u8]) -> (Said, Result<Answer, Errno>, Vec<u8>) {
-        let id = RequestId(self.next_id);
-        self.next_id += 1;
-        self.chan.send(&DdmToDriver::Call { id, call }, payload, &[]).unwrap();
-        let mut before = Vec::new();
-        loop {
-            match self.recv() {
-                (DriverToDdm::Reply { id: got, result }, data) => {
-                    assert_eq!(got, id);
-                    return (before, result, data);
-                }
-                other => before.push(other),
-            }
-        }
+        self.0.start("vbus", &[], state, &[]).unwrap().into_iter().map(|s| s.msg).collect()
     }
 
     fn open(&mut self, device: u32, flags: i32) -> Result<u64, Errno> {
-        match self.call(Call::Open { device, flags }, &[]) {
-            (b, Ok(Answer::Opened { handle }), _) if b.is_empty() => Ok(handle),
-            (_, Err(e), _) => Err(e),
-            other => panic!("open answered {other:?}"),
-        }
+        self.0.open(device, flags).unwrap()
     }
 
     fn read(&mut self, handle: u64, offset: u64, len: u32) -> Result<Vec<u8>, Errno> {
-        let call = Call::Read { handle, offset, len, flags: 0 };
-        match self.call(call, &[]) {
-            (_, Ok(Answer::Data), data) => Ok(data),
-            (_, Err(e), _) => Err(e),
-            other => panic!("read answered {other:?}"),
-        }
+        self.0.read(handle, offset, len).unwrap()
     }
 
     /// Writes `data`; the messages sent before the answer, and the answer.
     fn write(&mut self, handle: u64, data: &str) -> (Said, Result<Answer, Errno>) {
         let call = Call::Write { handle, offset: 0, flags: 0 };
-        let (before, result, _) = self.call(call, data.as_bytes());
-        (before, result)
+        let (before, result, _) = self.0.call(call, data.as_bytes()).unwrap();
+        (pairs(before), result)
     }
 }
 
@@ -204,8 +127,7 @@ fn vbus_over_the_protocol_survives_kill_9() {
     assert_eq!(d.open(a.device, libc::O_RDONLY), Err(Errno::ENODEV));
 
     // kill -9, then a new incarnation with the state the DDM kept.
-    d.child.kill().unwrap();
-    d.child.wait().unwrap();
+    d.0.kill().unwrap();
     assert_ne!(saved, after_remove);
     let mut d = Driver::spawn();
     let said = d.start(vec![StateEntry { key: STATE_KEY.into(), bytes: after_remove, fds: 0 }]);
@@ -224,6 +146,6 @@ fn vbus_over_the_protocol_survives_kill_9() {
     let said = d.start(vec![StateEntry { key: STATE_KEY.into(), bytes: b"\xffnot a list".to_vec(), fds: 0 }]);
     assert_eq!(said.len(), 2, "{said:?}");
 
-    d.chan.send(&DdmToDriver::Shutdown, &[], &[]).unwrap();
-    assert!(d.child.wait().unwrap().success());
+    d.0.send(&DdmToDriver::Shutdown, &[], &[]).unwrap();
+    assert!(d.0.wait().unwrap().success());
 }
