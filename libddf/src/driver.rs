@@ -502,12 +502,7 @@ where
         Ok(()) => ExitCode::SUCCESS,
         Err(RunError::Ipc(IpcError::Closed)) => ExitCode::SUCCESS,
         Err(e) => {
-            error!("{e}");
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                error!("  caused by: {s}");
-                src = s.source();
-            }
+            error!("{}", crate::error_chain(&e));
             ExitCode::FAILURE
         }
     }

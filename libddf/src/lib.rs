@@ -36,3 +36,16 @@ pub mod proto;
 pub mod testing;
 
 pub use proto::Errno;
+
+/// An error and its causes on one line, `outer: cause: cause`, for messages
+/// to people and log lines.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}

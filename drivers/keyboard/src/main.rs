@@ -340,12 +340,7 @@ impl Driver for KeyboardDriver {
         }
         if self.keyboards.iter().any(|k| matches!(k.source, Source::I8042 { .. })) {
             if let Err(e) = self.start_poller(ctx) {
-                error!("i8042: {e}");
-                let mut src = std::error::Error::source(&e);
-                while let Some(s) = src {
-                    error!("  caused by: {s}");
-                    src = s.source();
-                }
+                error!("i8042: {}", ddf::error_chain(&e));
                 return Err(Errno::ENODEV);
             }
         }

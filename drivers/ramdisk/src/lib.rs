@@ -223,14 +223,7 @@ impl RamDisk {
 
 /// An error and its causes on one line.
 pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
+    ddf::error_chain(e)
 }
 
 /// A byte count for a reply (a transfer is at most one frame).
