@@ -866,6 +866,14 @@ fn inject(chan: &Channel, fault: Fault) -> Result<(), RunError> {
             Ok(())
         }
         Fault::Exit(code) => std::process::exit(code),
+        Fault::Flood => loop {
+            chan.send(&DriverToDdm::PollWake { handle: 0 }, &[], &[])?;
+        },
+        Fault::StrayReply => {
+            let stray = DriverToDdm::Reply { id: RequestId(u64::MAX), result: Err(Errno::EIO) };
+            chan.send(&stray, &[], &[])?;
+            Ok(())
+        }
     }
 }
 

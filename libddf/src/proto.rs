@@ -257,6 +257,10 @@ pub enum Fault {
     Garbage,
     /// Exit with this status, unasked.
     Exit(i32),
+    /// Send unsolicited messages as fast as possible.
+    Flood,
+    /// Answer a request that was never made.
+    StrayReply,
 }
 
 impl Fault {
@@ -269,6 +273,8 @@ impl Fault {
             "hang" => Fault::Hang,
             "garbage" => Fault::Garbage,
             "exit" => Fault::Exit(0),
+            "flood" => Fault::Flood,
+            "stray-reply" => Fault::StrayReply,
             other => Fault::Exit(other.strip_prefix("exit:")?.parse().ok()?),
         })
     }

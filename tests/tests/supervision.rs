@@ -175,6 +175,26 @@ fn hung_and_garbage_sending_drivers_are_killed_and_restarted_while_ls_works() {
 }
 
 #[test]
+fn flooding_and_stray_replies_are_protocol_violations() {
+    let ddm = Ddm::builder().manifest(STALL).wait_for("stall").start();
+    let (pid, _, _, _) = driver(&ddm, "stall");
+    ddm.ddmctl_ok(&["inject", "stall", "flood"]);
+    let pid2 = wait_running_new_pid(&ddm, "stall", pid.unwrap());
+    assert!(driver(&ddm, "stall").3.contains("flood"), "{}", ddm.log());
+    ddm.ddmctl_ok(&["inject", "stall", "stray-reply"]);
+    wait_running_new_pid(&ddm, "stall", pid2);
+    assert!(driver(&ddm, "stall").3.contains("unknown request"), "{}", ddm.log());
+    // ddm's memory stayed bounded through the flood: well under 256 MiB.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", ddm.pid())).unwrap();
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(rss_kb < 256 * 1024, "ddm uses {rss_kb} kB after a flood");
+}
+
+#[test]
 fn other_drivers_see_no_error_while_one_crashes_repeatedly() {
     let ddm = Ddm::builder().manifest(STALL).wait_for("stall").start();
     let zero = ddm.path("zero");
