@@ -44,12 +44,12 @@ pub enum Parked {
         /// `open(2)` flags.
         flags: i32,
     },
-    /// A read.
-    Read(ReplyData),
-    /// A write.
-    Write(ReplyWrite),
-    /// An ioctl.
-    Ioctl(ReplyIoctl),
+    /// A read, and the most bytes it takes.
+    Read(ReplyData, u32),
+    /// A write, and how many bytes it brought.
+    Write(ReplyWrite, u32),
+    /// An ioctl, and the most bytes of output it takes.
+    Ioctl(ReplyIoctl, u32),
     /// A poll.
     Poll(ReplyPoll),
     /// The DDM re-opening an open file on a new incarnation of its driver
@@ -70,9 +70,9 @@ impl Parked {
         let e = fuser::Errno::from_i32(err.0);
         match self {
             Parked::Open { reply, .. } => reply.error(e),
-            Parked::Read(r) => r.error(e),
-            Parked::Write(r) => r.error(e),
-            Parked::Ioctl(r) => r.error(e),
+            Parked::Read(r, _) => r.error(e),
+            Parked::Write(r, _) => r.error(e),
+            Parked::Ioctl(r, _) => r.error(e),
             Parked::Poll(r) => r.error(e),
             Parked::Reopen { .. } | Parked::Discard => {}
         }
@@ -82,9 +82,9 @@ impl Parked {
     pub fn kind(&self) -> &'static str {
         match self {
             Parked::Open { .. } => "open",
-            Parked::Read(_) => "read",
-            Parked::Write(_) => "write",
-            Parked::Ioctl(_) => "ioctl",
+            Parked::Read(..) => "read",
+            Parked::Write(..) => "write",
+            Parked::Ioctl(..) => "ioctl",
             Parked::Poll(_) => "poll",
             Parked::Reopen { .. } => "re-open",
             Parked::Discard => "discarded",

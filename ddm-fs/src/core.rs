@@ -826,9 +826,22 @@ impl Core {
                     }
                 }
             }
-            (Parked::Read(reply), Answer::Data) => reply.data(payload),
-            (Parked::Write(reply), Answer::Written { len }) => reply.written(len),
-            (Parked::Ioctl(reply), Answer::Ioctl { result }) => reply.ioctl(result, payload),
+            // More than was asked for is a lie the kernel would refuse.
+            (Parked::Read(reply, max), Answer::Data) if payload.len() > max as usize => {
+                reply.error(fuser::Errno::EIO);
+                return Err(format!("read #{} answered {} bytes, {max} asked", id.0, payload.len()));
+            }
+            (Parked::Write(reply, brought), Answer::Written { len }) if len > brought => {
+                reply.error(fuser::Errno::EIO);
+                return Err(format!("write #{} claims {len} bytes written of {brought}", id.0));
+            }
+            (Parked::Ioctl(reply, max), Answer::Ioctl { .. }) if payload.len() > max as usize => {
+                reply.error(fuser::Errno::EIO);
+                return Err(format!("ioctl #{} answered {} bytes, {max} asked", id.0, payload.len()));
+            }
+            (Parked::Read(reply, _), Answer::Data) => reply.data(payload),
+            (Parked::Write(reply, _), Answer::Written { len }) => reply.written(len),
+            (Parked::Ioctl(reply, _), Answer::Ioctl { result }) => reply.ioctl(result, payload),
             (Parked::Poll(reply), Answer::Polled { revents }) => {
                 reply.poll(fuser::PollEvents::from_bits_truncate(revents))
             }

@@ -366,7 +366,7 @@ impl Filesystem for DdfFs {
         let len = size.min(PAYLOAD_MAX as u32);
         let flags = flags.0;
         let make = move |handle| Call::Read { handle, offset, len, flags };
-        self.core.file_call(fh.0, make, &[], Parked::Read(reply), req.pid());
+        self.core.file_call(fh.0, make, &[], Parked::Read(reply, len), req.pid());
     }
 
     fn write(
@@ -388,7 +388,7 @@ impl Filesystem for DdfFs {
         }
         let flags = flags.0;
         let make = move |handle| Call::Write { handle, offset, flags };
-        self.core.file_call(fh.0, make, data, Parked::Write(reply), req.pid());
+        self.core.file_call(fh.0, make, data, Parked::Write(reply, data.len() as u32), req.pid());
     }
 
     fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lo: LockOwner, reply: ReplyEmpty) {
@@ -428,7 +428,7 @@ impl Filesystem for DdfFs {
     ) {
         let out_len = out_size.min(PAYLOAD_MAX as u32);
         let make = move |handle| Call::Ioctl { handle, cmd, out_len };
-        self.core.file_call(fh.0, make, in_data, Parked::Ioctl(reply), req.pid());
+        self.core.file_call(fh.0, make, in_data, Parked::Ioctl(reply, out_len), req.pid());
     }
 
     fn poll(
