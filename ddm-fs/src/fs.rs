@@ -81,17 +81,31 @@ impl DdfFs {
         }
     }
 
-    fn node(&self, ino: INodeNo) -> Option<Node> {
-        self.core.tree.read().unwrap_or_else(|p| p.into_inner()).get(ino.0).cloned()
+    /// Runs `f` on node `ino` under the tree's read lock (nothing is
+    /// cloned that the caller does not ask for: a bus's children can be
+    /// thousands).
+    fn with_node<R>(&self, ino: INodeNo, f: impl FnOnce(&Node) -> R) -> Option<R> {
+        self.core.tree.read().unwrap_or_else(|p| p.into_inner()).get(ino.0).map(f)
+    }
+
+    /// What the extended attributes of node `ino` are made from.
+    fn xattr_facts(&self, ino: INodeNo) -> Option<(String, Facts)> {
+        let tree = self.core.tree.read().unwrap_or_else(|p| p.into_inner());
+        let n = tree.get(ino.0)?;
+        let facts = match &n.kind {
+            NodeKind::Bus { kind, owner, .. } => Facts::Bus { kind: kind.clone(), owner: *owner },
+            NodeKind::Device(d) => Facts::Device(d.clone()),
+        };
+        Some((tree.path(ino.0), facts))
     }
 
     /// The `user.ddf.*` attributes of a node, in listing order.
-    fn xattrs(&self, n: &Node) -> Vec<(&'static str, String)> {
+    fn xattrs(&self, ino: INodeNo) -> Option<Vec<(&'static str, String)>> {
+        let (path, facts) = self.xattr_facts(ino)?;
         let mut v = Vec::new();
-        let path = self.core.tree.read().unwrap_or_else(|p| p.into_inner()).path(n.ino);
         v.push(("user.ddf.path", format!("/{path}")));
-        match &n.kind {
-            NodeKind::Bus { kind, owner, .. } => {
+        match &facts {
+            Facts::Bus { kind, owner } => {
                 v.push(("user.ddf.kind", "bus".into()));
                 if let Some(k) = kind {
                     v.push(("user.ddf.bus", k.clone()));
@@ -100,7 +114,7 @@ impl DdfFs {
                     v.push(("user.ddf.driver", inst.name().to_owned()));
                 }
             }
-            NodeKind::Device(d) => {
+            Facts::Device(d) => {
                 v.push(("user.ddf.kind", "device".into()));
                 v.push(("user.ddf.class", d.class.as_str().into()));
                 if let Some(inst) = self.core.inst(d.instance) {
@@ -108,7 +122,7 @@ impl DdfFs {
                         let live = lock(&inst.live);
                         (live.state, live.pid, live.restarts, live.last_exit.clone())
                     };
-                    let state = crate::plug::node_state(&self.core, n.ino, Some(state)).unwrap_or_default();
+                    let state = crate::plug::node_state(&self.core, ino.0, Some(state)).unwrap_or_default();
                     v.push(("user.ddf.driver", inst.name().to_owned()));
                     v.push(("user.ddf.state", state));
                     v.push(("user.ddf.pid", pid.map(|p| p.to_string()).unwrap_or_default()));
@@ -130,8 +144,15 @@ impl DdfFs {
                 }
             }
         }
-        v
+        Some(v)
     }
+}
+
+/// A node's kind without its children.
+#[derive(Debug)]
+enum Facts {
+    Bus { kind: Option<String>, owner: Option<usize> },
+    Device(crate::tree::DeviceRef),
 }
 
 impl Filesystem for DdfFs {
@@ -165,8 +186,8 @@ impl Filesystem for DdfFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.node(ino) {
-            Some(n) => reply.attr(&TTL, &self.attr(&n)),
+        match self.with_node(ino, |n| self.attr(n)) {
+            Some(attr) => reply.attr(&TTL, &attr),
             None => reply.error(Errno::ENOENT),
         }
     }
@@ -194,8 +215,8 @@ impl Filesystem for DdfFs {
         // answers: a change that cannot be saved is refused, not lost.
         if mode.is_none() && uid.is_none() && gid.is_none() {
             // Truncation and times: accepted and ignored, as for device files.
-            match self.node(ino) {
-                Some(n) => reply.attr(&TTL, &self.attr(&n)),
+            match self.with_node(ino, |n| self.attr(n)) {
+                Some(attr) => reply.attr(&TTL, &attr),
                 None => reply.error(Errno::ENOENT),
             }
             return;
@@ -311,11 +332,14 @@ impl Filesystem for DdfFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let Some(node) = self.node(ino) else {
+        let Some(found) = self.with_node(ino, |n| match &n.kind {
+            NodeKind::Device(d) => Some((n.name.clone(), d.clone())),
+            NodeKind::Bus { .. } => None,
+        }) else {
             reply.error(Errno::ENOENT);
             return;
         };
-        let NodeKind::Device(dev) = node.kind else {
+        let Some((name, dev)) = found else {
             reply.error(Errno::EISDIR);
             return;
         };
@@ -334,7 +358,7 @@ impl Filesystem for DdfFs {
                 return;
             }
             (DriverState::Running | DriverState::Failed | DriverState::Stopped, _) => {
-                debug!("open of {} refused: driver {} is {}", node.name, inst.name(), state.as_str());
+                debug!("open of {} refused: driver {} is {}", name, inst.name(), state.as_str());
                 reply.error(Errno::ENXIO);
                 return;
             }
@@ -345,9 +369,9 @@ impl Filesystem for DdfFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.node(ino).map(|n| n.kind) {
-            Some(NodeKind::Bus { .. }) => reply.opened(FileHandle(0), FopenFlags::empty()),
-            Some(NodeKind::Device(_)) => reply.error(Errno::ENOTDIR),
+        match self.with_node(ino, |n| matches!(n.kind, NodeKind::Bus { .. })) {
+            Some(true) => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Some(false) => reply.error(Errno::ENOTDIR),
             None => reply.error(Errno::ENOENT),
         }
     }
@@ -452,11 +476,11 @@ impl Filesystem for DdfFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let Some(n) = self.node(ino) else {
-            reply.error(Errno::ENOENT);
-            return;
-        };
         if name == OsStr::new(ACL_ACCESS_XATTR) {
+            if self.with_node(ino, |_| ()).is_none() {
+                reply.error(Errno::ENOENT);
+                return;
+            }
             let key = self.core.node_key(ino.0);
             match lock(&self.core.perms).get_acl(&key) {
                 Some(v) => xattr_reply(reply, v, size),
@@ -464,7 +488,11 @@ impl Filesystem for DdfFs {
             }
             return;
         }
-        let value = self.xattrs(&n).into_iter().find(|(k, _)| OsStr::new(k) == name).map(|(_, v)| v);
+        let Some(all) = self.xattrs(ino) else {
+            reply.error(Errno::ENOENT);
+            return;
+        };
+        let value = all.into_iter().find(|(k, _)| OsStr::new(k) == name).map(|(_, v)| v);
         match value {
             None => reply.error(Errno::NO_XATTR),
             Some(v) => xattr_reply(reply, v.as_bytes(), size),
@@ -472,12 +500,12 @@ impl Filesystem for DdfFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let Some(n) = self.node(ino) else {
+        let Some(all) = self.xattrs(ino) else {
             reply.error(Errno::ENOENT);
             return;
         };
         let mut list = Vec::new();
-        for (k, _) in self.xattrs(&n) {
+        for (k, _) in all {
             list.extend_from_slice(k.as_bytes());
             list.push(0);
         }
@@ -495,7 +523,7 @@ impl Filesystem for DdfFs {
             reply.error(Errno::EPERM);
             return;
         }
-        if self.node(ino).is_none() {
+        if self.with_node(ino, |_| ()).is_none() {
             reply.error(Errno::ENOENT);
             return;
         }
