@@ -22,6 +22,7 @@ mod fs;
 mod interrupt;
 mod manifest;
 mod plug;
+mod sandbox;
 mod supervise;
 mod tree;
 

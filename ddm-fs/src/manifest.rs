@@ -17,6 +17,11 @@
 //! heartbeat_timeout_ms = 3000   # no pong for this long: hung, killed
 //! request_timeout_ms = 5000     # open/ioctl/poll unanswered this long: hung
 //! blocking_calls = ["read", "write"]   # calls that may wait forever
+//! [sandbox]              # how the process is confined
+//! user = "nobody"        # run as this user (default: ddm's)
+//! landlock = true        # open no file but these (default: true)
+//! read = ["/sys"]        # and below
+//! write = []
 //! ```
 //!
 //! The built-in drivers' manifests are compiled into `ddm` (so it needs no
@@ -54,6 +59,9 @@ pub struct Manifest {
     /// plugin manager starts it, or hands it the device, when one appears).
     #[serde(default, rename = "match")]
     pub matches: Option<Match>,
+    /// How the driver's process is confined.
+    #[serde(default)]
+    pub sandbox: Sandbox,
     /// Where it came from, for messages.
     #[serde(skip)]
     pub source: String,
@@ -96,6 +104,26 @@ impl Default for Supervision {
             request_timeout_ms: 5000,
             blocking_calls: vec!["read".into(), "write".into()],
         }
+    }
+}
+
+/// How a driver's process is confined (see `crate::sandbox`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sandbox {
+    /// Run as this user (name or number) instead of ddm's.
+    pub user: Option<String>,
+    /// Confine the files it can open with Landlock.
+    pub landlock: bool,
+    /// Paths it may read (and below them), besides what any program needs.
+    pub read: Vec<String>,
+    /// Paths it may read and write.
+    pub write: Vec<String>,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Sandbox { user: None, landlock: true, read: Vec::new(), write: Vec::new() }
     }
 }
 

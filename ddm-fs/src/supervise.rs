@@ -205,8 +205,11 @@ impl Core {
         let child_fd = theirs.as_raw_fd();
         let mut cmd = Command::new(&inst.exec);
         cmd.env(SOCKET_FD_ENV, "3").env("DDF_INSTANCE", inst.name()).stdin(Stdio::null());
+        let sandbox = crate::sandbox::prepare(&inst.manifest.sandbox, &inst.exec, inst.name())
+            .map_err(|e| format!("sandbox: {e}"))?;
         // SAFETY: the closure runs in the forked child before exec and calls
-        // only async-signal-safe functions (fcntl, dup2, prctl).
+        // only async-signal-safe functions (fcntl, dup2, prctl, and the
+        // system calls of the sandbox, prepared before the fork).
         unsafe {
             cmd.pre_exec(move || {
                 if child_fd == 3 {
@@ -217,13 +220,19 @@ impl Core {
                 } else if libc::dup2(child_fd, 3) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+                // Its own user first: a change of credentials clears the
+                // parent-death signal set below.
+                if let Some(e) = sandbox.apply_ids().err() {
+                    return Err(e);
+                }
                 // A driver never outlives its DDM, and never gains privileges.
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0
                     || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) < 0
                 {
                     return Err(std::io::Error::last_os_error());
                 }
-                Ok(())
+                // Landlock needs no_new_privs, set just above.
+                sandbox.apply_landlock()
             });
         }
         let policy = &inst.manifest.supervision;

@@ -15,7 +15,9 @@
 //!
 //! Parameters: `name` (device name), `panic_on_init = "true"` (crash at every
 //! start: a crash loop), `hang_on_init = "true"` (never become ready),
-//! `no_own_devices = "true"` (register only devices it is handed).
+//! `no_own_devices = "true"` (register only devices it is handed), `probe =
+//! "PATH"` (try to open PATH at start; `stall.info` says whether it could:
+//! a check of the driver's sandbox).
 //! Other faults are injected at run time with `ddmctl inject`, which works
 //! on every driver.
 
@@ -33,10 +35,12 @@ struct TestDriver {
     next_handle: Handle,
     /// Reads parked forever, by request id, with the handle they belong to.
     parked: HashMap<RequestId, (Handle, ReadReply)>,
-    /// Open handles and their device.
-    handles: HashMap<Handle, (DeviceId, bool)>,
+    /// Open handles: their device and how far the handle has read.
+    handles: HashMap<Handle, (DeviceId, usize)>,
     /// Devices handed over by the plugin manager: device number to (path, text).
     bound: HashMap<DeviceId, (String, String)>,
+    /// What opening the `probe` path gave.
+    probe: Option<String>,
 }
 
 impl Driver for TestDriver {
@@ -52,6 +56,13 @@ impl Driver for TestDriver {
         let boots =
             ctx.state("boots").and_then(|s| s.bytes.as_slice().try_into().ok()).map(u64::from_le_bytes).unwrap_or(0);
         self.incarnation = boots + 1;
+        if let Some(path) = ctx.param("probe") {
+            let outcome = match std::fs::File::open(path) {
+                Ok(_) => "ok".to_owned(),
+                Err(e) => format!("denied ({e})"),
+            };
+            self.probe = Some(format!("probe {path}: {outcome}\n"));
+        }
         ctx.save_state("boots", &self.incarnation.to_le_bytes(), &[])?;
         if ctx.param("no_own_devices") == Some("true") {
             self.stall = DeviceId::MAX;
@@ -86,7 +97,7 @@ impl Driver for TestDriver {
             return Err(Errno::ENXIO);
         }
         self.next_handle += 1;
-        self.handles.insert(self.next_handle, (device, false));
+        self.handles.insert(self.next_handle, (device, 0));
         Ok(self.next_handle)
     }
 
@@ -100,19 +111,24 @@ impl Driver for TestDriver {
         }
     }
 
-    fn read(&mut self, _ctx: &mut Context, handle: Handle, _offset: u64, _len: u32, reply: ReadReply) {
-        if let Some((dev, done)) = self.handles.get_mut(&handle) {
-            if let Some((_, text)) = self.bound.get(dev) {
-                let text = if *done { String::new() } else { text.clone() };
-                *done = true;
-                reply.data(text.as_bytes());
-                return;
-            }
-            if *dev == self.info {
-                // The text once, then end of file.
-                let text = if *done { String::new() } else { format!("incarnation {}\n", self.incarnation) };
-                *done = true;
-                reply.data(text.as_bytes());
+    fn read(&mut self, _ctx: &mut Context, handle: Handle, _offset: u64, len: u32, reply: ReadReply) {
+        if let Some((dev, pos)) = self.handles.get_mut(&handle) {
+            // The bound and info devices read as a text, then end of file,
+            // in reads of any size (the device is a stream: the handle
+            // keeps the position).
+            let text = match self.bound.get(dev) {
+                Some((_, text)) => Some(text.clone()),
+                None if *dev == self.info => {
+                    Some(format!("incarnation {}\n{}", self.incarnation, self.probe.as_deref().unwrap_or("")))
+                }
+                None => None,
+            };
+            if let Some(text) = text {
+                let bytes = text.as_bytes();
+                let start = (*pos).min(bytes.len());
+                let end = (start + len as usize).min(bytes.len());
+                *pos = end;
+                reply.data(&bytes[start..end]);
                 return;
             }
         }
