@@ -138,6 +138,9 @@ pub fn prepare(sandbox: &Sandbox, exec: &Path, name: &str) -> Result<Prepared, S
                 for lib in ["/lib", "/lib64", "/usr/lib", "/usr/lib64", "/etc/ld.so.cache"] {
                     add(Path::new(lib), READ_FILE | READ_DIR | EXECUTE)?;
                 }
+                // Its own /proc entry (the Rust runtime reads it): opened in
+                // the child, /proc/self is the child's.
+                add(Path::new("/proc/self"), READ_FILE | READ_DIR)?;
                 for path in &sandbox.read {
                     add(Path::new(path), read)?;
                 }
@@ -225,23 +228,6 @@ impl Prepared {
                 };
                 if rc < 0 {
                     return Err(err());
-                }
-            }
-            // The driver's own /proc entry (the Rust runtime reads it).
-            // SAFETY: a constant NUL-terminated path.
-            let fd = unsafe { libc::open(c"/proc/self".as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
-            if fd >= 0 {
-                let rule = PathBeneathAttr { allowed_access: READ_FILE | READ_DIR, parent_fd: fd };
-                // SAFETY: as for the rules above.
-                unsafe {
-                    libc::syscall(
-                        SYS_LANDLOCK_ADD_RULE,
-                        ruleset,
-                        LANDLOCK_RULE_PATH_BENEATH,
-                        &rule as *const PathBeneathAttr,
-                        0u32,
-                    );
-                    libc::close(fd);
                 }
             }
             // SAFETY: restricts only this (single-threaded, about to exec)
