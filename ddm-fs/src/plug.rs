@@ -145,6 +145,16 @@ pub fn release_to_provider(core: &Core, ino: Ino, why: &str) {
     lock(&core.bindings).insert(ino, Binding::Unbound(why.to_owned()));
 }
 
+/// Every node bound to driver `index` goes back to its bus driver (the
+/// driver failed for good), with `why` as its state.
+pub fn release_all(core: &Core, index: usize, why: &str) {
+    let mine: Vec<Ino> =
+        lock(&core.bindings).iter().filter(|(_, b)| **b == Binding::Bound(index)).map(|(i, _)| *i).collect();
+    for ino in mine {
+        release_to_provider(core, ino, why);
+    }
+}
+
 /// `ddmctl load DRIVER [--bus BUS] [KEY=VALUE...]`: a new instance of a
 /// known driver, its plain devices on `bus`.
 pub fn load(core: &Arc<Core>, driver: &str, bus: Option<&str>, params: &[(String, String)]) -> Result<String, String> {
@@ -252,6 +262,15 @@ pub fn rescan(core: &Arc<Core>, bus: Option<&str>) -> Result<String, String> {
         plug(core, ino);
     }
     Ok(format!("rescan sent to {}", if told.is_empty() { "no bus driver".into() } else { told.join(", ") }))
+}
+
+/// Offers every unbound device to the manifests again.
+pub fn replug(core: &Arc<Core>) {
+    let unbound: Vec<Ino> =
+        lock(&core.bindings).iter().filter(|(_, b)| matches!(b, Binding::Unbound(_))).map(|(i, _)| *i).collect();
+    for ino in unbound {
+        plug(core, ino);
+    }
 }
 
 /// The state a node shows: its driver's, or why it has none.

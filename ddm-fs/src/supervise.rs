@@ -350,13 +350,18 @@ impl Core {
                     core.restart_now(&inst);
                 });
             }
-            Decision::Quarantine => error!(
-                "driver {} ({paths}) died: {how}; {flight}; {} deaths within {} s: quarantined (state failed) until `ddmctl restart {}`",
-                inst.name(),
-                inst.manifest.supervision.max_failures,
-                inst.manifest.supervision.window_secs,
-                inst.name()
-            ),
+            Decision::Quarantine => {
+                error!(
+                    "driver {} ({paths}) died: {how}; {flight}; {} deaths within {} s: quarantined (state failed) until `ddmctl restart {}`",
+                    inst.name(),
+                    inst.manifest.supervision.max_failures,
+                    inst.manifest.supervision.window_secs,
+                    inst.name()
+                );
+                // Devices the plugin manager had handed it go back to their
+                // bus drivers, with the reason.
+                crate::plug::release_all(self, inst.index, &format!("driver {} failed ({how})", inst.name()));
+            }
         }
     }
 
@@ -416,6 +421,8 @@ impl Core {
                 lock(&inst.live).state = DriverState::Restarting;
                 info!("driver {}: restart requested (was {})", inst.name(), state.as_str());
                 self.restart_now(inst);
+                // Devices it gave back when it failed may be its again.
+                crate::plug::replug(self);
                 Ok(format!("{}: started", inst.name()))
             }
         }

@@ -245,3 +245,24 @@ fn a_thousand_vbus_devices() {
     ctl_ok(&ddm, "remove-all");
     assert_eq!(ls(&ddm.path("vbus")).len(), 1);
 }
+
+#[test]
+fn a_bound_driver_in_a_crash_loop_gives_its_devices_back() {
+    let loopy = "name = \"loopy\"\nexec = \"ddf-testdrv\"\n\
+        [params]\nno_own_devices = \"true\"\npanic_on_init = \"true\"\n\
+        [supervision]\nmax_failures = 2\nbackoff_ms = 20\n\
+        [match]\nbus = \"vbus\"\n[match.ids]\nvendor = \"dead\"\n";
+    let ddm = Ddm::builder().manifest(loopy).wait_for("vbus/ctl").start();
+    ctl_ok(&ddm, "add doomed vendor=dead");
+    assert!(
+        wait_until(Duration::from_secs(20), || xattr(&ddm.path("vbus/doomed"), "user.ddf.state")
+            .is_some_and(|s| s.starts_with("unbound: driver loopy failed"))),
+        "{:?}\n{}",
+        xattr(&ddm.path("vbus/doomed"), "user.ddf.state"),
+        ddm.log()
+    );
+    // Its bus driver serves it again.
+    let text = std::fs::read_to_string(ddm.path("vbus/doomed")).unwrap();
+    assert!(text.starts_with("doomed "), "{text:?}");
+    assert!(status(&ddm, "loopy").is_some_and(|d| d["state"] == "failed"));
+}
