@@ -60,6 +60,10 @@ pub struct Said {
     pub fds: Vec<OwnedFd>,
 }
 
+/// What a call brought: the messages before the reply, the reply, and the
+/// reply's payload.
+pub type CallOutcome = (Vec<Said>, Result<Answer, Errno>, Vec<u8>);
+
 /// A driver process and the DDM's end of its socket.
 #[derive(Debug)]
 pub struct StandIn {
@@ -158,11 +162,7 @@ impl StandIn {
 
     /// Makes a call; returns what the driver said before the reply, the
     /// reply, and the reply's payload.
-    pub fn call(
-        &mut self,
-        call: Call,
-        payload: &[u8],
-    ) -> Result<(Vec<Said>, Result<Answer, Errno>, Vec<u8>), StandInError> {
+    pub fn call(&mut self, call: Call, payload: &[u8]) -> Result<CallOutcome, StandInError> {
         let id = RequestId(self.next_id);
         self.next_id += 1;
         self.send(&DdmToDriver::Call { id, call }, payload, &[])?;

@@ -70,7 +70,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -79,7 +78,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::{Parser, ValueEnum};
-use ddf_tests::{is_mounted, wait_timeout, wait_until};
+use ddf_tests::{is_mounted, wait_timeout, wait_until, DdmProcess, LaunchError};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
     OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, ReplyXattr,
@@ -202,11 +201,11 @@ enum BenchError {
     NotRoot,
     /// The options do not make a run.
     Usage(String),
-    /// A binary is missing.
-    Bins(PathBuf, &'static str),
+    /// ddm could not be found or started.
+    Launch(LaunchError),
     /// Something needed before measuring failed.
     Setup(String, std::io::Error),
-    /// ddm did not come up, or died.
+    /// ddm died during the run.
     NotUp(String),
     /// The control socket of ddm failed.
     Control(String),
@@ -223,7 +222,7 @@ impl BenchError {
             BenchError::Call { .. } | BenchError::Pin(..) => true,
             BenchError::NotRoot
             | BenchError::Usage(_)
-            | BenchError::Bins(..)
+            | BenchError::Launch(_)
             | BenchError::Setup(..)
             | BenchError::NotUp(_)
             | BenchError::Control(_) => false,
@@ -236,11 +235,7 @@ impl std::fmt::Display for BenchError {
         match self {
             BenchError::NotRoot => write!(f, "needs root to mount ddm and the FUSE floor; run it with sudo"),
             BenchError::Usage(why) => write!(f, "{why}"),
-            BenchError::Bins(dir, name) => write!(
-                f,
-                "no {name} in {}: build the workspace first (`cargo build --workspace --release`) or pass --bin-dir",
-                dir.display()
-            ),
+            BenchError::Launch(e) => write!(f, "{}", chain(e)),
             BenchError::Setup(what, e) => write!(f, "{what}: {e}"),
             BenchError::NotUp(why) => write!(f, "ddm: {why}"),
             BenchError::Control(why) => write!(f, "ddm's control socket: {why}"),
@@ -351,7 +346,6 @@ impl Plan {
 /// What to undo if the run ends abruptly.
 #[derive(Debug, Default)]
 struct Cleanup {
-    ddm_pid: Option<i32>,
     echo_pid: Option<i32>,
     /// Mounts to detach, last made first.
     mounts: Vec<PathBuf>,
@@ -359,7 +353,7 @@ struct Cleanup {
     dir: Option<PathBuf>,
 }
 
-static CLEANUP: Mutex<Cleanup> = Mutex::new(Cleanup { ddm_pid: None, echo_pid: None, mounts: Vec::new(), dir: None });
+static CLEANUP: Mutex<Cleanup> = Mutex::new(Cleanup { echo_pid: None, mounts: Vec::new(), dir: None });
 
 /// Set when the run is being stopped from outside (a signal, the watchdog):
 /// the main thread's calls then fail, and it must leave the exit to the
@@ -373,13 +367,15 @@ fn emergency_cleanup() {
     if let Some(pid) = c.echo_pid {
         let _ = signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
-    if let Some(pid) = c.ddm_pid {
-        let pid = Pid::from_raw(pid);
+    // ddm (started by DdmProcess, which lists it until it has cleaned up).
+    let ddms = ddf_tests::take_launched();
+    for pid in ddms.iter().filter_map(|l| l.pid) {
+        let pid = Pid::from_raw(pid as i32);
         let _ = signal::kill(pid, Signal::SIGTERM);
         wait_until(Duration::from_secs(5), || zombie(pid));
         let _ = signal::kill(pid, Signal::SIGKILL);
     }
-    for m in c.mounts.iter().rev() {
+    for m in c.mounts.iter().rev().chain(ddms.iter().map(|l| &l.mnt)) {
         if is_mounted(m) {
             let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
         }
@@ -482,19 +478,8 @@ fn run(args: &Args) -> Result<(), BenchError> {
     spawn_signal_thread(signals)?;
     spawn_watchdog(Duration::from_secs(args.timeout))?;
 
-    let bins = match &args.bin_dir {
-        Some(d) => d.clone(),
-        None => std::env::current_exe()
-            .map_err(setup("cannot find this program's directory (pass --bin-dir)"))?
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default(),
-    };
-    for name in ["ddm", "ddf-null", "ddf-ramdisk", "ddf-testdrv"] {
-        if !bins.join(name).is_file() {
-            return Err(BenchError::Bins(bins, name));
-        }
-    }
+    let bins = ddf_tests::tool_bin_dir(args.bin_dir.as_deref(), &["ddm", "ddf-null", "ddf-ramdisk", "ddf-testdrv"])
+        .map_err(BenchError::Launch)?;
 
     let dir = tempfile::Builder::new()
         .prefix("ddf-bench-")
@@ -503,7 +488,7 @@ fn run(args: &Args) -> Result<(), BenchError> {
     lock(&CLEANUP).dir = Some(dir.path().to_owned());
 
     eprintln!("ddf-bench: starting ddm and the FUSE floor");
-    let mut ddm = DdmProc::start(&bins, dir.path(), plan.max_clients(), args.ddm_log.as_deref())?;
+    let mut ddm = start_ddm(&bins, dir.path(), plan.max_clients(), args.ddm_log.as_deref())?;
     let capacity = std::fs::metadata(ddm.path("ram0")).map(|m| m.len()).unwrap_or(DEFAULT_CAPACITY).max(MIB as u64)
         / MIB as u64
         * MIB as u64;
@@ -581,120 +566,37 @@ fn run(args: &Args) -> Result<(), BenchError> {
 // ---------------------------------------------------------------------------
 // ddm.
 
-/// A running ddm. Dropping it (also on a panic) stops it with SIGTERM, kills
-/// it if it does not go, and detaches the mount if it is still there.
-#[derive(Debug)]
-struct DdmProc {
-    child: Option<Child>,
-    mnt: PathBuf,
-    socket: PathBuf,
-    log: PathBuf,
+/// Starts ddm on `dir/mnt`, with one test driver per scaling client: its
+/// device `benchK` takes every write at once. Dropping it (also on a panic)
+/// stops ddm and detaches the mount; the signal thread and the watchdog find
+/// it with `ddf_tests::take_launched`.
+fn start_ddm(bins: &Path, dir: &Path, clients: usize, log: Option<&Path>) -> Result<DdmProcess, BenchError> {
+    let mut b = DdmProcess::builder(bins)
+        .in_dir(dir)
+        .state_dir(&dir.join("state"))
+        .args(["--threads".to_owned(), FUSE_THREADS.to_string()])
+        .env("RUST_LOG", std::env::var("DDF_BENCH_DDM_LOG").unwrap_or_else(|_| "warn".into()))
+        // A Ctrl-C meant for the run does not reach ddm; the signal thread stops it.
+        .own_process_group()
+        .wait_for("null")
+        .wait_for("ram0")
+        .timeout(Duration::from_secs(60));
+    for i in 0..clients {
+        let text =
+            format!("name = \"bench{i}\"\nexec = \"ddf-testdrv\"\nautostart = true\n[params]\nname = \"bench{i}\"\n");
+        b = b.manifest(&format!("bench{i}.toml"), &text).wait_for(&format!("bench{i}"));
+    }
+    if let Some(log) = log {
+        b = b.log_file(log);
+    }
+    b.start().map_err(BenchError::Launch)
 }
 
-impl DdmProc {
-    fn start(bins: &Path, dir: &Path, clients: usize, log: Option<&Path>) -> Result<DdmProc, BenchError> {
-        let mnt = dir.join("mnt");
-        let socket = dir.join("control.sock");
-        let state = dir.join("state");
-        let log = log.map(Path::to_path_buf).unwrap_or_else(|| dir.join("ddm.log"));
-        let log_file = File::create(&log).map_err(setup(format!("cannot create ddm's log {}", log.display())))?;
-        let exe = bins.join("ddm");
-        let mut cmd = Command::new(&exe);
-        cmd.arg(&mnt)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--threads")
-            .arg(FUSE_THREADS.to_string());
-        // One test driver per scaling client: its device `benchK` takes
-        // every write at once.
-        for i in 0..clients {
-            let p = dir.join(format!("bench{i}.toml"));
-            let text = format!(
-                "name = \"bench{i}\"\nexec = \"ddf-testdrv\"\nautostart = true\n[params]\nname = \"bench{i}\"\n"
-            );
-            std::fs::write(&p, text).map_err(setup(format!("cannot write {}", p.display())))?;
-            cmd.arg("--manifest").arg(p);
-        }
-        let child = cmd
-            .env("RUST_LOG", std::env::var("DDF_BENCH_DDM_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            // Its own process group: a Ctrl-C meant for the run does not
-            // reach ddm; the signal thread stops it.
-            .process_group(0)
-            .spawn()
-            .map_err(setup(format!("cannot start {}", exe.display())))?;
-        {
-            let mut c = lock(&CLEANUP);
-            c.ddm_pid = Some(child.id() as i32);
-            c.mounts.push(mnt.clone());
-        }
-        let mut ddm = DdmProc { child: Some(child), mnt, socket, log };
-        let mut wanted = vec!["null".to_owned(), "ram0".to_owned()];
-        wanted.extend((0..clients).map(|i| format!("bench{i}")));
-        let up = wait_until(Duration::from_secs(60), || {
-            !ddm.alive() || (is_mounted(&ddm.mnt) && wanted.iter().all(|n| ddm.mnt.join(n).exists()))
-        });
-        if !ddm.alive() {
-            return Err(BenchError::NotUp(format!("it exited at start; its log:\n{}", ddm.log_tail(30))));
-        }
-        if !up {
-            return Err(BenchError::NotUp(format!(
-                "not all of {wanted:?} under {} after 60 s; its log:\n{}",
-                ddm.mnt.display(),
-                ddm.log_tail(30)
-            )));
-        }
-        Ok(ddm)
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.mnt.join(rel)
-    }
-
-    fn pid(&self) -> Option<i32> {
-        self.child.as_ref().map(|c| c.id() as i32)
-    }
-
-    fn alive(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(c) => matches!(c.try_wait(), Ok(None)),
-            None => false,
-        }
-    }
-
-    fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
-    /// The driver processes: (instance name, pid).
-    fn drivers(&self) -> Result<Vec<(String, u32)>, BenchError> {
-        let mut link = ddf::ddm::Ddm::connect(&self.socket).map_err(|e| BenchError::Control(chain(&e)))?;
-        let status = link.status().map_err(|e| BenchError::Control(chain(&e)))?;
-        Ok(status.into_iter().filter_map(|d| d.pid.map(|p| (d.name, p))).collect())
-    }
-}
-
-impl Drop for DdmProc {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            if let Ok(None) = child.try_wait() {
-                let _ = signal::kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-                wait_timeout(&mut child, Duration::from_secs(20));
-            }
-        }
-        if is_mounted(&self.mnt) {
-            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-        }
-        let mut c = lock(&CLEANUP);
-        c.ddm_pid = None;
-        c.mounts.retain(|m| m != &self.mnt);
-    }
+/// The driver processes: (instance name, pid).
+fn drivers(ddm: &DdmProcess) -> Result<Vec<(String, u32)>, BenchError> {
+    let mut link = ddf::ddm::Ddm::connect(ddm.socket()).map_err(|e| BenchError::Control(chain(&e)))?;
+    let status = link.status().map_err(|e| BenchError::Control(chain(&e)))?;
+    Ok(status.into_iter().filter_map(|d| d.pid.map(|p| (d.name, p))).collect())
 }
 
 // ---------------------------------------------------------------------------
@@ -1088,7 +990,7 @@ impl Pinning {
         kind: PlacementKind,
         plan: &Plan,
         initial: &CpuSet,
-        ddm: &DdmProc,
+        ddm: &DdmProcess,
         echo: &EchoProc,
     ) -> Result<Pinning, BenchError> {
         let (client, server) = match kind {
@@ -1113,9 +1015,9 @@ impl Pinning {
         }
         let mut ddm_threads = 0;
         if let Some(pid) = ddm.pid() {
-            ddm_threads = pin_process(pid, &server, "ddm")?;
+            ddm_threads = pin_process(pid as i32, &server, "ddm")?;
         }
-        let drivers = ddm.drivers()?;
+        let drivers = drivers(ddm)?;
         let mut driver_threads = 0;
         for (name, pid) in &drivers {
             driver_threads += pin_process(*pid as i32, &server, &format!("driver {name}"))?;
@@ -1237,14 +1139,14 @@ struct DirectPath {
 impl DirectPath {
     /// Opens `null` on the mount (the permission check) and asks ddm for a
     /// direct link to its driver. Not timed.
-    fn connect(ddm: &DdmProc) -> Result<DirectPath, String> {
+    fn connect(ddm: &DdmProcess) -> Result<DirectPath, String> {
         let path = ddm.path("null");
         let proof = OpenOptions::new()
             .read(true)
             .write(true)
             .open(&path)
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        let mut link = ddf::ddm::Ddm::connect(&ddm.socket).map_err(|e| chain(&e))?;
+        let mut link = ddf::ddm::Ddm::connect(ddm.socket()).map_err(|e| chain(&e))?;
         let client = link.connect_device(&proof).map_err(|e| chain(&e))?;
         Ok(DirectPath { client, handle: None, _proof: proof })
     }
@@ -1544,7 +1446,7 @@ struct Machine {
 }
 
 impl Machine {
-    fn describe(ddm: &DdmProc) -> Machine {
+    fn describe(ddm: &DdmProcess) -> Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu = cpuinfo
             .lines()
@@ -1556,7 +1458,7 @@ impl Machine {
         let kernel = nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_else(|_| "unknown".into());
-        let ddm_version = ddf::ddm::Ddm::connect(&ddm.socket)
+        let ddm_version = ddf::ddm::Ddm::connect(ddm.socket())
             .and_then(|mut l| l.info())
             .map(|i| i.version)
             .unwrap_or_else(|_| "?".into());

@@ -60,19 +60,18 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::process::{Command, ExitCode};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use ddf::ddm::{Ddm as DdmLink, DdmError};
 use ddf::proto::{DriverState, DriverStatus, Fault};
-use ddf_tests::{is_mounted, wait_timeout, wait_until};
+use ddf_tests::{is_mounted, wait_until, DdmProcess, LaunchError, Stopped};
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::unistd::Pid;
 
@@ -97,9 +96,6 @@ const STALL_MANIFEST: &str = "name = \"stall\"\nexec = \"ddf-testdrv\"\nautostar
 
 /// Set on the first Ctrl-C (or SIGTERM): end the run early, with a table.
 static STOP: AtomicBool = AtomicBool::new(false);
-/// ddm's pid and mount, for the second Ctrl-C.
-static DDM_PID: AtomicI32 = AtomicI32::new(0);
-static MOUNT: OnceLock<PathBuf> = OnceLock::new();
 
 /// Chaos run for ddf: K clients on null, zero and a stalling test device
 /// while drivers are killed or broken M times; prints one table.
@@ -211,12 +207,7 @@ impl Victim {
 enum SetupError {
     NotRoot,
     Plan(String),
-    Bins(PathBuf, &'static str),
-    CurrentExe(std::io::Error),
-    TempDir(std::io::Error),
-    Manifest(PathBuf, std::io::Error),
-    Log(PathBuf, std::io::Error),
-    Spawn(PathBuf, std::io::Error),
+    Launch(LaunchError),
     NotUp(String),
     Signals(nix::Error),
     Drivers(String),
@@ -227,16 +218,7 @@ impl std::fmt::Display for SetupError {
         match self {
             SetupError::NotRoot => write!(f, "needs root to mount ddm's FUSE file system; run it with sudo"),
             SetupError::Plan(why) => write!(f, "{why}"),
-            SetupError::Bins(dir, name) => write!(
-                f,
-                "no {name} in {}: build the workspace first (`cargo build --workspace --release`) or pass --bin-dir",
-                dir.display()
-            ),
-            SetupError::CurrentExe(e) => write!(f, "cannot find this program's directory ({e}); pass --bin-dir"),
-            SetupError::TempDir(e) => write!(f, "cannot create a temporary directory: {e}"),
-            SetupError::Manifest(p, e) => write!(f, "cannot write the stall manifest {}: {e}", p.display()),
-            SetupError::Log(p, e) => write!(f, "cannot create ddm's log {}: {e}", p.display()),
-            SetupError::Spawn(p, e) => write!(f, "cannot start {}: {e}", p.display()),
+            SetupError::Launch(e) => write!(f, "{}", chain(e)),
             SetupError::NotUp(why) => write!(f, "ddm did not come up: {why}"),
             SetupError::Signals(e) => write!(f, "cannot set up signal handling: {e}"),
             SetupError::Drivers(why) => write!(f, "drivers not ready at start: {why}"),
@@ -364,142 +346,38 @@ impl Rng {
 // ---------------------------------------------------------------------------
 // ddm: our own instance on a temporary mount.
 
-/// Where the binaries are.
-#[derive(Debug, Clone)]
-struct Bins {
-    dir: PathBuf,
+/// Starts ddm with `stall` beside the built-in drivers. Dropping it (also on
+/// a panic) stops ddm and detaches the mount; the signal thread finds it with
+/// `ddf_tests::take_launched`.
+fn start_ddm(bins: &Path, log: Option<&Path>) -> Result<DdmProcess, SetupError> {
+    let mut b = DdmProcess::builder(bins)
+        .temp_prefix("ddf-chaos-")
+        .manifest("stall.toml", STALL_MANIFEST)
+        .env("RUST_LOG", std::env::var("DDF_CHAOS_DDM_LOG").unwrap_or_else(|_| "info,fuser=warn".into()))
+        // A Ctrl-C meant for the run does not stop ddm.
+        .own_process_group()
+        .wait_for("null")
+        .wait_for("zero")
+        .wait_for("stall")
+        .timeout(Duration::from_secs(30));
+    if let Some(log) = log {
+        b = b.log_file(log);
+    }
+    b.start().map_err(SetupError::Launch)
 }
 
-impl Bins {
-    fn find(arg: Option<&Path>) -> Result<Bins, SetupError> {
-        let dir = match arg {
-            Some(d) => d.to_path_buf(),
-            None => {
-                let exe = std::env::current_exe().map_err(SetupError::CurrentExe)?;
-                exe.parent().map(Path::to_path_buf).unwrap_or_default()
-            }
-        };
-        for name in ["ddm", "ddf-null", "ddf-testdrv"] {
-            if !dir.join(name).is_file() {
-                return Err(SetupError::Bins(dir, name));
-            }
-        }
-        Ok(Bins { dir })
-    }
-}
-
-/// A running ddm. Dropping it (also on a panic) stops it with SIGTERM,
-/// kills it if it does not go, and detaches the mount if it is still there.
-#[derive(Debug)]
-struct DdmProc {
-    child: Option<Child>,
-    mnt: PathBuf,
-    socket: PathBuf,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl DdmProc {
-    fn start(bins: &Bins, log: Option<&Path>) -> Result<DdmProc, SetupError> {
-        let dir = tempfile::Builder::new().prefix("ddf-chaos-").tempdir().map_err(SetupError::TempDir)?;
-        let mnt = dir.path().join("mnt");
-        let socket = dir.path().join("control.sock");
-        let manifest = dir.path().join("stall.toml");
-        std::fs::write(&manifest, STALL_MANIFEST).map_err(|e| SetupError::Manifest(manifest.clone(), e))?;
-        let log = log.map(Path::to_path_buf).unwrap_or_else(|| dir.path().join("ddm.log"));
-        let log_file = File::create(&log).map_err(|e| SetupError::Log(log.clone(), e))?;
-        let exe = bins.dir.join("ddm");
-        let child = Command::new(&exe)
-            .arg(&mnt)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--manifest")
-            .arg(&manifest)
-            .env("RUST_LOG", std::env::var("DDF_CHAOS_DDM_LOG").unwrap_or_else(|_| "info,fuser=warn".into()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            // Its own process group: a Ctrl-C meant for the run does not stop ddm.
-            .process_group(0)
-            .spawn()
-            .map_err(|e| SetupError::Spawn(exe.clone(), e))?;
-        DDM_PID.store(child.id() as i32, Ordering::SeqCst);
-        let _ = MOUNT.set(mnt.clone());
-        let mut ddm = DdmProc { child: Some(child), mnt, socket, log, _dir: dir };
-        let up = wait_until(Duration::from_secs(30), || {
-            !ddm.process_alive()
-                || (is_mounted(&ddm.mnt) && ["null", "zero", "stall"].iter().all(|n| ddm.mnt.join(n).exists()))
-        });
-        if !ddm.process_alive() {
-            return Err(SetupError::NotUp(format!("it exited; its log:\n{}", ddm.log_tail(30))));
-        }
-        if !up {
-            return Err(SetupError::NotUp(format!(
-                "no null, zero and stall under {} after 30 s; its log:\n{}",
-                ddm.mnt.display(),
-                ddm.log_tail(30)
-            )));
-        }
-        Ok(ddm)
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.mnt.join(rel)
-    }
-
-    /// Whether ddm's process still runs.
-    fn process_alive(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(c) => matches!(c.try_wait(), Ok(None)),
-            None => false,
-        }
-    }
-
-    /// How ddm ended, if it did.
-    fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
-    }
-
-    /// Why ddm is gone, as far as its exit status and its log tell.
-    fn death(&mut self) -> String {
-        let how = self.exit_status().map_or_else(|| "gone".into(), |s| s.to_string());
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        // ddm logs "SIGTERM: stopping drivers ..." when a signal stops it;
-        // the run itself sends none before the end.
-        match ["SIGTERM", "SIGINT", "SIGHUP"].into_iter().find(|s| log.contains(&format!("{s}: stopping"))) {
-            Some(sig) => format!(
-                "ddm's process ended ({how}) after a {sig} from outside the run (its log says so); \
-                 is another program stopping ddm processes?"
-            ),
-            None => format!("ddm's process ended ({how})"),
-        }
-    }
-
-    fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
-    /// Stops ddm with SIGTERM; `Some(true)` when it exited cleanly in time.
-    fn stop(&mut self) -> Option<bool> {
-        let mut child = self.child.take()?;
-        if let Ok(Some(_)) = child.try_wait() {
-            return Some(false);
-        }
-        let _ = signal::kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-        let status = wait_timeout(&mut child, Duration::from_secs(20));
-        DDM_PID.store(0, Ordering::SeqCst);
-        Some(status.is_some_and(|s| s.success()))
-    }
-}
-
-impl Drop for DdmProc {
-    fn drop(&mut self) {
-        self.stop();
-        if is_mounted(&self.mnt) {
-            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-        }
+/// Why ddm is gone, as far as its exit status and its log tell.
+fn death(ddm: &mut DdmProcess) -> String {
+    let how = ddm.exit_status().map_or_else(|| "gone".into(), |s| s.to_string());
+    let log = ddm.log();
+    // ddm logs "SIGTERM: stopping drivers ..." when a signal stops it;
+    // the run itself sends none before the end.
+    match ["SIGTERM", "SIGINT", "SIGHUP"].into_iter().find(|s| log.contains(&format!("{s}: stopping"))) {
+        Some(sig) => format!(
+            "ddm's process ended ({how}) after a {sig} from outside the run (its log says so); \
+             is another program stopping ddm processes?"
+        ),
+        None => format!("ddm's process ended ({how})"),
     }
 }
 
@@ -1277,12 +1155,12 @@ fn signal_thread() -> Result<(), SetupError> {
                     STOP.store(true, Ordering::SeqCst);
                     continue;
                 }
-                let pid = DDM_PID.load(Ordering::SeqCst);
-                if pid > 0 {
-                    let _ = signal::kill(Pid::from_raw(pid), Signal::SIGTERM);
+                let ddms = ddf_tests::take_launched();
+                for pid in ddms.iter().filter_map(|l| l.pid) {
+                    let _ = signal::kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
                     thread::sleep(Duration::from_secs(2));
                 }
-                if let Some(m) = MOUNT.get() {
+                for m in ddms.iter().map(|l| &l.mnt) {
                     if is_mounted(m) {
                         let _ = Command::new("umount").arg("-l").arg(m).status();
                     }
@@ -1306,14 +1184,14 @@ fn sleep_until(t: Instant, sh: &Shared) {
 }
 
 /// Whether ddm is alive: its process runs and `ls` answers.
-fn check_alive(ddm: &mut DdmProc) -> Result<(), String> {
-    if !ddm.process_alive() {
-        return Err(ddm.death());
+fn check_alive(ddm: &mut DdmProcess) -> Result<(), String> {
+    if !ddm.alive() {
+        return Err(death(ddm));
     }
-    let names = ls(&ddm.mnt)?;
+    let names = ls(ddm.mnt())?;
     for n in ["null", "zero", "stall"] {
         if !names.iter().any(|x| x == n) {
-            return Err(format!("ls {} no longer lists {n} ({names:?})", ddm.mnt.display()));
+            return Err(format!("ls {} no longer lists {n} ({names:?})", ddm.mnt().display()));
         }
     }
     Ok(())
@@ -1324,11 +1202,12 @@ fn run(args: &Args) -> Result<bool, SetupError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(SetupError::NotRoot);
     }
-    let bins = Bins::find(args.bin_dir.as_deref())?;
+    let bins = ddf_tests::tool_bin_dir(args.bin_dir.as_deref(), &["ddm", "ddf-null", "ddf-testdrv"])
+        .map_err(SetupError::Launch)?;
     install_sigusr1()?;
     signal_thread()?;
-    let mut ddm = DdmProc::start(&bins, args.ddm_log.as_deref())?;
-    let ctl = Ctl::spawn(ddm.socket.clone())?;
+    let mut ddm = start_ddm(&bins, args.ddm_log.as_deref())?;
+    let ctl = Ctl::spawn(ddm.socket().to_owned())?;
     let initial = ctl.status().map_err(SetupError::Drivers)?;
     for name in ["null", "stall"] {
         match initial.iter().find(|d| d.name == name) {
@@ -1374,8 +1253,8 @@ fn run(args: &Args) -> Result<bool, SetupError> {
     }
     eprintln!(
         "ddf-chaos: ddm pid {} on {}; {} clients ({} on stall), {} rounds over {} s",
-        DDM_PID.load(Ordering::SeqCst),
-        ddm.mnt.display(),
+        ddm.pid().unwrap_or(0),
+        ddm.mnt().display(),
         plan.clients,
         n_stall,
         plan.kills,
@@ -1435,8 +1314,8 @@ fn run(args: &Args) -> Result<bool, SetupError> {
         // The rest of the duration: load only, ddm checked every second.
         while !sh.stopping() && start.elapsed() < plan.duration {
             sleep_until((Instant::now() + Duration::from_secs(1)).min(start + plan.duration), &sh);
-            if !ddm.process_alive() {
-                ddm_problem = Some(ddm.death());
+            if !ddm.alive() {
+                ddm_problem = Some(death(&mut ddm));
                 break;
             }
         }
@@ -1475,7 +1354,8 @@ fn run(args: &Args) -> Result<bool, SetupError> {
     }
     let final_status = ctl.status().ok();
     let ddm_log_tail = ddm.log_tail(40);
-    let clean_stop = ddm.stop();
+    // Some(true) when it exited cleanly on SIGTERM in time.
+    let clean_stop = ddm.stop().map(|s| matches!(s, Stopped::Exited(st) if st.success()));
     drop(ddm);
 
     // The table.
