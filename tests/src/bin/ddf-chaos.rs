@@ -1157,8 +1157,12 @@ fn signal_thread() -> Result<(), SetupError> {
                 }
                 let ddms = ddf_tests::take_launched();
                 for pid in ddms.iter().filter_map(|l| l.pid) {
-                    let _ = signal::kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+                    let pid = Pid::from_raw(pid as i32);
+                    let _ = signal::kill(pid, Signal::SIGTERM);
                     thread::sleep(Duration::from_secs(2));
+                    // Whatever did not stop on SIGTERM does on SIGKILL (as
+                    // the benchmark does); no-op for a ddm already gone.
+                    let _ = signal::kill(pid, Signal::SIGKILL);
                 }
                 for m in ddms.iter().map(|l| &l.mnt) {
                     if is_mounted(m) {
