@@ -523,10 +523,6 @@ impl Filesystem for DdfFs {
             reply.error(Errno::EPERM);
             return;
         }
-        if self.with_node(ino, |_| ()).is_none() {
-            reply.error(Errno::ENOENT);
-            return;
-        }
         let key = self.core.node_key(ino.0);
         // The mode follows the ACL (owner, mask, other), as on any file system.
         let mut tree = self.core.tree.write().unwrap_or_else(|p| p.into_inner());
