@@ -42,7 +42,7 @@ pub enum Parked {
         /// Its class (decides the open flags).
         class: DeviceClass,
         /// `open(2)` flags.
-        flags: i32,
+        flags: ddf::proto::OpenFlags,
     },
     /// A read, and the most bytes it takes.
     Read(ReplyData, u32),

@@ -204,7 +204,7 @@ fn direct(core: &Core, rights: &Rights, fds: Vec<OwnedFd>) -> Result<(ControlRes
         return Err(format!("the file given is not on the ddf mount {}", rights.mountpoint));
     }
     let flags = nix::fcntl::fcntl(&proof, nix::fcntl::FcntlArg::F_GETFL).map_err(|e| format!("F_GETFL: {e}"))?;
-    let access = flags & libc::O_ACCMODE;
+    let access = ddf::proto::OpenFlags::from_access(ddf::proto::OpenFlags(flags).access());
     let dref = match core.tree.read().unwrap_or_else(|p| p.into_inner()).get(st.st_ino as u64).map(|n| n.kind.clone()) {
         Some(NodeKind::Device(d)) => d,
         Some(NodeKind::Bus { .. }) => return Err("that is a bus, not a device".into()),
@@ -216,7 +216,7 @@ fn direct(core: &Core, rights: &Rights, fds: Vec<OwnedFd>) -> Result<(ControlRes
     let theirs: OwnedFd = theirs.into();
     let msg = ddf::proto::DdmToDriver::Attach { device: dref.device, access };
     conn.chan().send(&msg, &[], &[theirs.as_fd()]).map_err(|e| format!("driver {}: {e}", inst.name()))?;
-    log::info!("direct link to driver {} for device {} (access {access:#o})", inst.name(), dref.device);
+    log::info!("direct link to driver {} for device {} (access {:?})", inst.name(), dref.device, access.access());
     let answer = ControlResponse::Direct { device: dref.device, access, driver: inst.name().to_owned() };
     Ok((answer, ours.into()))
 }

@@ -221,7 +221,7 @@ pub struct OpenFile {
     /// The driver instance.
     pub instance: usize,
     /// `open(2)` flags (for re-opening).
-    pub flags: i32,
+    pub flags: ddf::proto::OpenFlags,
     /// The link to the driver.
     pub link: Link,
     /// The kernel's poll handle, if the file is polled.
@@ -541,7 +541,7 @@ impl Core {
         // Devices the plugin manager handed it (again, after a restart).
         crate::plug::bind_all(self, inst);
         // Open files that survive restarts and have calls waiting: re-open now.
-        let todo: Vec<(u64, Ino, i32)> = lock(&self.files)
+        let todo: Vec<(u64, Ino, ddf::proto::OpenFlags)> = lock(&self.files)
             .iter_mut()
             .filter(|(_, f)| f.instance == inst.index)
             .filter_map(|(fh, f)| match &mut f.link {
@@ -558,7 +558,7 @@ impl Core {
     }
 
     /// Sends an open for file `fh` on a new incarnation.
-    fn reopen(&self, inst: &Instance, conn: &Arc<Conn>, fh: u64, ino: Ino, flags: i32) {
+    fn reopen(&self, inst: &Instance, conn: &Arc<Conn>, fh: u64, ino: Ino, flags: ddf::proto::OpenFlags) {
         let device = match self.tree.read().unwrap_or_else(|p| p.into_inner()).get(ino).map(|n| &n.kind) {
             Some(NodeKind::Device(d)) if d.instance == inst.index => Some(d.device),
             _ => None,

@@ -363,8 +363,8 @@ impl Filesystem for DdfFs {
                 return;
             }
         };
-        let call = Call::Open { device: dev.device, flags: flags.0 };
-        let parked = Parked::Open { reply, ino: ino.0, class: dev.class, flags: flags.0 };
+        let call = Call::Open { device: dev.device, flags: ddf::proto::OpenFlags(flags.0) };
+        let parked = Parked::Open { reply, ino: ino.0, class: dev.class, flags: ddf::proto::OpenFlags(flags.0) };
         conn.call(call, &[], parked, req.pid());
     }
 
@@ -388,7 +388,7 @@ impl Filesystem for DdfFs {
         reply: ReplyData,
     ) {
         let len = size.min(PAYLOAD_MAX as u32);
-        let flags = flags.0;
+        let flags = ddf::proto::OpenFlags(flags.0);
         let make = move |handle| Call::Read { handle, offset, len, flags };
         self.core.file_call(fh.0, make, &[], Parked::Read(reply, len), req.pid());
     }
@@ -410,7 +410,7 @@ impl Filesystem for DdfFs {
             reply.error(Errno::EINVAL);
             return;
         }
-        let flags = flags.0;
+        let flags = ddf::proto::OpenFlags(flags.0);
         let make = move |handle| Call::Write { handle, offset, flags };
         self.core.file_call(fh.0, make, data, Parked::Write(reply, data.len() as u32), req.pid());
     }

@@ -262,7 +262,7 @@ mod tests {
     }
 
     fn dev() -> NodeKind {
-        NodeKind::Device(DeviceRef { instance: 0, device: 0, class: DeviceClass::Char, size: 0, bus: None })
+        NodeKind::Device(DeviceRef { instance: 0, device: DeviceId(0), class: DeviceClass::Char, size: 0, bus: None })
     }
 
     fn bus() -> NodeKind {
