@@ -264,3 +264,21 @@ fn shutdown(core: &Arc<Core>, mountpoint: &Path, socket: &Path) {
     }
     let _ = std::fs::remove_file(socket);
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_bad_rules_file_is_named_once_with_its_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.rules");
+        std::fs::write(&path, "path /ddf/zero mode 999999\n").unwrap();
+        let err = access_policy::Policy::builtin().add_file(&path).unwrap_err();
+        let cause = err.to_string();
+        let said = ddf::error_chain(&StartError::from(err));
+        assert!(said.starts_with("bad rules, not starting: "), "{said}");
+        assert_eq!(said.matches(cause.as_str()).count(), 1, "{said}");
+    }
+}

@@ -40,6 +40,10 @@ mod instance;
 mod perms;
 mod reader;
 mod register;
+#[cfg(test)]
+mod testkit;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

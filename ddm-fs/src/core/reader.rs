@@ -90,6 +90,12 @@ impl Core {
                         return Err(ProtocolError::Flood { rate: FLOOD_RATE });
                     }
                 }
+                // A link that was ended (its process is being reaped, a new
+                // incarnation may be starting) says nothing more: what it
+                // still had in the socket must not touch the next one's books.
+                if conn.is_dead() || !is_current(inst, conn) {
+                    return Ok(());
+                }
                 let fds = frame.fds;
                 self.on_message(inst, conn, msg, frame.payload, fds)?;
             }
@@ -198,19 +204,24 @@ impl Core {
     /// The incarnation said it is ready: nodes it did not register again go,
     /// files waiting for it are re-opened, listeners are told.
     fn on_ready(self: &Arc<Core>, inst: &Arc<Instance>, conn: &Arc<Conn>) {
-        let (stale, restarted_in, restarts) = {
+        let stale: Vec<Ino> = {
             let mut live = inst.live.lock();
-            live.state = DriverState::Running;
             let seen = std::mem::take(&mut live.seen);
-            let stale: Vec<Ino> = live.names.iter().filter(|(_, ino)| !seen.contains(ino)).map(|(_, i)| *i).collect();
+            let stale = live.names.iter().filter(|(_, ino)| !seen.contains(ino)).map(|(_, i)| *i).collect();
             live.names.retain(|_, ino| seen.contains(ino));
             live.seen = seen;
-            (stale, live.died_at.take().map(|t| t.elapsed()), live.restarts)
+            stale
         };
-        inst.changed.notify_all();
+        // The nodes it did not register again go before anyone sees it ready.
         for ino in stale {
             self.remove_node(ino);
         }
+        let (restarted_in, restarts) = {
+            let mut live = inst.live.lock();
+            live.state = DriverState::Running;
+            (live.died_at.take().map(|t| t.elapsed()), live.restarts)
+        };
+        inst.changed.notify_all();
         let serving = self.device_paths(inst).join(" ");
         match restarted_in {
             Some(d) => info!(
@@ -271,6 +282,11 @@ impl Core {
         self.emit(Event::Died { driver: inst.id, how: ended.how.clone(), next });
         (ended, extra)
     }
+}
+
+/// Whether `conn` is `inst`'s current incarnation.
+fn is_current(inst: &Instance, conn: &Arc<Conn>) -> bool {
+    inst.live.lock().conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn))
 }
 
 /// Keeps state for the driver's next incarnation, within the store's limits.
