@@ -448,10 +448,7 @@ mod tests {
     use super::*;
 
     fn start(params: &[(&str, &str)]) -> StartInfo {
-        StartInfo {
-            instance: "pci".into(),
-            params: params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
-        }
+        StartInfo::new("pci", params)
     }
 
     #[test]
