@@ -294,6 +294,11 @@ pub fn status(core: &Core) -> Vec<DriverStatus> {
         .map(|inst| {
             let devices = core.device_paths(inst);
             let live = inst.live.lock();
+            let now = std::time::Instant::now();
+            let next_try_ms = (live.state == ddf::proto::DriverState::Failed)
+                .then_some(live.health.retry_at)
+                .flatten()
+                .map(|t| t.saturating_duration_since(now).as_millis() as u64);
             DriverStatus {
                 name: inst.name().to_owned(),
                 exec: inst.exec.display().to_string(),
@@ -305,6 +310,9 @@ pub fn status(core: &Core) -> Vec<DriverStatus> {
                 restarts: live.restarts,
                 devices,
                 counters: inst.counters.lock().iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                violations: live.violations,
+                next_try_ms,
+                quarantines: live.health.quarantines,
             }
         })
         .collect()

@@ -13,6 +13,7 @@
 //! | --- | --- |
 //! | [`sync`] | locks that recover from poisoning and check the lock order |
 //! | [`ids`] | inodes, file handles, instance ids: each a type of its own |
+//! | [`seccomp`] | system call names, and the drivers' system call filters |
 //! | [`tree`], [`manifest`] | plain data: the device tree, driver manifests |
 //! | [`reply`] | how the core answers a caller without knowing FUSE |
 //! | [`conn`] | one incarnation's link: requests in flight, the FIFO |
@@ -36,6 +37,7 @@ pub mod manifest;
 pub mod plug;
 pub mod reply;
 pub mod sandbox;
+pub mod seccomp;
 pub mod spawn;
 pub mod supervise;
 pub mod sync;

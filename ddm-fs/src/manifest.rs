@@ -7,12 +7,15 @@
 //! exec = "ddf-null"      # executable; relative names are looked up in the driver directory
 //! autostart = true       # start when ddm starts
 //! handles_survive_restart = true   # open files are re-opened on a new incarnation
+//! max_devices = 4096     # devices and buses it may have at once (more: a protocol violation)
 //! [params]               # key = "value" pairs handed to the driver at start
 //! [supervision]          # optional overrides of the restart policy
 //! max_failures = 5       # deaths within `window_secs` that quarantine it
 //! window_secs = 60
 //! backoff_ms = 100       # wait before the 2nd restart; doubles each time
 //! backoff_max_ms = 5000
+//! cooldown_ms = 60000    # quarantined: tried again after this long (0: never by itself)
+//! cooldown_max_ms = 3600000   # the cool-down doubles while it keeps failing, up to this
 //! heartbeat_ms = 1000    # ping period
 //! heartbeat_timeout_ms = 3000   # no pong for this long: hung, killed
 //! request_timeout_ms = 5000     # open/ioctl/poll unanswered this long: hung
@@ -22,6 +25,8 @@
 //! landlock = true        # open no file but these (default: true)
 //! read = ["/sys"]        # and below
 //! write = []
+//! seccomp = "enforce"    # system call filter: "enforce" (default), "log" or "off"
+//! syscalls = ["socket"]  # system calls allowed besides the base list
 //! ```
 //!
 //! The built-in drivers' manifests are compiled into `ddm` (so it needs no
@@ -32,6 +37,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+pub use crate::seccomp::SeccompMode;
 
 /// A parsed manifest.
 #[derive(Debug, Clone, Deserialize)]
@@ -49,6 +56,10 @@ pub struct Manifest {
     /// state a restart would lose.
     #[serde(default)]
     pub handles_survive_restart: bool,
+    /// Most device and bus nodes one instance may have registered at once;
+    /// registering more is a protocol violation.
+    #[serde(default = "default_max_devices")]
+    pub max_devices: usize,
     /// Parameters for the driver.
     #[serde(default)]
     pub params: BTreeMap<String, toml::Value>,
@@ -67,6 +78,14 @@ pub struct Manifest {
     pub source: String,
 }
 
+/// [`Manifest::max_devices`] unless the manifest says otherwise: plenty
+/// for a machine's PCI functions or keyboards; a virtual bus raises it.
+pub const DEFAULT_MAX_DEVICES: usize = 4096;
+
+fn default_max_devices() -> usize {
+    DEFAULT_MAX_DEVICES
+}
+
 /// How a driver is supervised. Every field has a documented default.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -81,6 +100,12 @@ pub struct Supervision {
     pub backoff_ms: u64,
     /// The longest wait between restarts.
     pub backoff_max_ms: u64,
+    /// A quarantined driver is tried again after this long; 0: it stays
+    /// quarantined until `ddmctl restart`.
+    pub cooldown_ms: u64,
+    /// Each quarantine that follows the last try within one window doubles
+    /// the cool-down, up to this.
+    pub cooldown_max_ms: u64,
     /// How often the DDM pings the driver.
     pub heartbeat_ms: u64,
     /// A driver that has not answered a ping for this long is hung.
@@ -99,6 +124,8 @@ impl Default for Supervision {
             window_secs: 60,
             backoff_ms: 100,
             backoff_max_ms: 5000,
+            cooldown_ms: 60_000,
+            cooldown_max_ms: 3_600_000,
             heartbeat_ms: 1000,
             heartbeat_timeout_ms: 3000,
             request_timeout_ms: 5000,
@@ -119,11 +146,23 @@ pub struct Sandbox {
     pub read: Vec<String>,
     /// Paths it may read and write.
     pub write: Vec<String>,
+    /// The system call filter (seccomp).
+    pub seccomp: SeccompMode,
+    /// System calls the driver may make besides the base list every driver
+    /// gets (by name: `socket`, `ioctl`, ...). See `crate::seccomp`.
+    pub syscalls: Vec<String>,
 }
 
 impl Default for Sandbox {
     fn default() -> Self {
-        Sandbox { user: None, landlock: true, read: Vec::new(), write: Vec::new() }
+        Sandbox {
+            user: None,
+            landlock: true,
+            read: Vec::new(),
+            write: Vec::new(),
+            seccomp: SeccompMode::Enforce,
+            syscalls: Vec::new(),
+        }
     }
 }
 
@@ -210,6 +249,15 @@ impl Manifest {
                 message: format!("name {:?} must be non-empty and have no '/'", m.name),
             });
         }
+        if let Some(bad) = m.sandbox.syscalls.iter().find(|s| crate::seccomp::number(s).is_none()) {
+            return Err(ManifestError::Parse {
+                source_name: source_name.to_owned(),
+                message: format!(
+                    "sandbox.syscalls: this machine ({}) has no system call named {bad:?}",
+                    std::env::consts::ARCH
+                ),
+            });
+        }
         m.source = source_name.to_owned();
         Ok(m)
     }
@@ -268,6 +316,28 @@ mod tests {
         let e = Manifest::parse("name = \"x\"\nexec = \"y\"\nautostrat = true\n", "t.toml").unwrap_err();
         assert!(e.to_string().contains("autostrat"), "{e}");
         assert!(Manifest::parse("name = \"a/b\"\nexec = \"y\"\n", "t").is_err());
+        let e =
+            Manifest::parse("name = \"x\"\nexec = \"y\"\n[sandbox]\nsyscalls = [\"sockett\"]\n", "t.toml").unwrap_err();
+        assert!(e.to_string().contains("no system call named \"sockett\""), "{e}");
+        let e = Manifest::parse("name = \"x\"\nexec = \"y\"\n[sandbox]\nseccomp = \"maybe\"\n", "t.toml").unwrap_err();
+        assert!(e.to_string().contains("maybe"), "{e}");
+    }
+
+    #[test]
+    fn sandbox_and_limits_have_defaults_and_take_overrides() {
+        let m = Manifest::parse("name = \"x\"\nexec = \"y\"\n", "t").unwrap();
+        assert_eq!(m.max_devices, DEFAULT_MAX_DEVICES);
+        assert_eq!(m.sandbox.seccomp, SeccompMode::Enforce);
+        assert!(m.sandbox.syscalls.is_empty());
+        assert_eq!((m.supervision.cooldown_ms, m.supervision.cooldown_max_ms), (60_000, 3_600_000));
+        let m = Manifest::parse(
+            "name = \"x\"\nexec = \"y\"\nmax_devices = 7\n[sandbox]\nseccomp = \"log\"\nsyscalls = [\"socket\"]\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(m.max_devices, 7);
+        assert_eq!(m.sandbox.seccomp, SeccompMode::Log);
+        assert_eq!(m.sandbox.syscalls, ["socket"]);
     }
 
     #[test]

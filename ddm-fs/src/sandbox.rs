@@ -1,4 +1,5 @@
-//! Confining driver processes: another user, and Landlock.
+//! Confining driver processes: another user, Landlock, and a system call
+//! filter.
 //!
 //! Every driver runs as its own process with `PR_SET_NO_NEW_PRIVS`. On top
 //! of that, as its manifest's `[sandbox]` table says:
@@ -12,6 +13,10 @@
 //!   (`read = ["/sys"]`, `write = [...]`). Descriptors it inherits (its
 //!   socket) or is given (a memfd) work as before. On a kernel without
 //!   Landlock the driver starts unconfined, with a warning.
+//! - **seccomp** (`seccomp = "enforce"` unless the manifest says `"log"` or
+//!   `"off"`): the driver may make only the system calls of the base list
+//!   and those its manifest adds (`syscalls = ["socket"]`); see
+//!   [`crate::seccomp`]. Installed last, right before the exec.
 //!
 //! Everything that allocates (path strings, the user's groups) is prepared
 //! in ddm before the fork; what runs in the child between fork and exec
@@ -76,6 +81,8 @@ pub struct Prepared {
     /// Landlock: the rights the kernel handles (all denied unless granted),
     /// and paths with the rights they get.
     landlock: Option<(u64, Vec<(CString, u64)>)>,
+    /// The system call filters.
+    seccomp: Option<crate::seccomp::Filters>,
 }
 
 /// Why a sandbox could not be prepared.
@@ -87,6 +94,9 @@ pub enum SandboxError {
     /// A path is not a valid C string.
     #[error("bad path {0:?}")]
     BadPath(String),
+    /// The system call filter.
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
 }
 
 /// The Landlock ABI version this kernel has, or `None`.
@@ -151,10 +161,30 @@ pub fn prepare(sandbox: &Sandbox, exec: &Path, name: &str) -> Result<Prepared, S
             }
         }
     }
+    p.seccomp = crate::seccomp::prepare(sandbox.seccomp, &sandbox.syscalls, name)?;
     Ok(p)
 }
 
 impl Prepared {
+    /// The filter's mode, if the driver gets one (what `DDF_SECCOMP` tells
+    /// the driver runtime).
+    pub fn seccomp_mode(&self) -> Option<crate::seccomp::SeccompMode> {
+        self.seccomp.as_ref().map(|f| f.mode)
+    }
+
+    /// Installs the system call filters. Runs in the child between fork and
+    /// exec, last of all, after `PR_SET_NO_NEW_PRIVS`: system calls only.
+    ///
+    /// # Safety
+    /// Call only in a freshly forked child that is about to exec.
+    pub unsafe fn apply_seccomp(&mut self) -> std::io::Result<()> {
+        match &mut self.seccomp {
+            // SAFETY: the caller's promise is ours.
+            Some(f) => unsafe { f.apply() },
+            None => Ok(()),
+        }
+    }
+
     /// Switches to the sandbox's user. Runs in the child between fork and
     /// exec: system calls only, no allocation.
     ///

@@ -3,8 +3,8 @@
 //! Each incarnation is a new process of the driver's executable with one
 //! inherited socket (descriptor 3, named by `DDF_SOCKET_FD`), its instance
 //! name in `DDF_INSTANCE`, standard input closed, and, between fork and exec,
-//! its own user, `PR_SET_PDEATHSIG`, `PR_SET_NO_NEW_PRIVS` and Landlock
-//! ([`crate::sandbox`]). A reaper thread per process waits for it and hands
+//! its own user, `PR_SET_PDEATHSIG`, `PR_SET_NO_NEW_PRIVS`, Landlock and
+//! its system call filter ([`crate::sandbox`]), in that order. A reaper thread per process waits for it and hands
 //! its end to [`crate::supervise::reap`].
 
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -14,12 +14,13 @@ use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use ddf::driver::{INSTANCE_ENV, SOCKET_FD_ENV};
+use ddf::driver::{INSTANCE_ENV, SECCOMP_ENV, SOCKET_FD_ENV};
 use ddf::ipc::Channel;
 use log::info;
 
 use crate::conn::Conn;
 use crate::core::{spawn_named, Core, Instance, Launcher, SpawnError};
+use crate::seccomp::SeccompMode;
 use crate::sync::{Mutex, Rank};
 
 /// The descriptor number a driver finds its socket under.
@@ -60,8 +61,21 @@ impl Launcher for ProcessLauncher {
         let child_fd = theirs.as_raw_fd();
         let mut cmd = Command::new(&inst.exec);
         cmd.env(SOCKET_FD_ENV, CHILD_SOCKET_FD.to_string()).env(INSTANCE_ENV, inst.name()).stdin(Stdio::null());
-        let sandbox = crate::sandbox::prepare(&inst.manifest.sandbox, &inst.exec, inst.name())
+        let mut sandbox = crate::sandbox::prepare(&inst.manifest.sandbox, &inst.exec, inst.name())
             .map_err(|e| SpawnError::Sandbox(Arc::new(e)))?;
+        if let Some(mode) = sandbox.seccomp_mode() {
+            // A manifest that lets the driver run programs keeps the
+            // runtime from forbidding itself execve.
+            let exec = inst.manifest.sandbox.syscalls.iter().any(|s| s == "execve" || s == "execveat");
+            cmd.env(SECCOMP_ENV, if exec { format!("{}+exec", mode.as_str()) } else { mode.as_str().to_owned() });
+            if mode == SeccompMode::Log {
+                watch_seccomp_log(core);
+            }
+        }
+        // The parent as the child must find it: a child whose parent died
+        // before the death signal was set would outlive it.
+        // SAFETY: getpid has no preconditions.
+        let ddm_pid = unsafe { libc::getpid() };
         // SAFETY: the closure runs in the forked child before exec and calls
         // only async-signal-safe functions (dup2/fcntl, prctl, and the
         // system calls of the sandbox, prepared before the fork).
@@ -77,8 +91,14 @@ impl Launcher for ProcessLauncher {
                 {
                     return Err(std::io::Error::last_os_error());
                 }
-                // Landlock needs no_new_privs, set just above.
-                sandbox.apply_landlock()
+                // ddm died before the death signal was set: go now.
+                if libc::getppid() != ddm_pid {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                // Landlock and seccomp need no_new_privs, set just above;
+                // the filter goes last, as it may forbid what comes before.
+                sandbox.apply_landlock()?;
+                sandbox.apply_seccomp()
             });
         }
         let policy = &inst.manifest.supervision;
@@ -94,4 +114,60 @@ impl Launcher for ProcessLauncher {
         spawn_named(&format!("wait-{}", inst.name()), move || crate::supervise::reap(&core, &inst, child, &conn));
         Ok(())
     }
+}
+
+/// Names, in ddm's log, the system calls that drivers whose filter is in
+/// `log` mode made outside their list: the kernel logs each one (an audit
+/// record, type 1326) and this thread reads them from `/dev/kmsg`. Each
+/// call is named once per driver. Started with the first such driver.
+fn watch_seccomp_log(core: &Arc<Core>) {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    if STARTED.set(()).is_err() {
+        return;
+    }
+    let core = core.clone();
+    spawn_named("seccomp-log", move || {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut kmsg = match std::fs::File::open("/dev/kmsg") {
+            Ok(f) => f,
+            Err(e) => {
+                log::warn!(
+                    "cannot read the kernel log (/dev/kmsg: {e}): system calls of drivers in seccomp log mode are \
+                     logged by the kernel only (dmesg | grep type=1326)"
+                );
+                return;
+            }
+        };
+        // Only what happens from now on.
+        let _ = kmsg.seek(SeekFrom::End(0));
+        let mut seen = std::collections::HashSet::new();
+        let mut buf = vec![0u8; 8192];
+        loop {
+            // One record per read; EPIPE: records were overwritten, go on.
+            let n = match kmsg.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(e) if e.raw_os_error() == Some(libc::EPIPE) || e.kind() == std::io::ErrorKind::Interrupted => {
+                    continue
+                }
+                Err(e) => {
+                    log::warn!("reading the kernel log failed: {e}; seccomp log mode goes unreported");
+                    return;
+                }
+            };
+            let Some((pid, nr, arch)) = crate::seccomp::parse_audit(&String::from_utf8_lossy(&buf[..n])) else {
+                continue;
+            };
+            let Some(inst) = core.all().into_iter().find(|i| i.live.lock().pid == Some(pid)) else { continue };
+            if inst.manifest.sandbox.seccomp == SeccompMode::Log && seen.insert((inst.id, nr, arch)) {
+                let call = crate::seccomp::describe(nr, arch);
+                let name = crate::seccomp::name(nr).unwrap_or("?");
+                log::warn!(
+                    "driver {} (seccomp log mode): its filter would refuse {call}; add \"{name}\" to its manifest's \
+                     [sandbox] syscalls if it needs it",
+                    inst.name()
+                );
+            }
+        }
+    });
 }

@@ -95,11 +95,16 @@ pub struct Node {
     pub ctime: SystemTime,
 }
 
+/// Most bytes of a node's name (as most file systems take).
+pub const NAME_MAX: usize = 255;
+
 /// Why a tree change was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TreeError {
-    /// The name cannot be a file name.
-    #[error("invalid node name {0:?}")]
+    /// The name cannot be a file name (empty, `.`, `..`, with a `/`, a NUL
+    /// or another control character such as a newline, or longer than
+    /// [`NAME_MAX`] bytes).
+    #[error("invalid node name (empty, . or .., with / or a control character, or over {NAME_MAX} bytes)")]
     BadName(String),
     /// The name is taken in that bus.
     #[error("{0:?} already exists")]
@@ -172,14 +177,16 @@ impl Tree {
         parts.join("/")
     }
 
-    /// Adds a node under bus `parent`.
+    /// Adds a node under bus `parent`. The name must be one a file may
+    /// have, and one that shell tools print on one line: no control
+    /// characters (a newline in a name breaks `ls | while read`).
     pub fn add(&mut self, parent: Ino, name: &str, kind: NodeKind, perm: Perm) -> Result<Ino, TreeError> {
         if name.is_empty()
             || name == "."
             || name == ".."
             || name.contains('/')
-            || name.contains('\0')
-            || name.len() > 255
+            || name.chars().any(char::is_control)
+            || name.len() > NAME_MAX
         {
             return Err(TreeError::BadName(name.to_owned()));
         }
@@ -284,10 +291,15 @@ mod tests {
         assert_eq!(t.lookup(bus, "0000:00:03.0").unwrap().ino, d);
         assert_eq!(t.add(bus, "0000:00:03.0", dev(), perm()), Err(TreeError::Exists("0000:00:03.0".into())));
         assert!(matches!(t.add(d, "x", dev(), perm()), Err(TreeError::NoBus(_))));
-        for bad in ["", ".", "..", "a/b"] {
+        for bad in ["", ".", "..", "a/b", "a\0b", "a\nb", "\t", "x\u{7f}"] {
             assert!(matches!(t.add(ROOT, bad, dev(), perm()), Err(TreeError::BadName(_))));
         }
-        assert_eq!(t.walk().len(), 3);
+        assert!(matches!(t.add(ROOT, &"n".repeat(NAME_MAX + 1), dev(), perm()), Err(TreeError::BadName(_))));
+        assert!(t.add(ROOT, &"n".repeat(NAME_MAX), dev(), perm()).is_ok());
+        assert!(t.add(ROOT, "café ünïcode", dev(), perm()).is_ok());
+        assert_eq!(t.walk().len(), 5);
+        t.remove(t.resolve(&"n".repeat(NAME_MAX)).unwrap().ino);
+        t.remove(t.resolve("café ünïcode").unwrap().ino);
         let gone = t.remove(bus);
         assert_eq!(gone.len(), 2);
         assert!(t.get(d).is_none());

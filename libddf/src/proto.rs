@@ -366,6 +366,9 @@ pub enum Fault {
     Flood,
     /// Answer a request that was never made.
     StrayReply,
+    /// Make system calls no driver may make (open a socket, `ptrace`,
+    /// `execve`): the system call filter kills it with `SIGSYS`.
+    ForbiddenSyscall,
 }
 
 impl Fault {
@@ -380,6 +383,7 @@ impl Fault {
             "exit" => Fault::Exit(0),
             "flood" => Fault::Flood,
             "stray-reply" => Fault::StrayReply,
+            "forbidden-syscall" => Fault::ForbiddenSyscall,
             other => Fault::Exit(other.strip_prefix("exit:")?.parse().ok()?),
         })
     }
@@ -535,6 +539,14 @@ pub enum DriverToDdm {
     RemoveBus {
         /// The driver's number for it.
         bus: BusId,
+    },
+    /// The driver's system call filter refused a call (the runtime's
+    /// `SIGSYS` handler sends it, then the driver dies of `SIGSYS`).
+    SandboxViolation {
+        /// The call's number (`si_syscall`).
+        syscall: i32,
+        /// Its architecture (`si_arch`, an `AUDIT_ARCH_*` value).
+        arch: u32,
     },
 }
 
@@ -768,6 +780,14 @@ pub struct DriverStatus {
     pub devices: Vec<String>,
     /// The driver's own counters (see [`DriverToDdm::Counters`]).
     pub counters: Vec<(String, u64)>,
+    /// Times its system call filter killed it.
+    pub violations: u32,
+    /// In quarantine (`failed`): milliseconds until it is tried again by
+    /// itself; `None` when no try is due (not quarantined, or the manifest
+    /// turned healing off).
+    pub next_try_ms: Option<u64>,
+    /// Quarantines in a row (each doubles the cool-down).
+    pub quarantines: u32,
 }
 
 #[cfg(test)]
@@ -797,6 +817,11 @@ mod tests {
         assert_eq!(enc(&err), [3, 1, 1, 22]);
         assert_eq!(enc(&DdmToDriver::Cancel { id: RequestId(5) }), [2, 5]);
         assert_eq!(enc(&DdmToDriver::Shutdown), [4]);
+        // 11 = SandboxViolation, 41 as zig-zag varint = 82, 0xc000003e as varint.
+        let v = DriverToDdm::SandboxViolation { syscall: 41, arch: 0xC000_003E };
+        assert_eq!(enc(&v), [11, 82, 0xbe, 0x80, 0x80, 0x80, 0x0c]);
+        // 5 = Inject, 8 = ForbiddenSyscall.
+        assert_eq!(enc(&DdmToDriver::Inject(Fault::ForbiddenSyscall)), [5, 8]);
     }
 
     #[test]

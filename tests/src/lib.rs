@@ -690,6 +690,52 @@ impl Ddm {
     pub fn kill_hard(&mut self) {
         self.process.kill();
     }
+
+    /// One driver's entry in `ddmctl status --json`.
+    pub fn driver(&self, name: &str) -> serde_json::Value {
+        let json = self.ddmctl_ok(&["status", "--json"]);
+        let all: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+        all.into_iter().find(|d| d["name"] == name).unwrap_or_else(|| panic!("no driver {name} in {json}"))
+    }
+
+    /// The process id of a running driver.
+    pub fn driver_pid(&self, name: &str) -> Option<u32> {
+        self.driver(name)["pid"].as_u64().map(|p| p as u32)
+    }
+
+    /// Waits until driver `name` runs with a process other than `old`, and
+    /// returns its pid; panics (with ddm's log) after 20 s.
+    pub fn wait_running_new_pid(&self, name: &str, old: u32) -> u32 {
+        let mut pid = 0;
+        let ok = wait_until(Duration::from_secs(20), || {
+            let d = self.driver(name);
+            pid = d["pid"].as_u64().unwrap_or(0) as u32;
+            d["state"] == "running" && pid != 0 && pid != old
+        });
+        assert!(ok, "{name} did not come back; log:\n{}", self.log());
+        pid
+    }
+
+    /// ddm's resident memory, in KiB.
+    pub fn rss_kb(&self) -> u64 {
+        rss_kb(self.pid())
+    }
+}
+
+/// The resident memory of process `pid` (`VmRSS`), in KiB; 0 if it is gone.
+pub fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A field of `/proc/PID/status` (`Seccomp:`, `Uid:`, ...), trimmed.
+pub fn proc_status(pid: u32, field: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix(field)).map(|v| v.trim().to_owned())
 }
 
 /// Runs a shell command line with `sh -c`, returning its output.

@@ -54,7 +54,7 @@ enum Command {
     /// Make a driver misbehave on purpose, to test supervision (root or admin group).
     ///
     /// FAULT is one of: panic, abort, segv, hang, garbage, flood, stray-reply,
-    /// exit, exit:CODE.
+    /// forbidden-syscall, exit, exit:CODE.
     Inject {
         /// Driver name.
         driver: String,
@@ -238,7 +238,7 @@ fn run(args: &Args) -> Result<(), CtlError> {
         Command::Inject { driver, fault } => {
             let f = Fault::parse(fault).ok_or_else(|| {
                 DdmError::Refused(format!(
-                    "unknown fault {fault:?}: use panic, abort, segv, hang, garbage, flood, stray-reply, exit or exit:CODE"
+                    "unknown fault {fault:?}: use panic, abort, segv, hang, garbage, flood, stray-reply, forbidden-syscall, exit or exit:CODE"
                 ))
             })?;
             println!("{}", ddm.inject(driver, f)?);
@@ -406,6 +406,18 @@ fn print_status(drivers: &[DriverStatus]) {
         if !d.counters.is_empty() {
             let c: Vec<String> = d.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
             println!("{:<12} counters: {}", "", c.join(" "));
+        }
+        if d.state == ddf::proto::DriverState::Failed {
+            let next = match d.next_try_ms {
+                Some(ms) => format!("tried again in {:.1} s", ms as f64 / 1000.0),
+                None => "down until `ddmctl restart`".to_owned(),
+            };
+            println!("{:<12} quarantined ({} in a row): {next}", "", d.quarantines.max(1));
+        }
+        if d.violations > 0 {
+            let last = d.last_exit.as_deref().and_then(|e| e.strip_prefix("sandbox violation: "));
+            let last = last.map(|l| format!(", the last: {l}")).unwrap_or_default();
+            println!("{:<12} sandbox violations: {}{last}", "", d.violations);
         }
     }
 }

@@ -92,14 +92,18 @@ pub enum ProtocolError {
     /// A bus number registered twice.
     #[error("bus number {0} registered twice")]
     BusTwice(BusId),
+    /// A bus that names itself as its parent.
+    #[error("bus {0} claims to be its own parent")]
+    OwnParent(BusId),
     /// A device on a bus the driver never made.
     #[error("device on unknown bus {0}")]
     UnknownBus(BusId),
     /// A device number registered twice.
     #[error("device number {0} registered twice")]
     DeviceTwice(DeviceId),
-    /// More devices than one instance may have.
-    #[error("more than {0} devices")]
+    /// More devices and buses than one instance may have (its manifest's
+    /// `max_devices`).
+    #[error("more than {0} devices and buses (the manifest's max_devices)")]
     TooManyDevices(usize),
     /// A bound driver claims a node that is not bound to it.
     #[error("serves {0:?}, which is not bound to it")]

@@ -45,8 +45,16 @@ pub struct Live {
     pub last_exit: Option<String>,
     /// Why the DDM killed (or is stopping) the current incarnation, if it did.
     pub kill_reason: Option<Cause>,
-    /// Recent deaths, for the crash-loop window.
-    pub failures: Vec<Instant>,
+    /// Recent deaths and quarantines, for the restart policy.
+    pub health: Health,
+    /// The system call the current incarnation's filter refused, as its
+    /// runtime reported it (`socket (41)`), until its death is reaped.
+    pub violation: Option<String>,
+    /// Deaths by the system call filter (`SIGSYS`), over the instance's life.
+    pub violations: u32,
+    /// Registrations refused (bad names, oversized metadata) by this
+    /// incarnation: the first few are logged, then one in a thousand.
+    pub refused: u64,
     /// When the last incarnation died (restart latency is measured from it).
     pub died_at: Option<Instant>,
     /// The heartbeat ping in flight: sequence number and when it was sent.
@@ -55,6 +63,22 @@ pub struct Live {
     pub last_ping: Option<Instant>,
     /// When the current incarnation was started.
     pub started_at: Option<Instant>,
+}
+
+/// A driver's recent health, as the restart policy keeps it: deaths that
+/// count, and quarantines (see `crate::supervise::decide`).
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    /// Recent deaths that count, for the crash-loop window.
+    pub failures: Vec<Instant>,
+    /// Quarantines in a row; each one doubles the cool-down.
+    pub quarantines: u32,
+    /// When it was last tried again after a cool-down: a death within one
+    /// window of that sends it straight back into quarantine.
+    pub tried_at: Option<Instant>,
+    /// While quarantined: when it is tried again by itself (`None`: only
+    /// `ddmctl restart` brings it back).
+    pub retry_at: Option<Instant>,
 }
 
 /// State a driver left with the DDM for its next incarnation.
@@ -113,7 +137,10 @@ impl Instance {
                     restarts: 0,
                     last_exit: None,
                     kill_reason: None,
-                    failures: Vec::new(),
+                    health: Health::default(),
+                    violation: None,
+                    violations: 0,
+                    refused: 0,
                     died_at: None,
                     ping: None,
                     last_ping: None,
@@ -196,6 +223,14 @@ pub enum Cause {
         /// Whether it dumped core.
         core: bool,
     },
+    /// Its system call filter killed it (`SIGSYS`).
+    Sandbox {
+        /// The call refused, as its runtime reported it (`socket (41)`);
+        /// `None` when nothing was reported.
+        call: Option<String>,
+        /// Whether it dumped core.
+        core: bool,
+    },
     /// It broke the protocol; we killed it.
     Protocol(ProtocolError),
     /// It stopped answering heartbeats; we killed it.
@@ -227,6 +262,21 @@ impl std::fmt::Display for Cause {
                 let name = nix::sys::signal::Signal::try_from(*sig).map(|s| s.as_str()).unwrap_or("unknown");
                 write!(f, "killed by signal {sig} ({name}{})", if *core { ", core dumped" } else { "" })
             }
+            Cause::Sandbox { call, core } => {
+                let dumped = if *core { ", core dumped" } else { "" };
+                match call {
+                    Some(c) => write!(
+                        f,
+                        "sandbox violation: system call {c} refused (killed by signal {} (SIGSYS{dumped}))",
+                        libc::SIGSYS
+                    ),
+                    None => write!(
+                        f,
+                        "sandbox violation: killed by signal {} (SIGSYS{dumped}), the call unreported",
+                        libc::SIGSYS
+                    ),
+                }
+            }
             Cause::Protocol(why) => write!(f, "protocol violation ({why})"),
             Cause::Heartbeat => write!(f, "missed heartbeat (hung)"),
             Cause::Deadline(what) => write!(f, "missed a deadline: {what} (hung)"),
@@ -242,7 +292,7 @@ impl Cause {
     /// Whether the process ended this way by itself (not by our hand).
     pub fn is_own_doing(&self) -> bool {
         match self {
-            Cause::Exit(_) | Cause::Signal { .. } => true,
+            Cause::Exit(_) | Cause::Signal { .. } | Cause::Sandbox { .. } => true,
             Cause::Protocol(_)
             | Cause::Heartbeat
             | Cause::Deadline(_)

@@ -58,7 +58,7 @@ use log::{error, warn};
 pub use complete::BackingEntry;
 pub use error::{ProtocolError, SpawnError};
 pub use files::{Link, OpenFile, Waiter};
-pub use instance::{Cause, Instance, Live, Request, Stored};
+pub use instance::{Cause, Health, Instance, Live, Request, Stored};
 pub use perms::PermError;
 pub use reader::Ended;
 
@@ -74,8 +74,14 @@ pub const STATE_MAX_BYTES: usize = 1 << 20;
 /// Most keys in one driver's state store.
 pub const STATE_MAX_KEYS: usize = 64;
 
-/// Most devices one driver instance may register.
-pub const DEVICES_MAX: usize = 65_536;
+/// Most bytes of a device's address, or of the kind of a bus.
+pub const ADDRESS_MAX: usize = 255;
+
+/// Most identifiers (`vendor`, `irq`, ...) one device may carry.
+pub const META_MAX: usize = 64;
+
+/// Most bytes of one device's identifiers, keys and values together.
+pub const META_BYTES_MAX: usize = 16 * 1024;
 
 /// What the plugin manager did with an offered device.
 #[derive(Debug, Clone, PartialEq, Eq)]

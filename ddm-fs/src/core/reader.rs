@@ -54,6 +54,8 @@ impl Core {
             live.devices.clear();
             live.buses.clear();
             live.seen.clear();
+            live.violation = None;
+            live.refused = 0;
         }
         inst.changed.notify_all();
         self.emit(Event::Started { driver: inst.id, pid });
@@ -187,6 +189,19 @@ impl Core {
                 }
                 Ok(())
             }
+            DriverToDdm::SandboxViolation { syscall, arch } => {
+                let call = crate::seccomp::describe(i64::from(syscall), arch);
+                let mut live = inst.live.lock();
+                // One report per incarnation: its process is dying.
+                if live.violation.is_none() {
+                    error!(
+                        "driver {}: sandbox violation: its system call filter refused {call}; it dies of SIGSYS",
+                        inst.name()
+                    );
+                    live.violation = Some(call);
+                }
+                Ok(())
+            }
             DriverToDdm::Reply { id, result } => {
                 let Some(p) = conn.pending.lock().remove(&id) else {
                     return Err(ProtocolError::UnknownRequest(id));
@@ -245,7 +260,7 @@ impl Core {
         inst: &Arc<Instance>,
         conn: &Arc<Conn>,
         exit: Cause,
-        decide: impl FnOnce(&mut Vec<Instant>, &Cause) -> (DriverState, T),
+        decide: impl FnOnce(&mut super::Health, &Cause) -> (DriverState, T),
     ) -> (Ended, T) {
         let in_flight = conn.kill();
         let stopping = self.is_stopping();
@@ -271,9 +286,10 @@ impl Core {
             live.last_exit = Some(how.clone());
             live.died_at = Some(Instant::now());
             live.ping = None;
-            let mut failures = std::mem::take(&mut live.failures);
-            let (next, extra) = decide(&mut failures, &cause);
-            live.failures = failures;
+            let mut health = std::mem::take(&mut live.health);
+            let (next, extra) = decide(&mut health, &cause);
+            live.health = health;
+            live.violation = None;
             live.state = next;
             (Ended { cause, how, in_flight }, next, extra)
         };

@@ -1,6 +1,18 @@
 //! The tree as drivers change it: buses and devices come and go, a
 //! restarted driver gets its old nodes back, a bound driver takes over the
 //! node its bus driver made.
+//!
+//! A driver is not trusted with the tree. What it may register is bounded:
+//! at most its manifest's `max_devices` nodes at once, each with a name a
+//! file may have (see [`crate::tree::Tree::add`]), an address and a bus
+//! kind of at most [`ADDRESS_MAX`] bytes, and at most [`META_MAX`]
+//! identifiers of [`META_BYTES_MAX`] bytes in all. Going over the count, a
+//! bus that names itself (or a bus the driver never made) as its parent,
+//! and a claim on a node not bound to it are protocol violations: the
+//! driver is killed. A name or metadata that does not fit, or a name taken
+//! in its bus, is refused with a logged reason and the driver goes on
+//! (names may come from users: `add ../x` on the virtual bus); the first
+//! refusals of an incarnation are logged, then one in a thousand.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -9,11 +21,69 @@ use access_policy::{NodeKind as PolicyKind, Perm};
 use ddf::proto::{BusId, DeviceClass, DeviceId, DeviceSpec};
 use log::{debug, info, warn};
 
-use super::{join, Binding, Core, Event, Instance, Link, ProtocolError, DEVICES_MAX};
+use super::{join, Binding, Core, Event, Instance, Link, ProtocolError, ADDRESS_MAX, META_BYTES_MAX, META_MAX};
 use crate::ids::Ino;
 use crate::tree::{BusDevice, DeviceRef, Node, NodeKind};
 
+/// Refusals logged in full per incarnation before only one in a thousand is.
+const REFUSALS_LOGGED: u64 = 20;
+
+/// A name for a log line: quoted and escaped, long ones cut.
+fn shown(name: &str) -> String {
+    const SHOWN: usize = 64;
+    if name.len() <= SHOWN {
+        return format!("{name:?}");
+    }
+    let mut cut = SHOWN;
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{:?}... ({} bytes)", &name[..cut], name.len())
+}
+
+/// Why a device's description does not fit, if it does not.
+fn misfit(spec: &DeviceSpec) -> Option<String> {
+    if spec.address.as_ref().is_some_and(|a| a.len() > ADDRESS_MAX || a.chars().any(char::is_control)) {
+        return Some(format!("its address is over {ADDRESS_MAX} bytes or has control characters"));
+    }
+    if spec.meta.len() > META_MAX {
+        return Some(format!("{} identifiers, at most {META_MAX}", spec.meta.len()));
+    }
+    let bytes: usize = spec.meta.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > META_BYTES_MAX {
+        return Some(format!("{bytes} bytes of identifiers, at most {META_BYTES_MAX}"));
+    }
+    if spec.serves.as_ref().is_some_and(|p| p.len() > 4096) {
+        return Some("the path it serves is over 4096 bytes".into());
+    }
+    None
+}
+
 impl Core {
+    /// Logs that a registration of `inst` was refused (the first few of an
+    /// incarnation, then one in a thousand).
+    fn refuse(&self, inst: &Instance, what: std::fmt::Arguments<'_>) {
+        let n = {
+            let mut live = inst.live.lock();
+            live.refused += 1;
+            live.refused
+        };
+        if n <= REFUSALS_LOGGED || n % 1000 == 0 {
+            let more = if n == REFUSALS_LOGGED { "; further refusals are logged one in a thousand" } else { "" };
+            warn!("driver {}: {what} (refusal {n} of this incarnation){more}", inst.name());
+        }
+    }
+
+    /// Whether `inst` may register one more node, within its manifest's limit.
+    fn within_limit(inst: &Instance) -> Result<(), ProtocolError> {
+        let max = inst.manifest.max_devices;
+        let live = inst.live.lock();
+        if live.devices.len() + live.buses.len() >= max {
+            return Err(ProtocolError::TooManyDevices(max));
+        }
+        Ok(())
+    }
+
     /// Where a driver's node goes: on one of its buses, or its attach point.
     fn parent_of(&self, inst: &Instance, bus: Option<BusId>) -> Result<Ino, ProtocolError> {
         match bus {
@@ -30,9 +100,23 @@ impl Core {
         kind: String,
         parent: Option<BusId>,
     ) -> Result<(), ProtocolError> {
+        if parent == Some(bus) {
+            return Err(ProtocolError::OwnParent(bus));
+        }
         let parent = self.parent_of(inst, parent)?;
         if inst.live.lock().buses.contains_key(&bus) {
             return Err(ProtocolError::BusTwice(bus));
+        }
+        Self::within_limit(inst)?;
+        if kind.len() > ADDRESS_MAX || kind.chars().any(char::is_control) {
+            self.refuse(
+                inst,
+                format_args!(
+                    "bus {} refused: its kind is over {ADDRESS_MAX} bytes or has control characters",
+                    shown(&name)
+                ),
+            );
+            return Ok(());
         }
         let path = join(&self.tree.read().path(parent), &name);
         // A restarted bus driver gets its old directory back.
@@ -59,21 +143,20 @@ impl Core {
                 self.inval_entry(parent, &name);
                 self.emit(Event::BusAdded { path, driver: inst.id });
             }
-            Err(e) => warn!("driver {}: bus {name:?} refused: {e}", inst.name()),
+            Err(e) => self.refuse(inst, format_args!("bus {} refused: {e}", shown(&name))),
         }
         Ok(())
     }
 
     pub(super) fn add_device(self: &Arc<Core>, inst: &Arc<Instance>, spec: DeviceSpec) -> Result<(), ProtocolError> {
         let size = if spec.class == DeviceClass::Block { spec.size } else { 0 };
-        {
-            let live = inst.live.lock();
-            if live.devices.len() >= DEVICES_MAX {
-                return Err(ProtocolError::TooManyDevices(DEVICES_MAX));
-            }
-            if live.devices.contains_key(&spec.device) {
-                return Err(ProtocolError::DeviceTwice(spec.device));
-            }
+        if inst.live.lock().devices.contains_key(&spec.device) {
+            return Err(ProtocolError::DeviceTwice(spec.device));
+        }
+        Self::within_limit(inst)?;
+        if let Some(why) = misfit(&spec) {
+            self.refuse(inst, format_args!("device {} refused: {why}", shown(&spec.name)));
+            return Ok(());
         }
         // A driver bound to a device takes over the node the bus made.
         if let Some(path) = &spec.serves {
@@ -147,7 +230,7 @@ impl Core {
                 self.inval_entry(parent, &spec.name);
                 self.emit(Event::DeviceAdded { ino, path, driver: inst.id, offered });
             }
-            Err(e) => warn!("driver {}: device {:?} refused: {e}", inst.name(), spec.name),
+            Err(e) => self.refuse(inst, format_args!("device {} refused: {e}", shown(&spec.name))),
         }
         Ok(())
     }

@@ -396,6 +396,11 @@ impl FakeDriver {
         self.send_fds(msg, payload, &[]);
     }
 
+    /// Sends a message, saying whether the core still takes it.
+    pub fn send_checked(&self, msg: &DriverToDdm, payload: &[u8]) -> Result<(), ddf::ipc::IpcError> {
+        self.chan.send(msg, payload, &[])
+    }
+
     /// Sends a message with descriptors.
     pub fn send_fds(&self, msg: &DriverToDdm, payload: &[u8], fds: &[BorrowedFd<'_>]) {
         self.chan.send(msg, payload, fds).unwrap();

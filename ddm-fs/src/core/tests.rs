@@ -463,6 +463,142 @@ fn a_bad_device_name_is_refused_but_is_no_violation() {
 }
 
 // ---------------------------------------------------------------------------
+// Hostile drivers: limits and checks on what a driver may register.
+
+#[test]
+fn more_devices_and_buses_than_the_manifest_allows_is_a_violation() {
+    let h = Harness::new(&[manifest("many", "max_devices = 3\n"), surviving()]);
+    let (_other, _) = h.running("null", &["zero"]);
+    let mut d = h.start("many");
+    d.add_bus(BusId(0), "b", "x");
+    d.add_device("one", DeviceClass::Char);
+    d.add_device("two", DeviceClass::Char);
+    d.sync();
+    assert!(!d.conn.is_dead(), "three nodes are within the limit");
+    d.add_device("three", DeviceClass::Char);
+    wait_until(|| d.conn.is_dead());
+    let reason = d.inst.live.lock().kill_reason.clone().map(|c| c.to_string()).unwrap_or_default();
+    assert!(reason.contains("more than 3 devices and buses"), "{reason}");
+    assert!(!h.exists("three"));
+    assert!(h.exists("zero"), "another driver's node went");
+}
+
+#[test]
+fn hostile_names_are_refused_and_the_driver_and_the_tree_go_on() {
+    let h = Harness::new(&[mortal(), surviving()]);
+    let (_null, zero) = h.running("null", &["zero"]);
+    let mut d = h.start("kbd");
+    let long = "x".repeat(10 * 1024);
+    let names = ["..", ".", "a/b", "nul\0inside", "new\nline", "tab\there", long.as_str(), "zero", ""];
+    for (i, name) in names.iter().enumerate() {
+        d.add_device(name, DeviceClass::Char);
+        d.send(
+            &DriverToDdm::AddBus { bus: BusId(i as u32), name: (*name).into(), kind: "k".into(), parent: None },
+            &[],
+        );
+    }
+    d.add_device("fine", DeviceClass::Char);
+    d.ready();
+    assert!(!d.conn.is_dead(), "a refused name is no violation");
+    let names: Vec<String> = h.core.tree.read().children(ROOT).iter().map(|n| n.name.clone()).collect();
+    assert_eq!(names, ["fine", "zero"]);
+    // The node of the same name is still the other driver's.
+    match &h.core.tree.read().get(zero[0]).unwrap().kind {
+        crate::tree::NodeKind::Device(dref) => assert_ne!(dref.instance, d.inst.id),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(d.inst.live.lock().refused, 18);
+}
+
+#[test]
+fn oversized_metadata_is_refused_but_is_no_violation() {
+    let h = Harness::new(&[mortal()]);
+    let mut d = h.start("kbd");
+    let mut many = DeviceSpec::new(DeviceId(0), "many-ids", DeviceClass::Char, 0);
+    many.meta = (0..=super::META_MAX).map(|i| (format!("k{i}"), "v".into())).collect();
+    d.add(many);
+    let mut big = DeviceSpec::new(DeviceId(0), "big-ids", DeviceClass::Char, 0);
+    big.meta = vec![("k".into(), "v".repeat(super::META_BYTES_MAX))];
+    d.add(big);
+    let mut addr = DeviceSpec::new(DeviceId(0), "long-address", DeviceClass::Char, 0);
+    addr.address = Some("a".repeat(super::ADDRESS_MAX + 1));
+    d.add(addr);
+    d.send(&DriverToDdm::AddBus { bus: BusId(0), name: "b".into(), kind: "k\n".into(), parent: None }, &[]);
+    let mut ok = DeviceSpec::new(DeviceId(0), "ok", DeviceClass::Char, 0);
+    ok.meta = vec![("vendor".into(), "0x1".into())];
+    d.add(ok);
+    d.ready();
+    assert!(!d.conn.is_dead());
+    let names: Vec<String> = h.core.tree.read().children(ROOT).iter().map(|n| n.name.clone()).collect();
+    assert_eq!(names, ["ok"]);
+}
+
+#[test]
+fn a_bus_that_claims_to_be_its_own_parent_is_a_violation() {
+    violation("bus 4 claims to be its own parent", |d, _| {
+        d.send(
+            &DriverToDdm::AddBus { bus: BusId(4), name: "loop".into(), kind: "k".into(), parent: Some(BusId(4)) },
+            &[],
+        );
+    });
+}
+
+#[test]
+fn serving_another_drivers_node_is_a_violation() {
+    violation("serves \"zero\", which is not bound to it", |d, _| {
+        let mut spec = DeviceSpec::new(DeviceId(7), "zero", DeviceClass::Char, 0);
+        spec.serves = Some("zero".into());
+        d.send(&DriverToDdm::AddDevice(spec), &[]);
+    });
+}
+
+#[test]
+fn too_many_state_keys_is_a_violation() {
+    violation("state store over 64 keys", |d, _| {
+        for k in 0..=super::STATE_MAX_KEYS {
+            d.save_state(&format!("k{k}"), b"x");
+        }
+    });
+}
+
+#[test]
+fn a_flood_of_state_writes_is_a_violation_and_the_store_stays_bounded() {
+    let h = Harness::new(&[mortal()]);
+    let (d, _) = h.running("kbd", &["keyboard0"]);
+    let chunk = vec![0u8; 1024];
+    let mut sent = 0u64;
+    // The socket refuses more once the core has closed the link.
+    while !d.conn.is_dead() && sent < 1_000_000 {
+        if d.send_checked(&DriverToDdm::SaveState { key: "flood".into() }, &chunk).is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    wait_until(|| d.conn.is_dead());
+    let reason = d.inst.live.lock().kill_reason.clone().map(|c| c.to_string()).unwrap_or_default();
+    assert!(reason.contains("flood"), "{reason} after {sent} writes");
+    let stored: usize = d.inst.store.lock().values().map(|s| s.bytes.len()).sum();
+    assert!(stored <= super::STATE_MAX_BYTES, "{stored}");
+}
+
+#[test]
+fn a_sandbox_report_is_kept_for_the_death_once_per_incarnation() {
+    let h = Harness::new(&[mortal()]);
+    let (d, _) = h.running("kbd", &["keyboard0"]);
+    let arch = crate::seccomp::NATIVE_ARCH;
+    let socket = crate::seccomp::number("socket").unwrap() as i32;
+    let ptrace = crate::seccomp::number("ptrace").unwrap() as i32;
+    d.send(&DriverToDdm::SandboxViolation { syscall: socket, arch }, &[]);
+    d.send(&DriverToDdm::SandboxViolation { syscall: ptrace, arch }, &[]);
+    d.sync();
+    assert_eq!(d.inst.live.lock().violation.as_deref(), Some(format!("socket ({socket})").as_str()));
+    assert!(!d.conn.is_dead(), "a report alone ends nothing: the death does");
+    let inst = d.inst.clone();
+    h.die(d, DriverState::Restarting);
+    assert_eq!(inst.live.lock().violation, None, "the next incarnation starts clean");
+}
+
+// ---------------------------------------------------------------------------
 // Interrupts.
 
 #[test]

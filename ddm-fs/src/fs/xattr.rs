@@ -9,8 +9,20 @@ use crate::tree::{DeviceRef, NodeKind};
 
 /// `user.ddf.*` names the DDM itself gives; a bus's identifiers may not
 /// shadow them.
-const RESERVED: &[&str] =
-    &["path", "kind", "class", "driver", "state", "pid", "restarts", "last_exit", "bus", "address"];
+const RESERVED: &[&str] = &[
+    "path",
+    "kind",
+    "class",
+    "driver",
+    "state",
+    "pid",
+    "restarts",
+    "last_exit",
+    "next_try",
+    "violations",
+    "bus",
+    "address",
+];
 
 /// A node's kind without its children.
 #[derive(Debug)]
@@ -49,9 +61,10 @@ pub fn xattrs(core: &Core, ino: Ino) -> Option<Vec<(&'static str, String)>> {
             v.push(("user.ddf.kind", "device".into()));
             v.push(("user.ddf.class", d.class.as_str().into()));
             if let Some(inst) = core.inst(d.instance) {
-                let (state, pid, restarts, last_exit) = {
+                let (state, pid, restarts, last_exit, retry_at, violations) = {
                     let live = inst.live.lock();
-                    (live.state, live.pid, live.restarts, live.last_exit.clone())
+                    let retry_at = (live.state == ddf::proto::DriverState::Failed).then_some(live.health.retry_at);
+                    (live.state, live.pid, live.restarts, live.last_exit.clone(), retry_at, live.violations)
                 };
                 let state = crate::plug::node_state(core, ino, Some(state)).unwrap_or_default();
                 v.push(("user.ddf.driver", inst.name().to_owned()));
@@ -59,6 +72,15 @@ pub fn xattrs(core: &Core, ino: Ino) -> Option<Vec<(&'static str, String)>> {
                 v.push(("user.ddf.pid", pid.map(|p| p.to_string()).unwrap_or_default()));
                 v.push(("user.ddf.restarts", restarts.to_string()));
                 v.push(("user.ddf.last_exit", last_exit.unwrap_or_default()));
+                v.push(("user.ddf.violations", violations.to_string()));
+                // Quarantined: when it is tried again by itself.
+                if let Some(next) = retry_at {
+                    let when = match next {
+                        Some(t) => format!("in {} s", t.saturating_duration_since(std::time::Instant::now()).as_secs()),
+                        None => "on ddmctl restart".to_owned(),
+                    };
+                    v.push(("user.ddf.next_try", when));
+                }
             }
             if let Some(b) = &d.bus {
                 v.push(("user.ddf.bus", b.kind.clone()));

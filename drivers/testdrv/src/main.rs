@@ -17,7 +17,16 @@
 //! start: a crash loop), `hang_on_init = "true"` (never become ready),
 //! `no_own_devices = "true"` (register only devices it is handed), `probe =
 //! "PATH"` (try to open PATH at start; `stall.info` says whether it could:
-//! a check of the driver's sandbox).
+//! a check of the driver's sandbox), `hostile = "..."` (misbehave towards
+//! the DDM at start, before its own devices, as a hostile driver would):
+//!
+//! | `hostile` | what it does |
+//! | --- | --- |
+//! | `devices` | registers devices until the DDM stops it |
+//! | `names` | registers devices and a bus named `..`, `.`, `a/b`, with a NUL, with a newline, 10 KiB long, and like an existing node (`null`), then `hostile-ok` |
+//! | `own-parent` | registers a bus whose parent is itself |
+//! | `foreign-bind` | claims to serve `/null`, which is not bound to it |
+//! | `state-flood` | writes its state store without end |
 //! Other faults are injected at run time with `ddmctl inject`, which works
 //! on every driver.
 
@@ -37,6 +46,58 @@ struct Config {
     hang_on_init: bool,
     no_own_devices: bool,
     probe: Option<String>,
+    hostile: Option<Hostile>,
+}
+
+/// How the driver misbehaves towards the DDM at start (see the crate
+/// documentation).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Hostile {
+    Devices,
+    Names,
+    OwnParent,
+    ForeignBind,
+    StateFlood,
+}
+
+/// Does what `hostile` says. The DDM ends most of these by killing the
+/// driver; a send that fails (the DDM closed the link) ends it here.
+fn misbehave(ctx: &mut Context, hostile: Hostile) -> Result<(), Errno> {
+    match hostile {
+        Hostile::Devices => {
+            for n in 0u64.. {
+                ctx.add_device(&format!("dev{n}"), DeviceClass::Char, 0)?;
+            }
+            Ok(())
+        }
+        Hostile::Names => {
+            let long = "x".repeat(10 * 1024);
+            for name in ["..", ".", "a/b", "nul\0inside", "new\nline", long.as_str(), "null", ""] {
+                ctx.add_device(name, DeviceClass::Char, 0)?;
+                ctx.add_bus(name, "hostile", None)?;
+            }
+            ctx.add_device("hostile-ok", DeviceClass::Char, 0)?;
+            Ok(())
+        }
+        Hostile::OwnParent => {
+            // Buses are numbered from 0: the first one names itself.
+            ctx.add_bus("loop", "hostile", Some(ddf::proto::BusId(0)))?;
+            Ok(())
+        }
+        Hostile::ForeignBind => {
+            let mut spec = DeviceSpec::new(DeviceId(0), "null", DeviceClass::Char, 0);
+            spec.serves = Some("null".to_owned());
+            ctx.add(spec)?;
+            Ok(())
+        }
+        Hostile::StateFlood => {
+            let junk = vec![0x5au8; 4096];
+            loop {
+                ctx.save_state("flood", &junk, &[])?;
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +138,9 @@ impl Driver for TestDriver {
             self.probe = Some(format!("probe {path}: {outcome}\n"));
         }
         ctx.save_state("boots", &self.incarnation.to_le_bytes(), &[])?;
+        if let Some(h) = self.config.hostile {
+            misbehave(ctx, h)?;
+        }
         if self.config.no_own_devices {
             self.stall = DeviceId(u32::MAX);
             self.info = DeviceId(u32::MAX);

@@ -62,6 +62,7 @@ use crate::proto::{
 mod client;
 mod reply;
 mod runtime;
+mod sandbox;
 
 pub use client::{Client, ClientError};
 pub use reply::{IoctlReply, ReadReply, WriteReply};
@@ -70,6 +71,13 @@ pub use runtime::{run, RunError};
 /// The environment variable that names the descriptor of the DDM socket a
 /// driver inherits.
 pub const SOCKET_FD_ENV: &str = "DDF_SOCKET_FD";
+
+/// The environment variable by which the DDM tells a driver that it runs
+/// under a system call filter, and in which mode (`enforce` or `log`): the
+/// runtime then reports refused calls before it dies of `SIGSYS`, and
+/// forbids itself `execve` unless the value ends in `+exec` (its manifest
+/// allows it to run programs; see ddf-driver(7)).
+pub const SECCOMP_ENV: &str = "DDF_SECCOMP";
 
 /// The environment variable that holds a driver's instance name from the
 /// moment its process starts (before the DDM's `Start` says it again), so

@@ -97,6 +97,7 @@ where
     // Do not leak the socket into programs the driver may start.
     // SAFETY: F_SETFD on a descriptor we own.
     unsafe { libc::fcntl(raw, libc::F_SETFD, libc::FD_CLOEXEC) };
+    super::sandbox::install(chan.as_fd().as_raw_fd());
 
     let mut buf = RecvBuf::default();
     chan.handshake(&mut buf)?;
@@ -319,6 +320,10 @@ fn inject(chan: &Channel, fault: Fault) -> Result<(), RunError> {
         Fault::StrayReply => {
             let stray = DriverToDdm::Reply { id: RequestId(u64::MAX), result: Err(Errno::EIO) };
             chan.send(&stray, &[], &[])?;
+            Ok(())
+        }
+        Fault::ForbiddenSyscall => {
+            super::sandbox::try_forbidden();
             Ok(())
         }
     }
