@@ -5,19 +5,33 @@
 //! framing and handshake as the driver links ([`ddf::ipc`]). The socket file
 //! is mode 0666: anyone may ask; the caller's credentials (`SO_PEERCRED`) are
 //! what decide whether a request that changes something is allowed.
+//!
+//! Anyone may connect, so nobody may hold ddm hostage ([`Limits`]): a user
+//! other than root has at most [`Limits::per_user`] connections open, all
+//! of them together [`Limits::total`]; one more is answered with an error
+//! and closed at once. A connection that sends nothing (no handshake, no
+//! next request) or does not take its answers for [`Limits::timeout`] is
+//! closed. A frame over the size limit, or one that lies about its length,
+//! ends its connection; one that does not decode is answered with an
+//! error. Each refusal is logged (at most a few lines a second). Root's
+//! connections are never refused, so `ddmctl status` answers meanwhile.
 
+use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ddf::ipc::{Channel, IpcError, PeerCred, RecvBuf};
 use ddf::proto::{ControlRequest, ControlResponse, DdmInfo, DriverStatus, NodeInfo};
 use log::{debug, warn};
-use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
+use nix::sys::socket::{self, setsockopt, sockopt, AddressFamily, SockFlag, SockType, UnixAddr};
+use nix::sys::time::TimeVal;
 
 use crate::core::{spawn_named, Core};
 use crate::ids::Ino;
+use crate::sync::{Mutex, Rank};
 use crate::tree::NodeKind;
 
 /// Errors setting up the control socket.
@@ -67,12 +81,107 @@ pub struct Rights {
     pub mount_dev: u64,
 }
 
+/// How much of ddm the control socket's clients may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections one user other than root may have open at once.
+    pub per_user: usize,
+    /// Connections of all users but root together.
+    pub total: usize,
+    /// How long ddm waits for a client's next frame (its handshake, its
+    /// next request), and for a client to take an answer.
+    pub timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { per_user: 32, total: 256, timeout: Duration::from_secs(60) }
+    }
+}
+
+/// Open connections by user (root's are not counted).
+type Open = Arc<Mutex<HashMap<u32, usize>>>;
+
+/// A connection's place in the count; given back when it is dropped.
+struct Slot {
+    open: Open,
+    uid: u32,
+}
+
+impl Slot {
+    /// Takes a place for a connection of `uid`, or says why there is none.
+    fn take(open: &Open, uid: u32, limits: &Limits) -> Result<Option<Slot>, String> {
+        if uid == 0 {
+            return Ok(None);
+        }
+        let mut map = open.lock();
+        let mine = map.get(&uid).copied().unwrap_or(0);
+        if mine >= limits.per_user {
+            return Err(format!("too many connections: uid {uid} has {mine} open (at most {})", limits.per_user));
+        }
+        let all: usize = map.values().sum();
+        if all >= limits.total {
+            return Err(format!(
+                "too many connections: {all} are open (at most {} for users other than root)",
+                limits.total
+            ));
+        }
+        *map.entry(uid).or_default() += 1;
+        Ok(Some(Slot { open: open.clone(), uid }))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut map = self.open.lock();
+        if let Some(n) = map.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// Lines of abuse a second that reach the log (one client must not flood it).
+const ABUSE_LINES_PER_SEC: u32 = 5;
+
+/// Logs a line about a misbehaving client, within [`ABUSE_LINES_PER_SEC`];
+/// the lines left out are counted in the next one that is logged.
+fn abuse(what: std::fmt::Arguments<'_>) {
+    static BUDGET: Mutex<Option<(Instant, u32, u64)>> = Mutex::new(Rank::Leaf, None);
+    let mut b = BUDGET.lock();
+    let now = Instant::now();
+    let (since, lines, dropped) = b.get_or_insert((now, 0, 0));
+    if now.duration_since(*since) >= Duration::from_secs(1) {
+        *since = now;
+        *lines = 0;
+    }
+    if *lines < ABUSE_LINES_PER_SEC {
+        *lines += 1;
+        let more =
+            if *dropped > 0 { format!(" ({dropped} such lines left out before this one)") } else { String::new() };
+        *dropped = 0;
+        warn!("control: {what}{more}");
+    } else {
+        *dropped += 1;
+    }
+}
+
 /// Accepts connections until the listening socket is shut down.
-pub fn serve(core: Arc<Core>, listener: OwnedFd, rights: Rights) {
+pub fn serve(core: Arc<Core>, listener: OwnedFd, rights: Rights, limits: Limits) {
+    let open: Open = Arc::new(Mutex::new(Rank::Leaf, HashMap::new()));
     loop {
         let fd = match socket::accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
             Ok(fd) => fd,
             Err(nix::Error::EINTR) | Err(nix::Error::ECONNABORTED) => continue,
+            // Out of descriptors or memory: the clients holding them must
+            // go first; try again in a moment rather than stop serving.
+            Err(e @ (nix::Error::EMFILE | nix::Error::ENFILE | nix::Error::ENOBUFS | nix::Error::ENOMEM)) => {
+                abuse(format_args!("accept: {e}; waiting before the next"));
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
             Err(e) => {
                 debug!("control: accept: {e}");
                 return;
@@ -80,19 +189,48 @@ pub fn serve(core: Arc<Core>, listener: OwnedFd, rights: Rights) {
         };
         // SAFETY: accept4 just returned this descriptor to us alone.
         let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let Ok(chan) = Channel::from_fd(fd) else { continue };
+        let Ok(cred) = chan.peer_cred() else { continue };
+        let slot = match Slot::take(&open, cred.uid, &limits) {
+            Ok(slot) => slot,
+            Err(why) => {
+                abuse(format_args!("connection of uid {} (pid {}) refused: {why}", cred.uid, cred.pid));
+                // The client hears why, without ddm waiting on it.
+                let _ = chan.try_send(&ddf::proto::Hello::ours(), &[], &[]);
+                let _ = chan.try_send(&ControlResponse::Error(why), &[], &[]);
+                continue;
+            }
+        };
+        let t = TimeVal::new(limits.timeout.as_secs() as _, limits.timeout.subsec_micros() as _);
+        if let Err(e) = setsockopt(&chan.as_fd(), sockopt::ReceiveTimeout, &t)
+            .and_then(|()| setsockopt(&chan.as_fd(), sockopt::SendTimeout, &t))
+        {
+            warn!("control: cannot set a timeout on a connection: {e}");
+        }
         let core = core.clone();
         let rights = rights.clone();
         spawn_named("control", move || {
-            if let Err(e) = client(&core, fd, &rights) {
-                debug!("control client: {e}");
+            let _slot = slot;
+            match client(&core, &chan, cred, &rights) {
+                Ok(()) | Err(IpcError::Closed) => {}
+                Err(IpcError::WouldBlock) => abuse(format_args!(
+                    "closed the connection of uid {} (pid {}): nothing sent, or answers not taken, for {} s",
+                    cred.uid,
+                    cred.pid,
+                    limits.timeout.as_secs_f64()
+                )),
+                Err(e) => abuse(format_args!(
+                    "closed the connection of uid {} (pid {}): {}",
+                    cred.uid,
+                    cred.pid,
+                    ddf::error_chain(&e)
+                )),
             }
         });
     }
 }
 
-fn client(core: &Arc<Core>, fd: OwnedFd, rights: &Rights) -> Result<(), IpcError> {
-    let chan = Channel::from_fd(fd)?;
-    let cred = chan.peer_cred()?;
+fn client(core: &Arc<Core>, chan: &Channel, cred: PeerCred, rights: &Rights) -> Result<(), IpcError> {
     let groups = chan.peer_groups().unwrap_or_default();
     let mut buf = RecvBuf::default();
     chan.handshake(&mut buf)?;
@@ -124,7 +262,7 @@ fn client(core: &Arc<Core>, fd: OwnedFd, rights: &Rights) -> Result<(), IpcError
                 (answer, Vec::new())
             }
             Err(e) => {
-                warn!("control: undecodable request from pid {}: {e}", cred.pid);
+                abuse(format_args!("undecodable request from uid {} (pid {}): {e}", cred.uid, cred.pid));
                 (ControlResponse::Error(format!("request not understood: {e}")), Vec::new())
             }
         };

@@ -45,20 +45,43 @@ pub enum DdmError {
     Unexpected(String),
 }
 
-/// A connection to the DDM's control socket.
+/// The DDM's hello and its reason for refusing a connection, as they wait
+/// on a socket it closed.
+fn refusal(chan: &Channel, buf: &mut RecvBuf) -> Option<DdmError> {
+    chan.try_recv(buf).ok()?.decode::<crate::proto::Hello>().ok()?;
+    match chan.try_recv(buf).ok()?.decode::<ControlResponse>().ok()? {
+        ControlResponse::Error(why) => Some(DdmError::Refused(why)),
+        _ => None,
+    }
+}
+
+/// A connection to the DDM's control socket. The DDM closes a connection
+/// that stays idle for long (its `--control-timeout`); the next call then
+/// connects again by itself.
 #[derive(Debug)]
 pub struct Ddm {
     chan: Channel,
     buf: RecvBuf,
+    path: PathBuf,
 }
 
 impl Ddm {
     /// Connects and does the version handshake.
     pub fn connect(path: &Path) -> Result<Ddm, DdmError> {
-        let chan = Channel::connect(path).map_err(|source| DdmError::Connect { path: path.to_owned(), source })?;
         let mut buf = RecvBuf::default();
-        chan.handshake(&mut buf)?;
-        Ok(Ddm { chan, buf })
+        let chan = Ddm::open(path, &mut buf)?;
+        Ok(Ddm { chan, buf, path: path.to_owned() })
+    }
+
+    fn open(path: &Path, buf: &mut RecvBuf) -> Result<Channel, DdmError> {
+        let chan = Channel::connect(path).map_err(|source| DdmError::Connect { path: path.to_owned(), source })?;
+        match chan.handshake(buf) {
+            Ok(()) => Ok(chan),
+            // Refused at the door (too many connections): the DDM sent its
+            // hello and its reason, and closed before ours arrived.
+            Err(IpcError::Closed) => Err(refusal(&chan, buf).unwrap_or(DdmError::Ipc(IpcError::Closed))),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Sends one request and returns the answer, with
@@ -72,7 +95,21 @@ impl Ddm {
         req: &ControlRequest,
         fds: &[std::os::fd::BorrowedFd<'_>],
     ) -> Result<(ControlResponse, Vec<std::os::fd::OwnedFd>), DdmError> {
-        self.chan.send(req, &[], fds)?;
+        match self.chan.send(req, &[], fds) {
+            // The DDM refused the connection (its reason waits), or closed
+            // it when it was idle: then the request was not taken, so it
+            // is safe to send it again on a new one.
+            Err(IpcError::Closed) => {
+                if let Ok(f) = self.chan.try_recv(&mut self.buf) {
+                    if let Ok(ControlResponse::Error(why)) = f.decode::<ControlResponse>() {
+                        return Err(DdmError::Refused(why));
+                    }
+                }
+                self.chan = Ddm::open(&self.path, &mut self.buf)?;
+                self.chan.send(req, &[], fds)?;
+            }
+            other => other?,
+        }
         let frame = self.chan.recv(&mut self.buf)?;
         match frame.decode::<ControlResponse>()? {
             ControlResponse::Error(msg) => Err(DdmError::Refused(msg)),

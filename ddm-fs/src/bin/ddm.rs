@@ -65,6 +65,11 @@ pub struct Args {
     /// Where the permission state (chmod, chown, ACLs made on the mount) is kept.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/ddf")]
     pub state_dir: PathBuf,
+
+    /// Close a control connection that sends nothing, or takes no answer,
+    /// for this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub control_timeout: u64,
 }
 
 /// Why ddm could not start.
@@ -232,7 +237,8 @@ fn run(args: &Args) -> Result<(), StartError> {
             .display()
             .to_string(),
     };
-    spawn_named("control-accept", move || control::serve(c, listener, rights));
+    let limits = control::Limits { timeout: Duration::from_secs(args.control_timeout), ..control::Limits::default() };
+    spawn_named("control-accept", move || control::serve(c, listener, rights, limits));
     let c = core.clone();
     spawn_named("interrupts", move || interrupt::watch(c));
     let c = core.clone();
