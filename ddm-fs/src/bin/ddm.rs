@@ -80,9 +80,11 @@ enum StartError {
     #[error("{0} is not empty; mount on an empty directory (or remove what is in it)")]
     NotEmpty(PathBuf),
     #[error(
-        "{0} holds a dead FUSE mount (Transport endpoint is not connected); run `umount -l {0}` and start ddm again"
+        "{0} holds a dead FUSE mount that is not ddf's (Transport endpoint is not connected); run `umount -l {0}` and start ddm again"
     )]
     DeadMount(PathBuf),
+    #[error("cannot detach the dead ddf mount on {0}; run `umount -l {0}` and start ddm again")]
+    DeadDdfMount(PathBuf, #[source] nix::Error),
     #[error("cannot use {0}")]
     Mountpoint(PathBuf, #[source] std::io::Error),
     #[error(transparent)]
@@ -126,23 +128,89 @@ fn main() -> ExitCode {
     }
 }
 
-/// Checks the mount point, creating it if missing.
+/// Checks the mount point, creating it if missing. A dead mount of ddf's
+/// own on it (a ddm that was killed: the FUSE file system `ddf` with no
+/// server behind it, "Transport endpoint is not connected") is detached
+/// first, and logged; any other dead mount is refused.
 fn check_mountpoint(path: &Path) -> Result<(), StartError> {
-    match std::fs::metadata(path) {
-        Ok(m) if !m.is_dir() => Err(StartError::NotDir(path.to_owned())),
-        Ok(_) => {
-            let mut entries = std::fs::read_dir(path).map_err(|e| StartError::Mountpoint(path.to_owned(), e))?;
-            if entries.next().is_some() {
-                return Err(StartError::NotEmpty(path.to_owned()));
+    // Stacked dead mounts are cleared one by one, a few at most.
+    for _ in 0..8 {
+        // The kernel may answer a stat of a dead mount from its cache:
+        // reading the directory is what asks the file system.
+        let looked = std::fs::metadata(path).and_then(|m| match m.is_dir() {
+            true => std::fs::read_dir(path).map(|mut entries| Some(entries.next().is_some())),
+            false => Ok(None),
+        });
+        match looked {
+            Ok(None) => return Err(StartError::NotDir(path.to_owned())),
+            Ok(Some(true)) => return Err(StartError::NotEmpty(path.to_owned())),
+            Ok(Some(false)) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+                let Some(mount) = dead_ddf_mount(path) else {
+                    return Err(StartError::DeadMount(path.to_owned()));
+                };
+                nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH)
+                    .map_err(|e| StartError::DeadDdfMount(path.to_owned(), e))?;
+                warn!(
+                    "{}: a dead ddf mount was left here (its ddm died without unmounting); detached it (lazy unmount)",
+                    mount.display()
+                );
             }
-            Ok(())
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return std::fs::create_dir_all(path).map_err(|e| StartError::Mountpoint(path.to_owned(), e));
+            }
+            Err(e) => return Err(StartError::Mountpoint(path.to_owned(), e)),
         }
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(StartError::DeadMount(path.to_owned())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(path).map_err(|e| StartError::Mountpoint(path.to_owned(), e))
-        }
-        Err(e) => Err(StartError::Mountpoint(path.to_owned(), e)),
     }
+    Err(StartError::DeadMount(path.to_owned()))
+}
+
+/// The absolute path of the mount on `path`, if the topmost mount there is
+/// a FUSE file system named `ddf` (per `/proc/self/mountinfo`). Its parent
+/// is alive, so it is resolved; the dead last component is not touched.
+fn dead_ddf_mount(path: &Path) -> Option<PathBuf> {
+    let abs = std::path::absolute(path).ok()?;
+    let parent = abs.parent()?;
+    let full = std::fs::canonicalize(parent).ok()?.join(abs.file_name()?);
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let ours = is_ddf_mount(&mountinfo, &full.to_string_lossy())?;
+    ours.then_some(full)
+}
+
+/// Whether the topmost mount on `point` in a `mountinfo` text is a FUSE
+/// file system named `ddf` (type `fuse` or `fuse.ddf`, source `ddf`); `None`
+/// when nothing is mounted there.
+fn is_ddf_mount(mountinfo: &str, point: &str) -> Option<bool> {
+    // The last line for a mount point is the mount on top.
+    mountinfo.lines().rev().find_map(|line| {
+        // id parent major:minor root MOUNTPOINT options... - TYPE SOURCE super-options
+        let (head, tail) = line.split_once(" - ")?;
+        let at = unescape_mountinfo(head.split(' ').nth(4)?);
+        let mut tail = tail.split(' ');
+        let (fstype, source) = (tail.next()?, unescape_mountinfo(tail.next()?));
+        (at == point).then(|| (fstype == "fuse" || fstype == "fuse.ddf") && source == "ddf")
+    })
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, ...).
+fn unescape_mountinfo(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b.get(i + 1..i + 4).filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn run(args: &Args) -> Result<(), StartError> {
@@ -275,6 +343,25 @@ fn shutdown(core: &Arc<Core>, mountpoint: &Path, socket: &Path) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn only_a_fuse_mount_named_ddf_is_taken_for_ours() {
+        let info = "\
+36 25 0:32 / /tmp/a rw,nosuid - tmpfs tmpfs rw
+37 25 0:33 / /tmp/a rw,nosuid,nodev - fuse.ddf ddf rw,user_id=0
+38 25 0:34 / /tmp/b rw - fuse.sshfs host:/x rw
+39 25 0:35 / /tmp/with\\040space rw - fuse ddf rw
+40 25 0:36 / /tmp/c rw - fuse.ddf ddf rw
+41 25 0:37 / /tmp/c rw - ext4 /dev/vda rw
+";
+        assert_eq!(is_ddf_mount(info, "/tmp/a"), Some(true), "the topmost mount counts");
+        assert_eq!(is_ddf_mount(info, "/tmp/b"), Some(false));
+        assert_eq!(is_ddf_mount(info, "/tmp/with space"), Some(true));
+        assert_eq!(is_ddf_mount(info, "/tmp/c"), Some(false), "something else is mounted over it");
+        assert_eq!(is_ddf_mount(info, "/tmp/none"), None);
+        assert_eq!(unescape_mountinfo("a\\134b\\011"), "a\\b\t");
+        assert_eq!(unescape_mountinfo("trailing\\04"), "trailing\\04");
+    }
 
     #[test]
     fn a_bad_rules_file_is_named_once_with_its_cause() {
