@@ -27,14 +27,7 @@ fn driver(ddm: &Ddm, name: &str) -> (Option<u32>, String, u32, String) {
 }
 
 fn wait_running_new_pid(ddm: &Ddm, name: &str, old: u32) -> u32 {
-    let mut pid = 0;
-    let ok = wait_until(Duration::from_secs(20), || {
-        let (p, state, _, _) = driver(ddm, name);
-        pid = p.unwrap_or(0);
-        state == "running" && pid != 0 && pid != old
-    });
-    assert!(ok, "{name} did not come back; log:\n{}", ddm.log());
-    pid
+    ddm.wait_running_new_pid(name, old)
 }
 
 fn kill9(pid: u32) {
@@ -191,13 +184,8 @@ fn flooding_and_stray_replies_are_protocol_violations() {
     wait_running_new_pid(&ddm, "stall", pid2);
     assert!(driver(&ddm, "stall").3.contains("unknown request"), "{}", ddm.log());
     // ddm's memory stayed bounded through the flood: well under 256 MiB.
-    let status = std::fs::read_to_string(format!("/proc/{}/status", ddm.pid())).unwrap();
-    let rss_kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    assert!(rss_kb < 256 * 1024, "ddm uses {rss_kb} kB after a flood");
+    let rss_kb = ddm.rss_kb();
+    assert!(rss_kb > 0 && rss_kb < 256 * 1024, "ddm uses {rss_kb} kB after a flood");
 }
 
 #[test]
@@ -267,4 +255,52 @@ fn the_stuck_reader_test_driver_can_be_signalled_out() {
     let st = wait_timeout(&mut child, Duration::from_secs(15)).expect("timeout 1 cat hung");
     assert_eq!(st.code(), Some(124));
     assert_eq!(driver(&ddm, "stall").1, "running");
+}
+
+#[test]
+fn a_quarantined_driver_comes_back_by_itself_after_its_cool_down() {
+    ddf_tests::needs_root!();
+    let manifest = "name = \"heals\"\nexec = \"ddf-testdrv\"\nautostart = true\n\
+        [params]\nname = \"heals\"\n\
+        [supervision]\nmax_failures = 2\nbackoff_ms = 50\ncooldown_ms = 1500\ncooldown_max_ms = 2500\n";
+    let ddm = Ddm::builder().manifest(manifest).wait_for("heals").start();
+    // Two deaths in a row: quarantined.
+    let pid = driver(&ddm, "heals").0.unwrap();
+    ddm.ddmctl_ok(&["inject", "heals", "exit:3"]);
+    let pid = wait_running_new_pid(&ddm, "heals", pid);
+    ddm.ddmctl_ok(&["inject", "heals", "exit:3"]);
+    assert!(wait_until(Duration::from_secs(10), || driver(&ddm, "heals").1 == "failed"), "{}", ddm.log());
+    let status = ddm.driver("heals");
+    let next = status["next_try_ms"].as_u64().unwrap_or_else(|| panic!("no next try: {status}"));
+    assert!(next <= 1500, "{status}");
+    assert_eq!(status["quarantines"], 1);
+    let text = ddm.ddmctl_ok(&["status"]);
+    assert!(text.contains("quarantined (1 in a row): tried again in"), "{text}");
+    let when = getfattr(&ddm.path("heals"), "user.ddf.next_try");
+    assert!(when.starts_with("in ") && when.ends_with(" s"), "{when}");
+    // By itself, after the cool-down, it runs again and serves.
+    let back = wait_running_new_pid(&ddm, "heals", pid);
+    assert!(std::fs::read_to_string(ddm.path("heals.info")).unwrap().starts_with("incarnation 3"));
+    assert!(
+        ddm.log().contains("driver heals: cool-down over (quarantine 1 in a row); trying it again"),
+        "{}",
+        ddm.log()
+    );
+    assert_eq!(driver(&ddm, "heals").2, 2, "the try counts as a restart");
+    let all = Command::new("getfattr").arg("-d").arg(ddm.path("heals")).output().unwrap();
+    assert!(!String::from_utf8_lossy(&all.stdout).contains("next_try"), "running, yet a next try is shown");
+    // Dead again within a window of the try: straight back, for twice as
+    // long (capped at 2.5 s).
+    ddm.ddmctl_ok(&["inject", "heals", "exit:3"]);
+    assert!(wait_until(Duration::from_secs(10), || driver(&ddm, "heals").1 == "failed"));
+    let status = ddm.driver("heals");
+    assert_eq!(status["quarantines"], 2, "{status}");
+    assert!(status["next_try_ms"].as_u64().unwrap() > 1500, "{status}");
+    // ddmctl restart does not wait, and forgets the past.
+    ddm.ddmctl_ok(&["restart", "heals"]);
+    let again = wait_running_new_pid(&ddm, "heals", back);
+    assert_ne!(again, back);
+    assert_eq!(ddm.driver("heals")["quarantines"], 0);
+    // null never noticed.
+    assert_eq!(driver(&ddm, "null").2, 0);
 }
