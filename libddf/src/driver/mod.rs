@@ -40,6 +40,13 @@
 //! kernel's default poll mask). `close`, `init` and `fini` succeed. A driver
 //! implements only what it means.
 //!
+//! ## The sandbox
+//!
+//! Under `ddm` a driver runs under a system call filter (see ddf-driver(7)):
+//! a call its manifest does not allow is never made, and the runtime's
+//! `SIGSYS` handler tells the DDM which call it was before the driver dies
+//! of `SIGSYS`. Once it runs, the runtime also forbids itself `execve`.
+//!
 //! ## Start here
 //!
 //! `libddf/examples/hello.rs` is the whole driver of ddf-driver(7)'s
