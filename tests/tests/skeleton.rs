@@ -142,15 +142,23 @@ fn bad_mountpoints_are_refused_with_a_clear_error() {
     ddf_tests::needs_root!();
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("s.sock");
+    // ddm must refuse and exit: one that starts instead is killed after
+    // 30 s, and the test fails rather than hangs.
     let run = |mnt: &std::path::Path| {
-        Command::new(bin("ddm"))
+        let mut child = Command::new(bin("ddm"))
             .arg(mnt)
             .arg("--socket")
             .arg(&sock)
             .arg("--state-dir")
             .arg(dir.path().join("state"))
-            .output()
-            .unwrap()
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let status = wait_timeout(&mut child, Duration::from_secs(30));
+        let mut stderr = Vec::new();
+        std::io::Read::read_to_end(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        std::process::Output { status: status.expect("ddm did not refuse the mount point"), stdout: Vec::new(), stderr }
     };
     // A file.
     let file = dir.path().join("file");
@@ -167,22 +175,26 @@ fn bad_mountpoints_are_refused_with_a_clear_error() {
     let out = run(&full);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not empty"));
-    // A dead FUSE mount: ddm killed with SIGKILL leaves one behind.
-    let mut ddm = Ddm::start();
-    ddm.kill_hard();
-    assert!(is_mounted(&ddm.mnt));
-    // The kernel may answer from its attribute cache for up to the TTL.
-    assert!(
-        wait_until(Duration::from_secs(10), || {
-            std::fs::metadata(&ddm.mnt).err().and_then(|e| e.raw_os_error()) == Some(libc::ENOTCONN)
-        }),
-        "the killed ddm did not leave a dead mount"
-    );
-    let out = run(&ddm.mnt);
+    // A dead FUSE mount that is not ddf's: mounted by hand with no server
+    // (its /dev/fuse descriptor closed at once). A dead mount of ddf's own
+    // is cleared instead (ddm_death.rs).
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    let fuse = std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").unwrap();
+    let opts = format!("fd={},rootmode=40000,user_id=0,group_id=0", std::os::fd::AsRawFd::as_raw_fd(&fuse));
+    nix::mount::mount(Some("other"), &foreign, Some("fuse"), nix::mount::MsFlags::empty(), Some(opts.as_str()))
+        .unwrap();
+    drop(fuse);
+    let dead = wait_until(Duration::from_secs(10), || {
+        std::fs::read_dir(&foreign).err().and_then(|e| e.raw_os_error()) == Some(libc::ENOTCONN)
+    });
+    let out = run(&foreign);
+    let _ = nix::mount::umount2(&foreign, nix::mount::MntFlags::MNT_DETACH);
+    assert!(dead, "the hand-made mount is not dead");
     let msg = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(msg.contains("dead FUSE mount") && msg.contains("umount -l"), "{msg}");
-    // (ddm's Drop detaches the dead mount.)
+    assert!(msg.contains("dead FUSE mount that is not ddf's") && msg.contains("umount -l"), "{msg}");
+    assert!(!is_mounted(&foreign));
 }
 
 #[test]
