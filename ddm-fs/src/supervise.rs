@@ -244,6 +244,8 @@ pub fn watchdog(core: Arc<Core>) {
 /// One look of the watchdog at every driver, at `now`.
 fn check(core: &Core, now: Instant, seq: &mut u64) {
     let start_timeout = core.config.start_timeout;
+    let conns: Vec<Arc<Conn>> = core.all().iter().filter_map(|i| i.conn()).collect();
+    crate::fast::govern(conns.iter().filter_map(|c| c.fast.get().map(|f| (f, c.calls()))));
     for inst in core.all() {
         let policy = &inst.manifest.supervision;
         let mut verdict = None;
