@@ -441,6 +441,11 @@ impl IoctlReply {
         self.to.id
     }
 
+    /// The most output bytes the caller takes.
+    pub fn max_len(&self) -> u32 {
+        self.max
+    }
+
     /// Answers with `ioctl(2)`'s return value and output bytes (cut to what
     /// the caller takes).
     pub fn ok(mut self, result: i32, out: &[u8]) {
