@@ -1,4 +1,4 @@
-/* ddf-hello: /ddf/hello, a ddf driver in C.
+/* hello.c: ddf-hello, the driver of /ddf/hello, in C.
  *
  * Every open of /ddf/hello reads "hello\n", then end of file. The ioctl
  * HELLO_GET_GREETINGS answers how many greetings the device has given: a
