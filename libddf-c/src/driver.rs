@@ -331,8 +331,8 @@ unsafe fn copy_ops(ops: *const ddf_driver_ops, size: usize) -> Result<ddf_driver
     let bytes = unsafe { bytes_arg(F, "ops", ops.cast(), size) };
     if size > OURS && bytes[OURS..].iter().any(|b| *b != 0) {
         return Err(format!(
-            "the driver's table of operations has {} entries this libddf {} does not know (built for a newer libddf?)",
-            (size - OURS) / std::mem::size_of::<usize>(),
+            "the driver's table of operations is {size} bytes and sets entries past the {OURS} this libddf {} \
+             knows (was the driver built for a newer libddf?)",
             env!("CARGO_PKG_VERSION")
         ));
     }

@@ -318,6 +318,76 @@ fn the_c_client_gets_what_the_file_gives_and_is_refused_where_the_file_is() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach ddm"), "{out:?}");
 }
 
+#[test]
+fn the_rest_of_the_driver_api_works_from_c() {
+    let b = CBuild::new();
+    let exe = b.cc("ddf-features", &["tests/c/features.c"], "");
+    let params = "[params]\ngreeting = \"hi there\"\ncount = 3\n";
+    let other = |name: &str| b.manifest(name, &exe, &format!("[params]\nprefix = \"{name}-\"\n"));
+    let ddm = Ddm::builder()
+        .manifest(&b.manifest("features", &exe, params))
+        .manifest(&other("short"))
+        .manifest(&other("long"))
+        .manifest(&other("longnull"))
+        .wait_for("ctl")
+        .wait_for("longnull-ctl")
+        .start();
+    // Manifest parameters, all of them and one by name.
+    let text = ok(&cat(&ddm.path("params")), "cat params");
+    assert_eq!(text, "count=3\ngreeting=hi there\ngreeting is hi there\n");
+
+    // A watched descriptor: a read waits for the pipe, a write fills it.
+    let pipe = ddm.path("pipe");
+    let reader =
+        Command::new("head").args(["-c", "3"]).arg(&pipe).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    ok(&sh(&format!("printf abc > {}", pipe.display())), "printf > pipe");
+    let out = reader.wait_with_output().unwrap();
+    assert_eq!(ok(&out, "head -c 3 pipe"), "abc");
+    // poll(2) waits until the driver says readable (ddf_poll_wake).
+    let script = format!(
+        "import os, select, threading, time\n\
+         fd = os.open({p:?}, os.O_RDONLY)\n\
+         p = select.poll(); p.register(fd, select.POLLIN)\n\
+         print(p.poll(100))\n\
+         def w():\n  time.sleep(0.3)\n  f = open({p:?}, 'w'); f.write('x'); f.close()\n\
+         threading.Thread(target=w).start()\n\
+         print(p.poll(10000), os.read(fd, 1))",
+        p = pipe.display().to_string()
+    );
+    let out = Command::new("python3").arg("-c").arg(script).output().unwrap();
+    assert_eq!(ok(&out, "python3 poll"), "[]\n[(3, 1)] b'x'\n");
+
+    // State with a descriptor: the memfd the first incarnation made comes
+    // back to the next.
+    let memo = ok(&cat(&ddm.path("memo")), "cat memo");
+    let first = pid(&ddm, "features");
+    assert_eq!(memo, format!("left by pid {first}\n"));
+    // SAFETY: kill(2) on the driver process of the ddm under test.
+    unsafe { libc::kill(first as i32, libc::SIGKILL) };
+    wait_new_pid(&ddm, "features", first);
+    assert_eq!(ok(&cat(&ddm.path("memo")), "cat memo after the restart"), memo);
+    assert!(ddm.log().contains("features: got the memo back"), "{}", ddm.log());
+
+    // Removing a device.
+    assert!(ddm.path("gone").exists());
+    ok(&sh(&format!("echo remove gone > {}", ddm.path("ctl").display())), "echo > ctl");
+    assert!(wait_until(Duration::from_secs(5), || !ddm.path("gone").exists()), "gone is still there");
+
+    // Tables of other sizes: a shorter one (an older driver) gets the
+    // defaults for what it lacks; a longer one is taken if what this
+    // library does not know is NULL, and refused if not.
+    let out = cat(&ddm.path("short-params"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Invalid argument"), "{out:?}");
+    assert_eq!(ok(&cat(&ddm.path("longnull-params")), "cat longnull-params"), "prefix=longnull-\ngreeting is (none)\n");
+    assert!(!ddm.path("long-params").exists());
+    assert!(
+        wait_until(Duration::from_secs(10), || ddm.log().contains("sets entries past the 88 this libddf 0.1.0 knows")),
+        "{}",
+        ddm.log()
+    );
+}
+
 /// The functions include/ddf.h declares.
 fn header_functions() -> Vec<String> {
     let header = std::fs::read_to_string(repo_root().join("include/ddf.h")).unwrap();
