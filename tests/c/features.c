@@ -13,7 +13,10 @@
  *              store (ddf_state_save with a descriptor); later ones get it
  *              back (ddf_state_fd) and read the same bytes
  * /ddf/gone    removed (ddf_remove_device) when "remove gone" is written
- *              to /ddf/ctl
+ *              to /ddf/ctl (not by a write to gone itself: ddm tells the
+ *              kernel of the removal from the thread that reads the
+ *              driver's answers, and the kernel then waits for the lock
+ *              that the write to the same file holds until its answer)
  *
  * The parameter "prefix" is put before every device name. The instance
  * name picks the size of the table it passes: "short" passes
