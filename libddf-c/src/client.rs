@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use ddf::ddm::{Ddm, DdmError};
 use ddf::driver::{Client, ClientError};
 use ddf::ipc::IpcError;
-use ddf::proto::{DeviceClass, NodeInfo, Query};
+use ddf::proto::{DeviceClass, Handle, NodeInfo, OpenFlags, Query};
 
 use crate::ffi::{bytes_arg, bytes_out, fd_is_open, guard, neg, opt_str_arg, put, put_opt, set_last_error, violation};
 use crate::handles::Table;
@@ -147,6 +147,7 @@ fn client_failed(e: &ClientError) -> c_int {
         ClientError::Ipc(i) => -ipc_errno(i),
         ClientError::Errno(e) => neg(*e),
         ClientError::Protocol(_) => -libc::EPROTO,
+        ClientError::TooLong(_) => -libc::EMSGSIZE,
     }
 }
 
@@ -287,7 +288,7 @@ pub unsafe extern "C" fn ddf_client_free(client: *mut ddf_client) {
 #[no_mangle]
 pub unsafe extern "C" fn ddf_client_access(client: *const ddf_client) -> c_int {
     const F: &str = "ddf_client_access";
-    guard(F, -libc::EIO, || lock(&client_of(F, client)).access())
+    guard(F, -libc::EIO, || lock(&client_of(F, client)).access().bits())
 }
 
 /// Opens the device on the link with `open(2)` `flags` (asking for no more
@@ -306,11 +307,11 @@ pub unsafe extern "C" fn ddf_client_open(client: *mut ddf_client, flags: c_int, 
         if handle.is_null() {
             violation(F, format_args!("handle is NULL"));
         }
-        let result = lock(&c).open(flags);
+        let result = lock(&c).open(OpenFlags(flags));
         match result {
             Ok(h) => {
                 // SAFETY: non-NULL (checked) and writable, as the header requires.
-                unsafe { put(F, "handle", handle, h) };
+                unsafe { put(F, "handle", handle, h.0) };
                 0
             }
             Err(e) => client_failed(&e),
@@ -340,7 +341,7 @@ pub unsafe extern "C" fn ddf_client_read(
         let c = client_of(F, client);
         // SAFETY: as the header requires.
         let out = unsafe { bytes_out(F, "buf", buf, len) };
-        let result = lock(&c).read(handle, offset, out);
+        let result = lock(&c).read(Handle(handle), offset, out);
         match result {
             Ok(n) => n as libc::ssize_t,
             Err(e) => client_failed(&e) as libc::ssize_t,
@@ -368,7 +369,7 @@ pub unsafe extern "C" fn ddf_client_write(
         let c = client_of(F, client);
         // SAFETY: as the header requires.
         let data = unsafe { bytes_arg(F, "buf", buf, len) };
-        let result = lock(&c).write(handle, offset, data);
+        let result = lock(&c).write(Handle(handle), offset, data);
         match result {
             Ok(n) => n as libc::ssize_t,
             Err(e) => client_failed(&e) as libc::ssize_t,
@@ -403,7 +404,7 @@ pub unsafe extern "C" fn ddf_client_ioctl(
         let c = client_of(F, client);
         // SAFETY: as the header requires.
         let (inb, outb) = unsafe { (bytes_arg(F, "input", input, in_len), bytes_out(F, "out", out, out_len)) };
-        let answer = lock(&c).ioctl(handle, cmd, inb, outb);
+        let answer = lock(&c).ioctl(Handle(handle), cmd, inb, outb);
         match answer {
             Ok((r, n)) => {
                 // SAFETY: NULL or writable, as the header requires.
@@ -428,7 +429,7 @@ pub unsafe extern "C" fn ddf_client_close(client: *mut ddf_client, handle: u64) 
     const F: &str = "ddf_client_close";
     guard(F, -libc::EIO, || {
         let c = client_of(F, client);
-        let result = lock(&c).close(handle);
+        let result = lock(&c).close(Handle(handle));
         result.map_or_else(|e| client_failed(&e), |()| 0)
     })
 }

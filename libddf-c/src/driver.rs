@@ -25,7 +25,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ddf::driver::{self, poll_events, Context, Driver, ReadReply, Waker, WriteReply};
-use ddf::proto::{DeviceClass, DeviceId, Handle, RequestId};
+use ddf::proto::{DeviceClass, DeviceId, Handle, OpenFlags, RequestId};
 use ddf::Errno;
 
 use crate::ffi::{bytes_arg, fd_is_open, guard, neg, put_opt, set_last_error, status_arg, str_arg, violation};
@@ -202,20 +202,27 @@ impl CDriver {
     }
 }
 
-// The numbers C sees. (Kept here so that a change of the Rust id types is
-// one place to follow.)
+// The numbers C sees for the Rust ids, in one place.
 fn device_to_c(d: DeviceId) -> u32 {
-    d
+    d.0
+}
+fn device_from_c(d: u32) -> DeviceId {
+    DeviceId(d)
 }
 fn handle_from_c(h: u64) -> Handle {
-    h
+    Handle(h)
 }
 fn handle_to_c(h: Handle) -> u64 {
-    h
+    h.0
 }
 fn request_to_c(id: RequestId) -> u64 {
     id.0
 }
+
+/// Why a C driver could not be built from its start parameters.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct StartFailed(String);
 
 impl Driver for CDriver {
     fn init(&mut self, ctx: &mut Context) -> Result<(), Errno> {
@@ -233,12 +240,12 @@ impl Driver for CDriver {
         }
     }
 
-    fn open(&mut self, ctx: &mut Context, device: DeviceId, flags: i32) -> Result<Handle, Errno> {
+    fn open(&mut self, ctx: &mut Context, device: DeviceId, flags: OpenFlags) -> Result<Handle, Errno> {
         let Some(f) = self.ops.open else { return Err(Errno::ENXIO) };
         let mut handle: u64 = 0;
         let out: *mut u64 = &mut handle;
         // SAFETY: as in `init`; `out` is a live u64 for the call.
-        let rc = self.call(ctx, |c, d| unsafe { f(c, d, device_to_c(device), flags, out) });
+        let rc = self.call(ctx, |c, d| unsafe { f(c, d, device_to_c(device), flags.0, out) });
         status_arg("the driver's open", rc).map(|()| handle_from_c(handle))
     }
 
@@ -394,15 +401,15 @@ pub unsafe extern "C" fn ddf_driver_run(ops: *const ddf_driver_ops, ops_size: us
         };
         let code = driver::run(|start| {
             crate::log::set_instance(&start.instance);
-            let cstr = |s: &str| CString::new(s).map_err(|_| format!("{s:?} has a NUL byte"));
+            let cstr = |s: &str| CString::new(s).map_err(|_| StartFailed(format!("{s:?} has a NUL byte")));
             let params = start
                 .params
                 .iter()
                 .map(|(k, v)| Ok((cstr(k)?, cstr(v)?)))
-                .collect::<Result<Vec<_>, String>>()
-                .map_err(|e| format!("parameter {e}"))?;
+                .collect::<Result<Vec<_>, StartFailed>>()
+                .map_err(|e| StartFailed(format!("parameter {e}")))?;
             let run = Box::new(Run { instance: cstr(&start.instance)?, params });
-            Ok(CDriver { ops: table, data, run })
+            Ok::<CDriver, StartFailed>(CDriver { ops: table, data, run })
         });
         if code == ExitCode::SUCCESS {
             0
@@ -470,7 +477,9 @@ pub unsafe extern "C" fn ddf_add_device(
 #[no_mangle]
 pub unsafe extern "C" fn ddf_remove_device(ctx: *mut ddf_ctx, device: u32) -> c_int {
     const F: &str = "ddf_remove_device";
-    guard(F, -libc::EIO, || with_ctx(F, ctx, |ctx, _| ctx.remove_device(device).map_or_else(neg, |()| 0)))
+    guard(F, -libc::EIO, || {
+        with_ctx(F, ctx, |ctx, _| ctx.remove_device(device_from_c(device)).map_or_else(neg, |()| 0))
+    })
 }
 
 /// The instance name ddm gave this driver (the manifest's `name`). The

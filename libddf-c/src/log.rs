@@ -22,13 +22,11 @@ pub const DDF_LOG_TRACE: c_int = 5;
 /// The driver's instance name, once its run started.
 static INSTANCE: OnceLock<String> = OnceLock::new();
 
-/// Sets up the logger once per process (a program that set up its own
-/// first keeps it).
+/// Sets up the logger once per process, as the Rust drivers do (a program
+/// that set up its own first keeps it).
 pub(crate) fn init() {
     static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).try_init();
-    });
+    ONCE.call_once(ddf::driver::init_logging);
 }
 
 /// Names the log lines after the driver instance from now on.

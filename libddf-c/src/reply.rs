@@ -223,7 +223,7 @@ pub unsafe extern "C" fn ddf_reply_max_len(reply: *const ddf_reply) -> u32 {
 pub unsafe extern "C" fn ddf_reply_flags(reply: *const ddf_reply) -> c_int {
     guard("ddf_reply_flags", 0, || {
         peek("ddf_reply_flags", reply, |p| match p {
-            Pending::Read(r) => r.flags(),
+            Pending::Read(r) => r.flags().0,
             Pending::Write(_) | Pending::Ioctl(_) => 0,
         })
     })
