@@ -8,7 +8,8 @@
  * /ddf/pipe    what is written to it goes into a pipe the driver watches
  *              (ddf_watch): a read waits for the pipe, `ready` answers it;
  *              poll says POLLIN when there is something to read, and
- *              ddf_poll_wake tells pollers when it comes
+ *              ddf_poll_wake tells pollers when it comes; a read with
+ *              O_NONBLOCK and nothing there answers -EAGAIN
  * /ddf/memo    a memfd the first incarnation filled and left in the state
  *              store (ddf_state_save with a descriptor); later ones get it
  *              back (ddf_state_fd) and read the same bytes
@@ -17,6 +18,8 @@
  *              kernel of the removal from the thread that reads the
  *              driver's answers, and the kernel then waits for the lock
  *              that the write to the same file holds until its answer)
+ * /ddf/ctl     also takes "forget memo" (ddf_state_drop) and "stop"
+ *              (ddf_stop: fini, then ddf_driver_run returns 0)
  *
  * The parameter "prefix" is put before every device name. The instance
  * name picks the size of the table it passes: "short" passes
@@ -27,6 +30,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -66,6 +70,7 @@ static int f_init(ddf_ctx *ctx, void *data)
         if (rc < 0)
             return rc;
     }
+    ddf_logf(DDF_LOG_INFO, "features: instance %s", ddf_instance(ctx));
     if (pipe(f->pipe) < 0)
         return -errno;
     if (ddf_watch(ctx, f->pipe[0], PIPE_TOKEN) < 0)
@@ -154,6 +159,10 @@ static void f_read(ddf_ctx *ctx, void *data, uint64_t handle, uint64_t offset, u
             ddf_reply_error(reply, -EBUSY);
             return;
         }
+        if (f->nbuffered == 0 && (ddf_reply_flags(reply) & O_NONBLOCK)) {
+            ddf_reply_error(reply, -EAGAIN);
+            return;
+        }
         f->waiting = reply;
         f->waiting_handle = handle;
         answer_waiting(f);
@@ -187,6 +196,15 @@ static void f_write(ddf_ctx *ctx, void *data, uint64_t handle, uint64_t offset, 
             ddf_reply_error(reply, rc);
         else
             ddf_reply_written(reply, (uint32_t)len);
+    } else if (dev == f->dev[CTL] && len >= 11 && memcmp(buf, "forget memo", 11) == 0) {
+        int rc = ddf_state_drop(ctx, "memo");
+        if (rc < 0)
+            ddf_reply_error(reply, rc);
+        else
+            ddf_reply_written(reply, (uint32_t)len);
+    } else if (dev == f->dev[CTL] && len >= 4 && memcmp(buf, "stop", 4) == 0) {
+        ddf_stop(ctx);
+        ddf_reply_written(reply, (uint32_t)len);
     } else {
         ddf_reply_error(reply, -EINVAL);
     }
@@ -232,6 +250,15 @@ static void f_close(ddf_ctx *ctx, void *data, uint64_t handle)
     }
 }
 
+static void f_fini(ddf_ctx *ctx, void *data)
+{
+    struct features *f = data;
+    int rc = ddf_unwatch(ctx, PIPE_TOKEN);
+    close(f->pipe[0]);
+    close(f->pipe[1]);
+    ddf_logf(DDF_LOG_INFO, "features: fini (unwatch %d)", rc);
+}
+
 /* A table as a newer header might declare it: one more entry. */
 struct longer_ops {
     struct ddf_driver_ops ops;
@@ -246,6 +273,7 @@ int main(void)
     static struct longer_ops table = {
         .ops = {
             .init = f_init,
+            .fini = f_fini,
             .open = f_open,
             .close = f_close,
             .read = f_read,

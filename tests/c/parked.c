@@ -203,11 +203,20 @@ static void parked_cancel(ddf_ctx *ctx, void *data, uint64_t request)
         ddf_logf(DDF_LOG_INFO, "parked: request %llu cancelled, answered EINTR", (unsigned long long)request);
 }
 
+static void parked_fini(ddf_ctx *ctx, void *data)
+{
+    struct parked *p = data;
+    (void)ctx;
+    ddf_waker_free(p->waker);
+    ddf_log(DDF_LOG_INFO, "parked: fini, waker freed");
+}
+
 int main(void)
 {
     static struct parked p = { .lock = PTHREAD_MUTEX_INITIALIZER };
     static const struct ddf_driver_ops ops = {
         .init = parked_init,
+        .fini = parked_fini,
         .open = parked_open,
         .close = parked_close,
         .read = parked_read,

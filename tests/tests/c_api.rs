@@ -251,6 +251,10 @@ fn a_c_driver_parks_reads_and_answers_them_from_other_threads() {
         ddm.log()
     );
     assert_eq!(status(&ddm, "parked")["restarts"], 0);
+    // Asked to stop, it runs fini (which frees its waker) and exits.
+    let mut ddm = ddm;
+    assert_eq!(ddm.stop().map(|s| s.success()), Some(true));
+    assert!(ddm.log().contains("parked: fini, waker freed"), "{}", ddm.log());
 }
 
 #[test]
@@ -287,6 +291,12 @@ fn the_c_client_gets_what_the_file_gives_and_is_refused_where_the_file_is() {
     assert_eq!(by_link, by_file);
     assert_eq!(by_link.trim(), "2");
     assert_eq!(greetings_by_python(&dev).to_string(), by_link.trim());
+    // hello has no write: the link and the file both say EINVAL.
+    for args in [&["-w", "hi", d][..], &["-f", "-w", "hi", d][..]] {
+        let out = run(&[], args);
+        assert!(!out.status.success(), "{args:?} wrote");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("write: Invalid argument"), "{args:?}: {out:?}");
+    }
 
     // Another user is refused by the file's mode (root 0600), directly too.
     let user = ["setpriv", "--reuid=4242", "--regid=4242", "--clear-groups"];
@@ -322,6 +332,11 @@ fn the_c_client_gets_what_the_file_gives_and_is_refused_where_the_file_is() {
 fn the_rest_of_the_driver_api_works_from_c() {
     let b = CBuild::new();
     let exe = b.cc("ddf-features", &["tests/c/features.c"], "");
+    let client = b.cc(
+        "hello-client",
+        &["examples/c/hello-client.c"],
+        &format!("-I{}", repo_root().join("drivers/hello").display()),
+    );
     let params = "[params]\ngreeting = \"hi there\"\ncount = 3\n";
     let other = |name: &str| b.manifest(name, &exe, &format!("[params]\nprefix = \"{name}-\"\n"));
     let ddm = Ddm::builder()
@@ -332,9 +347,10 @@ fn the_rest_of_the_driver_api_works_from_c() {
         .wait_for("ctl")
         .wait_for("longnull-ctl")
         .start();
-    // Manifest parameters, all of them and one by name.
+    // Manifest parameters, all of them and one by name; the instance name.
     let text = ok(&cat(&ddm.path("params")), "cat params");
     assert_eq!(text, "count=3\ngreeting=hi there\ngreeting is hi there\n");
+    assert!(ddm.log().contains("features: instance features"), "{}", ddm.log());
 
     // A watched descriptor: a read waits for the pipe, a write fills it.
     let pipe = ddm.path("pipe");
@@ -357,6 +373,21 @@ fn the_rest_of_the_driver_api_works_from_c() {
     );
     let out = Command::new("python3").arg("-c").arg(script).output().unwrap();
     assert_eq!(ok(&out, "python3 poll"), "[]\n[(3, 1)] b'x'\n");
+    // O_NONBLOCK with nothing there: EAGAIN (ddf_reply_flags).
+    let script = format!(
+        "import os\nfd = os.open({:?}, os.O_RDONLY | os.O_NONBLOCK)\n\
+         try:\n  os.read(fd, 1)\nexcept BlockingIOError as e:\n  print(e.errno)",
+        pipe.display().to_string()
+    );
+    let out = Command::new("python3").arg("-c").arg(script).output().unwrap();
+    assert_eq!(ok(&out, "python3 nonblocking read").trim(), libc::EAGAIN.to_string());
+    // A write through the C client's direct link reaches the same pipe.
+    let reader =
+        Command::new("head").args(["-c", "3"]).arg(&pipe).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let out = Command::new(&client).arg("-s").arg(&ddm.socket).args(["-w", "xyz"]).arg(&pipe).output().unwrap();
+    assert_eq!(ok(&out, "hello-client -w"), "3\n");
+    assert_eq!(ok(&reader.wait_with_output().unwrap(), "head -c 3 pipe"), "xyz");
 
     // State with a descriptor: the memfd the first incarnation made comes
     // back to the next.
@@ -368,6 +399,17 @@ fn the_rest_of_the_driver_api_works_from_c() {
     wait_new_pid(&ddm, "features", first);
     assert_eq!(ok(&cat(&ddm.path("memo")), "cat memo after the restart"), memo);
     assert!(ddm.log().contains("features: got the memo back"), "{}", ddm.log());
+    // Forgotten (ddf_state_drop), the next incarnation makes a new one.
+    ok(&sh(&format!("echo forget memo > {}", ddm.path("ctl").display())), "echo > ctl");
+    let second = pid(&ddm, "features");
+    // SAFETY: as above.
+    unsafe { libc::kill(second as i32, libc::SIGKILL) };
+    let third = wait_new_pid(&ddm, "features", second);
+    assert_eq!(ok(&cat(&ddm.path("memo")), "cat memo"), format!("left by pid {third}\n"));
+    // ddf_stop: fini (which unwatches the pipe), then the run ends.
+    ok(&sh(&format!("echo stop > {}", ddm.path("ctl").display())), "echo stop > ctl");
+    wait_new_pid(&ddm, "features", third);
+    assert!(ddm.log().contains("features: fini (unwatch 0)"), "{}", ddm.log());
 
     // Removing a device.
     assert!(ddm.path("gone").exists());
