@@ -259,7 +259,7 @@ typedef struct ddf_driver_ops {
                 size_t len,
                 struct ddf_reply *reply);
   /**
-   * Device control `cmd`, with `in_len` input bytes at `in` (valid during
+   * Device control `cmd`, with `in_len` input bytes at `input` (valid during
    * the call only) and room for `out_len` output bytes. Answer `reply`
    * now or later (`ddf_reply_ioctl`, `ddf_reply_error`). NULL: `-ENOTTY`.
    */
