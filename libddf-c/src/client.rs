@@ -104,9 +104,9 @@ struct Nodes {
 // is built; moving the value between threads moves no pointee.
 unsafe impl Send for Nodes {}
 
-static DDMS: Table<Arc<Mutex<Ddm>>> = Table::new();
-static CLIENTS: Table<Arc<Mutex<Client>>> = Table::new();
-static NODES: Table<Box<Nodes>> = Table::new();
+static DDMS: Table<Arc<Mutex<Ddm>>> = Table::new("a ddm connection", "freed");
+static CLIENTS: Table<Arc<Mutex<Client>>> = Table::new("a client", "freed");
+static NODES: Table<Box<Nodes>> = Table::new("a list of nodes", "freed");
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -152,20 +152,11 @@ fn client_failed(e: &ClientError) -> c_int {
 }
 
 fn ddm_of(func: &str, ddm: *mut ddf_ddm) -> Arc<Mutex<Ddm>> {
-    if ddm.is_null() {
-        violation(func, format_args!("ddm is NULL"));
-    }
-    DDMS.with(ddm, |d| d.clone())
-        .unwrap_or_else(|| violation(func, format_args!("ddm {ddm:p} was freed, or is not a ddm the library gave out")))
+    DDMS.expect_with(func, "ddm", ddm, |d| d.clone())
 }
 
 fn client_of(func: &str, client: *const ddf_client) -> Arc<Mutex<Client>> {
-    if client.is_null() {
-        violation(func, format_args!("client is NULL"));
-    }
-    CLIENTS.with(client, |c| c.clone()).unwrap_or_else(|| {
-        violation(func, format_args!("client {client:p} was freed, or is not a client the library gave out"))
-    })
+    CLIENTS.expect_with(func, "client", client, |c| c.clone())
 }
 
 /// Connects to ddm's control socket at `socket` (NULL: the default,
@@ -210,14 +201,7 @@ pub unsafe extern "C" fn ddf_ddm_connect(socket: *const c_char, ddm: *mut *mut d
 #[no_mangle]
 pub unsafe extern "C" fn ddf_ddm_free(ddm: *mut ddf_ddm) {
     const F: &str = "ddf_ddm_free";
-    guard(F, (), || {
-        if ddm.is_null() {
-            violation(F, format_args!("ddm is NULL"));
-        }
-        if DDMS.take(ddm).is_none() {
-            violation(F, format_args!("ddm {ddm:p} was freed already, or is not a ddm the library gave out"));
-        }
-    });
+    guard(F, (), || drop(DDMS.expect_take(F, "ddm", ddm)));
 }
 
 /// Opens a direct link to the driver of the device file open as `fd` (a
@@ -269,14 +253,7 @@ pub unsafe extern "C" fn ddf_connect_device(ddm: *mut ddf_ddm, fd: c_int, client
 #[no_mangle]
 pub unsafe extern "C" fn ddf_client_free(client: *mut ddf_client) {
     const F: &str = "ddf_client_free";
-    guard(F, (), || {
-        if client.is_null() {
-            violation(F, format_args!("client is NULL"));
-        }
-        if CLIENTS.take(client).is_none() {
-            violation(F, format_args!("client {client:p} was freed already, or is not a client the library gave out"));
-        }
-    });
+    guard(F, (), || drop(CLIENTS.expect_take(F, "client", client)));
 }
 
 /// The access the link was granted: `O_RDONLY`, `O_WRONLY` or `O_RDWR`,
@@ -575,14 +552,7 @@ pub unsafe extern "C" fn ddf_ddm_find(
 #[no_mangle]
 pub unsafe extern "C" fn ddf_nodes_count(nodes: *const ddf_nodes) -> usize {
     const F: &str = "ddf_nodes_count";
-    guard(F, 0, || {
-        if nodes.is_null() {
-            violation(F, format_args!("nodes is NULL"));
-        }
-        NODES.with(nodes, |n| n.nodes.len()).unwrap_or_else(|| {
-            violation(F, format_args!("nodes {nodes:p} was freed, or is not a list the library gave out"))
-        })
-    })
+    guard(F, 0, || NODES.expect_with(F, "nodes", nodes, |n| n.nodes.len()))
 }
 
 /// Node number `index` (from 0) of the list, or NULL past the end. It stays
@@ -595,16 +565,11 @@ pub unsafe extern "C" fn ddf_nodes_count(nodes: *const ddf_nodes) -> usize {
 pub unsafe extern "C" fn ddf_nodes_get(nodes: *const ddf_nodes, index: usize) -> *const ddf_node {
     const F: &str = "ddf_nodes_get";
     guard(F, std::ptr::null(), || {
-        if nodes.is_null() {
-            violation(F, format_args!("nodes is NULL"));
-        }
         // The node lives in a Box the table holds until ddf_nodes_free, so
         // the pointer outlives the lock.
-        NODES
-            .with(nodes, |n| n.nodes.get(index).map_or(std::ptr::null(), |node| node as *const ddf_node))
-            .unwrap_or_else(|| {
-                violation(F, format_args!("nodes {nodes:p} was freed, or is not a list the library gave out"))
-            })
+        NODES.expect_with(F, "nodes", nodes, |n| {
+            n.nodes.get(index).map_or(std::ptr::null(), |node| node as *const ddf_node)
+        })
     })
 }
 
@@ -616,14 +581,7 @@ pub unsafe extern "C" fn ddf_nodes_get(nodes: *const ddf_nodes, index: usize) ->
 #[no_mangle]
 pub unsafe extern "C" fn ddf_nodes_free(nodes: *mut ddf_nodes) {
     const F: &str = "ddf_nodes_free";
-    guard(F, (), || {
-        if nodes.is_null() {
-            violation(F, format_args!("nodes is NULL"));
-        }
-        if NODES.take(nodes).is_none() {
-            violation(F, format_args!("nodes {nodes:p} was freed already, or is not a list the library gave out"));
-        }
-    });
+    guard(F, (), || drop(NODES.expect_take(F, "nodes", nodes)));
 }
 
 #[cfg(test)]

@@ -626,7 +626,7 @@ pub unsafe extern "C" fn ddf_stop(ctx: *mut ddf_ctx) {
 }
 
 /// Every waker given to C and not freed.
-static WAKERS: Table<Waker> = Table::new();
+static WAKERS: Table<Waker> = Table::new("a waker", "freed");
 
 /// A new waker: any thread may call `ddf_waker_wake` on it to have the
 /// runtime call the `wake` callback soon. Free it with `ddf_waker_free`.
@@ -652,13 +652,7 @@ pub unsafe extern "C" fn ddf_waker_new(ctx: *mut ddf_ctx) -> *mut ddf_waker {
 pub unsafe extern "C" fn ddf_waker_wake(waker: *const ddf_waker) -> c_int {
     const F: &str = "ddf_waker_wake";
     guard(F, -libc::EIO, || {
-        if waker.is_null() {
-            violation(F, format_args!("waker is NULL"));
-        }
-        let w = WAKERS.with(waker, |w| w.clone()).unwrap_or_else(|| {
-            violation(F, format_args!("waker {waker:p} was freed, or is not a waker the library gave out"))
-        });
-        w.wake();
+        WAKERS.expect_with(F, "waker", waker, |w| w.clone()).wake();
         0
     })
 }
@@ -671,14 +665,7 @@ pub unsafe extern "C" fn ddf_waker_wake(waker: *const ddf_waker) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn ddf_waker_free(waker: *mut ddf_waker) {
     const F: &str = "ddf_waker_free";
-    guard(F, (), || {
-        if waker.is_null() {
-            violation(F, format_args!("waker is NULL"));
-        }
-        if WAKERS.take(waker).is_none() {
-            violation(F, format_args!("waker {waker:p} was freed already, or is not a waker the library gave out"));
-        }
-    });
+    guard(F, (), || drop(WAKERS.expect_take(F, "waker", waker)));
 }
 
 /// Copies the bytes an earlier incarnation of this driver saved under `key`

@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+use crate::ffi::violation;
+
 /// The next handle number; steps of 16 keep them looking like (aligned)
 /// pointers in a debugger and far from NULL.
 static NEXT: AtomicUsize = AtomicUsize::new(0x1000);
@@ -20,12 +22,17 @@ static NEXT: AtomicUsize = AtomicUsize::new(0x1000);
 #[derive(Debug)]
 pub(crate) struct Table<T> {
     map: Mutex<BTreeMap<usize, T>>,
+    /// What the objects are, for messages ("a reply").
+    kind: &'static str,
+    /// What ends a handle's life ("answered", "freed").
+    ends: &'static str,
 }
 
 impl<T> Table<T> {
-    /// An empty table (for a `static`).
-    pub(crate) const fn new() -> Table<T> {
-        Table { map: Mutex::new(BTreeMap::new()) }
+    /// An empty table (for a `static`) of `kind` objects whose handles end
+    /// when they are `ends`.
+    pub(crate) const fn new(kind: &'static str, ends: &'static str) -> Table<T> {
+        Table { map: Mutex::new(BTreeMap::new()), kind, ends }
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<usize, T>> {
@@ -52,6 +59,36 @@ impl<T> Table<T> {
         self.lock().get_mut(&handle.addr()).map(f)
     }
 
+    /// Why the handle `what` of `func` is not in the table: an API
+    /// violation, which ends the process.
+    fn not_found<P>(&self, func: &str, what: &str, handle: *const P) -> ! {
+        if handle.is_null() {
+            violation(func, format_args!("{what} is NULL"));
+        }
+        violation(
+            func,
+            format_args!("{what} {handle:p} was {} already, or is not {} the library gave out", self.ends, self.kind),
+        )
+    }
+
+    /// Runs `f` on the object behind the argument `what` of `func`; a
+    /// handle that is NULL or not in the table ends the process.
+    pub(crate) fn expect_with<P, R>(&self, func: &str, what: &str, handle: *const P, f: impl FnOnce(&mut T) -> R) -> R {
+        match self.with(handle, f) {
+            Some(r) => r,
+            None => self.not_found(func, what, handle),
+        }
+    }
+
+    /// Takes the object behind the argument `what` of `func`; a handle that
+    /// is NULL or not in the table ends the process.
+    pub(crate) fn expect_take<P>(&self, func: &str, what: &str, handle: *const P) -> T {
+        match self.take(handle) {
+            Some(v) => v,
+            None => self.not_found(func, what, handle),
+        }
+    }
+
     /// How many objects the table holds.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
@@ -65,7 +102,7 @@ mod tests {
 
     #[test]
     fn a_handle_is_found_once_and_never_again() {
-        let t: Table<u32> = Table::new();
+        let t: Table<u32> = Table::new("a number", "taken");
         let h = t.insert::<u8>(7);
         assert!(!h.is_null());
         assert_eq!(t.with(h, |v| *v), Some(7));
@@ -78,8 +115,8 @@ mod tests {
 
     #[test]
     fn handles_of_two_tables_never_meet() {
-        let a: Table<u32> = Table::new();
-        let b: Table<u32> = Table::new();
+        let a: Table<u32> = Table::new("a number", "taken");
+        let b: Table<u32> = Table::new("a number", "taken");
         let ha = a.insert::<u8>(1);
         let hb = b.insert::<u8>(2);
         assert_eq!(b.with(ha, |v| *v), None);

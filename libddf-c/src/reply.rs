@@ -44,7 +44,7 @@ impl Pending {
 }
 
 /// Every reply given to C and not answered yet.
-static REPLIES: Table<Pending> = Table::new();
+static REPLIES: Table<Pending> = Table::new("a reply", "answered");
 
 /// Hands a reply to C.
 pub(crate) fn give(p: Pending) -> *mut ddf_reply {
@@ -54,22 +54,12 @@ pub(crate) fn give(p: Pending) -> *mut ddf_reply {
 /// Takes the reply behind `r` for an answer; a handle that is not a reply
 /// waiting for its answer ends the process.
 fn take(func: &str, r: *mut ddf_reply) -> Pending {
-    if r.is_null() {
-        violation(func, format_args!("reply is NULL"));
-    }
-    REPLIES.take(r).unwrap_or_else(|| {
-        violation(func, format_args!("reply {r:p} was answered already, or is not a reply the library gave out"))
-    })
+    REPLIES.expect_take(func, "reply", r)
 }
 
 /// Looks at the reply behind `r` without answering it.
 fn peek<R>(func: &str, r: *const ddf_reply, f: impl FnOnce(&Pending) -> R) -> R {
-    if r.is_null() {
-        violation(func, format_args!("reply is NULL"));
-    }
-    REPLIES.with(r, |p| f(p)).unwrap_or_else(|| {
-        violation(func, format_args!("reply {r:p} was answered already, or is not a reply the library gave out"))
-    })
+    REPLIES.expect_with(func, "reply", r, |p| f(p))
 }
 
 fn wrong_kind(func: &str, p: &Pending, fits: &str) -> ! {
