@@ -151,6 +151,18 @@ fn client_failed(e: &ClientError) -> c_int {
     }
 }
 
+/// Stores `v` in `table` and its handle through the out-argument `what`;
+/// returns 0.
+///
+/// # Safety
+/// `out` is NULL (an API violation) or writable.
+unsafe fn hand_out<T, P>(func: &str, what: &str, table: &Table<T>, out: *mut *mut P, v: T) -> c_int {
+    let h = table.insert(v);
+    // SAFETY: NULL (a violation `put` reports) or writable, as the caller promises.
+    unsafe { put(func, what, out, h) };
+    0
+}
+
 fn ddm_of(func: &str, ddm: *mut ddf_ddm) -> Arc<Mutex<Ddm>> {
     DDMS.expect_with(func, "ddm", ddm, |d| d.clone())
 }
@@ -182,12 +194,8 @@ pub unsafe extern "C" fn ddf_ddm_connect(socket: *const c_char, ddm: *mut *mut d
             Err(e) => return e,
         };
         match Ddm::connect(Path::new(path)) {
-            Ok(d) => {
-                let h = DDMS.insert(Arc::new(Mutex::new(d)));
-                // SAFETY: non-NULL (checked) and writable, as the header requires.
-                unsafe { put(F, "ddm", ddm, h) };
-                0
-            }
+            // SAFETY: `ddm` is writable, as the header requires.
+            Ok(d) => unsafe { hand_out(F, "ddm", &DDMS, ddm, Arc::new(Mutex::new(d))) },
             Err(e) => ddm_failed(&e),
         }
     })
@@ -234,12 +242,8 @@ pub unsafe extern "C" fn ddf_connect_device(ddm: *mut ddf_ddm, fd: c_int, client
         let file = ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
         let result = lock(&d).connect_device(&file);
         match result {
-            Ok(c) => {
-                let h = CLIENTS.insert(Arc::new(Mutex::new(c)));
-                // SAFETY: non-NULL (checked) and writable, as the header requires.
-                unsafe { put(F, "client", client, h) };
-                0
-            }
+            // SAFETY: `client` is writable, as the header requires.
+            Ok(c) => unsafe { hand_out(F, "client", &CLIENTS, client, Arc::new(Mutex::new(c))) },
             Err(e) => ddm_failed(&e),
         }
     })
@@ -477,12 +481,8 @@ pub unsafe extern "C" fn ddf_ddm_tree(ddm: *mut ddf_ddm, nodes: *mut *mut ddf_no
         }
         let result = lock(&d).tree();
         match result {
-            Ok(list) => {
-                let h = NODES.insert(nodes_of(list));
-                // SAFETY: non-NULL (checked) and writable, as the header requires.
-                unsafe { put(F, "nodes", nodes, h) };
-                0
-            }
+            // SAFETY: `nodes` is writable, as the header requires.
+            Ok(list) => unsafe { hand_out(F, "nodes", &NODES, nodes, nodes_of(list)) },
             Err(e) => ddm_failed(&e),
         }
     })
@@ -533,12 +533,8 @@ pub unsafe extern "C" fn ddf_ddm_find(
         };
         let result = lock(&d).find(&query);
         match result {
-            Ok(list) => {
-                let h = NODES.insert(nodes_of(list));
-                // SAFETY: non-NULL (checked) and writable, as the header requires.
-                unsafe { put(F, "nodes", nodes, h) };
-                0
-            }
+            // SAFETY: `nodes` is writable, as the header requires.
+            Ok(list) => unsafe { hand_out(F, "nodes", &NODES, nodes, nodes_of(list)) },
             Err(e) => ddm_failed(&e),
         }
     })
