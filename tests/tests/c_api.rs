@@ -4,6 +4,9 @@
 //! drivers run by a real ddm on a real mount, sandboxed and supervised,
 //! and driven with shell tools.
 //!
+//! The tests that start ddm need root (they skip as another user); the
+//! library's own checks (exports, header, install-lib) do not.
+//!
 //! The C sources: `drivers/hello/` (the hello driver), `examples/c/` (a
 //! client and a tree tool), `tests/c/` (drivers that park reads and that
 //! break the API on purpose). `cargo build --workspace` must have built
@@ -46,7 +49,9 @@ impl CBuild {
         let dir = tempfile::Builder::new().prefix("ddf-c-").tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let b = CBuild { dir };
-        b.install(&repo_root(), &["--archive", bin_dir().join("libddf_c.a").to_str().unwrap()]);
+        let archive = bin_dir().join("libddf_c.a");
+        assert!(archive.exists(), "no {}: build it first (cargo build --workspace --lib)", archive.display());
+        b.install(&repo_root(), &["--archive", archive.to_str().unwrap()]);
         b
     }
 
@@ -162,6 +167,7 @@ fn cat(path: &Path) -> Output {
 
 #[test]
 fn the_c_hello_driver_greets_answers_its_ioctl_and_keeps_its_count_across_kill_9() {
+    ddf_tests::needs_root!();
     let b = CBuild::new();
     let exe = build_hello(&b);
     // Linked dynamically: it needs libddf.so.0 and holds none of its code.
@@ -216,6 +222,7 @@ fn the_c_hello_driver_greets_answers_its_ioctl_and_keeps_its_count_across_kill_9
 
 #[test]
 fn a_c_driver_parks_reads_and_answers_them_from_other_threads() {
+    ddf_tests::needs_root!();
     let b = CBuild::new();
     let exe = b.cc("ddf-parked", &["tests/c/parked.c"], "-pthread");
     let ddm = Ddm::builder().manifest(&b.manifest("parked", &exe, "")).wait_for("forever").start();
@@ -259,6 +266,7 @@ fn a_c_driver_parks_reads_and_answers_them_from_other_threads() {
 
 #[test]
 fn the_c_client_gets_what_the_file_gives_and_is_refused_where_the_file_is() {
+    ddf_tests::needs_root!();
     let b = CBuild::new();
     let exe = build_hello(&b);
     let client = b.cc(
@@ -330,6 +338,7 @@ fn the_c_client_gets_what_the_file_gives_and_is_refused_where_the_file_is() {
 
 #[test]
 fn the_rest_of_the_driver_api_works_from_c() {
+    ddf_tests::needs_root!();
     let b = CBuild::new();
     let exe = b.cc("ddf-features", &["tests/c/features.c"], "");
     let client = b.cc(
@@ -544,6 +553,7 @@ fn install_lib_stages_under_destdir_with_a_pc_file_that_names_the_prefix() {
 
 #[test]
 fn a_c_driver_that_breaks_the_api_is_ended_with_a_clear_message_and_ddm_carries_on() {
+    ddf_tests::needs_root!();
     let b = CBuild::new();
     let exe = b.cc("ddf-violate", &["tests/c/violate.c"], "-pthread");
     let ddm = Ddm::builder()
@@ -586,6 +596,7 @@ fn a_c_driver_that_breaks_the_api_is_ended_with_a_clear_message_and_ddm_carries_
 
 #[test]
 fn a_c_driver_whose_library_its_sandbox_hides_fails_with_the_loaders_words() {
+    ddf_tests::needs_root!();
     let b = CBuild::new();
     let exe = build_hello(&b);
     // The checked-in manifest minus the line that lets it read libddf.
@@ -631,6 +642,7 @@ fn patch(path: &Path, from: &str, to: &str) {
 /// cargo, and installed over the old one with scripts/install-lib.
 #[test]
 fn an_unrebuilt_c_driver_runs_on_a_newer_library() {
+    ddf_tests::needs_root!();
     let b = CBuild::new();
     let exe = build_hello(&b);
     let built = std::fs::read(&exe).unwrap();
