@@ -238,10 +238,14 @@ fn a_c_driver_parks_reads_and_answers_them_from_other_threads() {
     assert_eq!(ok(&cat(&ddm.path("thread")), "cat thread"), "threaded\n");
     assert!(t.elapsed() >= Duration::from_millis(150), "the read was not parked ({:?})", t.elapsed());
     // Several at once, each answered.
-    let readers: Vec<_> =
-        (0..4).map(|i| Command::new("cat").arg(ddm.path(["later", "thread"][i % 2])).output()).collect();
+    let readers: Vec<_> = (0..4)
+        .map(|i| {
+            let dev = ddm.path(["later", "thread"][i % 2]);
+            Command::new("cat").arg(dev).stdout(std::process::Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
     for (i, r) in readers.into_iter().enumerate() {
-        assert_eq!(ok(&r.unwrap(), "cat"), ["woken\n", "threaded\n"][i % 2]);
+        assert_eq!(ok(&r.wait_with_output().unwrap(), "cat"), ["woken\n", "threaded\n"][i % 2]);
     }
     // The caller who gives up: the cancel callback answers EINTR, the
     // reader ends on its signal.
