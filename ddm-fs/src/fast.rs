@@ -174,7 +174,10 @@ impl Conn {
                         if self.is_dead() {
                             return Ok(());
                         }
-                        return Err(FastError::Ring(format!("answer in the ring to request {}, answered already", id.0)));
+                        return Err(FastError::Ring(format!(
+                            "answer in the ring to request {}, answered already",
+                            id.0
+                        )));
                     };
                     answered(id, p.parked, frame).map_err(FastError::Answer)
                 }
@@ -205,10 +208,7 @@ thread_local! {
 /// requests each has seen; called now and then (by the watchdog).
 pub fn govern<'a>(links: impl Iterator<Item = (&'a LinkRing, u64)>) {
     let links: Vec<(&LinkRing, u64)> = links.collect();
-    let busy = links
-        .iter()
-        .filter(|(l, calls)| l.calls_seen.swap(*calls, Ordering::Relaxed) != *calls)
-        .count();
+    let busy = links.iter().filter(|(l, calls)| l.calls_seen.swap(*calls, Ordering::Relaxed) != *calls).count();
     let allow = busy <= usable_cpus().saturating_sub(1).max(1);
     for (l, _) in links {
         l.ring.set_spin_allowed(allow);

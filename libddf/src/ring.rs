@@ -435,10 +435,10 @@ impl Ring {
                         return Some((s, true));
                     }
                 }
-                v if v == SlotState::Orphan as u32 => {
-                    if self.transition(s, SlotState::Orphan, SlotState::OrphanBusy).is_ok() {
-                        return Some((s, true));
-                    }
+                v if v == SlotState::Orphan as u32
+                    && self.transition(s, SlotState::Orphan, SlotState::OrphanBusy).is_ok() =>
+                {
+                    return Some((s, true));
                 }
                 _ => {}
             }
@@ -463,7 +463,8 @@ impl Doorbell {
     /// A new doorbell (the trusted side).
     pub fn new() -> Result<Doorbell, RingError> {
         let flags = nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK;
-        let efd = nix::sys::eventfd::EventFd::from_value_and_flags(0, flags).map_err(|e| RingError::Doorbell(e.into()))?;
+        let efd =
+            nix::sys::eventfd::EventFd::from_value_and_flags(0, flags).map_err(|e| RingError::Doorbell(e.into()))?;
         Ok(Doorbell(efd.into()))
     }
 

@@ -64,7 +64,8 @@ impl Core {
                 parked.fail(Errno::EIO);
                 return Ok(());
             };
-            let reply = ddf::ipc::Frame::parse(frame, Vec::new()).and_then(|f| Ok((f.decode::<DriverToDdm>()?, f.payload)));
+            let reply =
+                ddf::ipc::Frame::parse(frame, Vec::new()).and_then(|f| Ok((f.decode::<DriverToDdm>()?, f.payload)));
             let (result, payload) = match reply {
                 Ok((DriverToDdm::Reply { id: got, result }, payload)) if got == id => (result, payload),
                 Ok((other, _)) => {

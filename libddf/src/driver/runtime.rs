@@ -362,7 +362,13 @@ fn drop_client<D: Driver>(driver: &mut D, ctx: &mut Context, clients: &mut Vec<C
 
 /// Takes the call in `slot` of `s`: the reply object that answers it, and
 /// the handle that gives the slot back once the call was made.
-fn slot_reply(s: &Served, slot: usize, orphan: bool, id: RequestId, chan: &Arc<Channel>) -> (ReplyTo, Option<SlotReply>) {
+fn slot_reply(
+    s: &Served,
+    slot: usize,
+    orphan: bool,
+    id: RequestId,
+    chan: &Arc<Channel>,
+) -> (ReplyTo, Option<SlotReply>) {
     if orphan {
         return (ReplyTo::new(id, chan.clone()), None);
     }
@@ -376,12 +382,10 @@ fn slot_reply(s: &Served, slot: usize, orphan: bool, id: RequestId, chan: &Arc<C
 fn settle(s: &Served, slot: usize, orphan: bool, keep: Option<SlotReply>) {
     match keep {
         None if orphan => s.ring.set(slot, SlotState::Free),
-        None => {}
-        Some(k) => {
-            if k.cell.compare_exchange(IN_SLOT, BY_SOCKET, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-                k.give_back();
-            }
+        Some(k) if k.cell.compare_exchange(IN_SLOT, BY_SOCKET, Ordering::AcqRel, Ordering::Acquire).is_ok() => {
+            k.give_back();
         }
+        None | Some(_) => {}
     }
 }
 
