@@ -101,6 +101,7 @@
 //!   this handle, by the device, by the driver, and bytes pending now.
 
 mod config;
+mod events;
 mod hub;
 mod i8042;
 
@@ -109,14 +110,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use ddf::driver::{self, poll_events, Context, Driver, IoctlReply, ReadReply, StartInfo, WriteReply};
 use ddf::input::evdev::{self, EvdevDevice};
+use ddf::input::evnode::Identity;
 use ddf::input::keyboard::{self, Mode};
-use ddf::input::{InputEvent, UsDecoder, EV_SYN, SYN_DROPPED};
+use ddf::input::{Decoder, InputEvent, EV_KEY, EV_SYN, KEY_MAX, LED_CAPSL, LED_NUML, SYN_DROPPED};
 use ddf::io::PortSpace;
-use ddf::proto::{DeviceClass, DeviceId, Errno, Handle, RequestId};
+use ddf::proto::{BusId, DeviceClass, DeviceId, DeviceSpec, Errno, Handle, RequestId};
 use log::{debug, error, info, warn};
 
 use config::{Config, PortsKind, SourceKind};
-use hub::Hub;
+use events::{Framing, Node};
+use hub::{Hub, NodeKind};
 use i8042::{EmulatedI8042, Poller, RealI8042Ports};
 
 /// `open(2)` access mode bits and write-only mode (the same on every Linux
@@ -164,8 +167,10 @@ impl Source {
 
 #[derive(Debug)]
 struct Keyboard {
-    /// The DDM's device number.
+    /// The DDM's device number of the text node.
     device: DeviceId,
+    /// The DDM's device number of the evdev node, if it has one.
+    events: Option<DeviceId>,
     name: String,
     source: Source,
 }
@@ -182,13 +187,14 @@ struct KeyboardDriver {
     space: Option<PortSpace>,
     poller: Option<Poller>,
     scratch: Vec<InputEvent>,
-    /// The `lost_bytes` counter the DDM last got (`None`: not yet sent).
-    reported_lost: Option<u64>,
+    /// The `lost_bytes` and `lost_events` counters the DDM last got
+    /// (`None`: not yet sent).
+    reported_lost: Option<(u64, u64)>,
 }
 
 impl KeyboardDriver {
     fn new(start: &StartInfo) -> Result<KeyboardDriver, String> {
-        let config = Config::from_params(&start.params)?;
+        let config = Config::from_params(&start.instance, &start.params)?;
         let mut space = None;
         let sources = match config.source {
             SourceKind::Auto => {
@@ -232,7 +238,7 @@ impl KeyboardDriver {
             }
         };
         Ok(KeyboardDriver {
-            hub: Hub::new(config.buffer),
+            hub: Hub::new(config.buffer, config.event_buffer),
             config,
             sources,
             keyboards: Vec::new(),
@@ -263,8 +269,55 @@ impl KeyboardDriver {
         Ok(())
     }
 
-    fn index_of(&self, device: DeviceId) -> Option<usize> {
-        self.keyboards.iter().position(|k| k.device == device)
+    /// The keyboard with device `device`, and which of its nodes it is.
+    fn node_of(&self, device: DeviceId) -> Option<(usize, NodeKind)> {
+        self.keyboards.iter().enumerate().find_map(|(i, k)| {
+            if k.device == device {
+                Some((i, NodeKind::Text))
+            } else if k.events == Some(device) {
+                Some((i, NodeKind::Events))
+            } else {
+                None
+            }
+        })
+    }
+
+    /// The evdev node of a keyboard from `source`, and the decoder for its
+    /// text node (in step with a real keyboard's locks and keys).
+    fn node_for(&self, name: &str, source: &Source) -> (Node, Decoder) {
+        let layout = self.config.layout;
+        let mut decoder = Decoder::new(layout);
+        let node = match source {
+            Source::Evdev(dev) => {
+                let identity = dev.identity().unwrap_or_else(|e| {
+                    warn!("{name}: {}; its evdev node says only that it has keys", ddf::error_chain(&e));
+                    let mut identity = Identity::new(dev.name(), Default::default());
+                    identity.caps.ev.set(EV_SYN, true);
+                    identity.caps.ev.set(EV_KEY, true);
+                    for k in 1..=KEY_MAX {
+                        identity.caps.key.set(k, true);
+                    }
+                    identity
+                });
+                let mut node = Node::new(identity, Framing::Source);
+                match dev.state() {
+                    Ok(state) => {
+                        decoder.set_caps_lock(state.led.test(LED_CAPSL));
+                        decoder.set_num_lock(state.led.test(LED_NUML));
+                        decoder.resync(|k| state.key.test(k));
+                        node.state = state;
+                    }
+                    Err(e) => debug!("{name}: {e}; starting with every key up and the locks off"),
+                }
+                node
+            }
+            Source::Virtual => Node::new(events::virtual_identity(name, layout), Framing::PerKey),
+            Source::I8042 { emulated, .. } => {
+                Node::new(events::i8042_identity(emulated.is_some(), i8042::keys()), Framing::PerKey)
+            }
+            Source::Gone => Node::new(Identity::default(), Framing::PerKey),
+        };
+        (node, decoder)
     }
 
     /// Hands events of keyboard `kbd` to the hub and wakes pollers.
@@ -275,11 +328,13 @@ impl KeyboardDriver {
         self.report_losses(ctx);
     }
 
-    /// Sends the DDM the `lost_bytes` counter if it changed since the last
-    /// report (a failed send is retried at the next delivery).
+    /// Sends the DDM the `lost_bytes` and `lost_events` counters if they
+    /// changed since the last report (a failed send is retried at the next
+    /// delivery).
     fn report_losses(&mut self, ctx: &mut Context) {
-        let lost = self.hub.lost_driver();
-        if self.reported_lost != Some(lost) && ctx.counters(&[("lost_bytes", lost)]).is_ok() {
+        let lost = (self.hub.lost_driver(), self.hub.lost_events_driver());
+        if self.reported_lost != Some(lost) && ctx.counters(&[("lost_bytes", lost.0), ("lost_events", lost.1)]).is_ok()
+        {
             self.reported_lost = Some(lost);
         }
     }
@@ -291,8 +346,10 @@ impl KeyboardDriver {
             return;
         };
         keyboard.source = Source::Gone;
-        if let Err(e) = ctx.remove_device(keyboard.device) {
-            warn!("{}: removing the device: {e}", keyboard.name);
+        for device in std::iter::once(keyboard.device).chain(keyboard.events) {
+            if let Err(e) = ctx.remove_device(device) {
+                warn!("{}: removing device {device}: {e}", keyboard.name);
+            }
         }
         for handle in self.hub.keyboard_gone(kbd) {
             ctx.poll_wake(handle);
@@ -320,23 +377,36 @@ fn evdev_keyboards(config: &Config) -> Result<Vec<EvdevDevice>, String> {
 
 impl Driver for KeyboardDriver {
     fn init(&mut self, ctx: &mut Context) -> Result<(), Errno> {
+        let bus: Option<BusId> = match &self.config.input_bus {
+            Some(bus) => Some(ctx.add_bus(bus, "input", None)?),
+            None => None,
+        };
         for (i, source) in std::mem::take(&mut self.sources).into_iter().enumerate() {
             let name = format!("{}{i}", self.config.name);
             let device = ctx.add_device(&name, DeviceClass::Char, 0)?;
-            let mut decoder = UsDecoder::new();
-            if let Source::Evdev(dev) = &source {
-                match dev.locks() {
-                    Ok((caps, num)) => {
-                        decoder.set_caps_lock(caps);
-                        decoder.set_num_lock(num);
-                    }
-                    Err(e) => debug!("{name}: {e}; starting with the locks off"),
+            let (node, decoder) = self.node_for(&name, &source);
+            let events = match bus {
+                Some(bus) => {
+                    let spec = DeviceSpec {
+                        bus: Some(bus),
+                        meta: vec![("keyboard".into(), name.clone()), ("name".into(), node.identity.name.clone())],
+                        ..DeviceSpec::new(0, &format!("event{i}"), DeviceClass::Char, 0)
+                    };
+                    Some(ctx.add(spec)?)
                 }
+                None => None,
+            };
+            if let Source::Evdev(dev) = &source {
                 ctx.watch(dev, i as u64);
             }
-            info!("{name}: {}", source.describe());
-            self.hub.add_keyboard(&name, decoder);
-            self.keyboards.push(Keyboard { device, name, source });
+            info!(
+                "{name}: {} ({} layout), evdev node {:?}",
+                source.describe(),
+                self.config.layout.describe(),
+                node.identity.name
+            );
+            self.hub.add_keyboard(&name, decoder, node);
+            self.keyboards.push(Keyboard { device, events, name, source });
         }
         if self.keyboards.iter().any(|k| matches!(k.source, Source::I8042 { .. })) {
             if let Err(e) = self.start_poller(ctx) {
@@ -357,9 +427,12 @@ impl Driver for KeyboardDriver {
     }
 
     fn open(&mut self, _ctx: &mut Context, device: DeviceId, flags: i32) -> Result<Handle, Errno> {
-        let kbd = self.index_of(device).ok_or(Errno::ENXIO)?;
+        let (kbd, kind) = self.node_of(device).ok_or(Errno::ENXIO)?;
         let reading = flags & O_ACCMODE != O_WRONLY;
-        let handle = self.hub.open(kbd, reading)?;
+        let handle = match kind {
+            NodeKind::Text => self.hub.open(kbd, reading)?,
+            NodeKind::Events => self.hub.open_events(kbd, reading)?,
+        };
         if let Some(Keyboard { source: Source::I8042 { emulated: Some(dev), scancodes }, name, .. }) =
             self.keyboards.get_mut(kbd)
         {
@@ -381,7 +454,7 @@ impl Driver for KeyboardDriver {
     }
 
     fn write(&mut self, ctx: &mut Context, handle: Handle, _offset: u64, data: &[u8], reply: WriteReply) {
-        let Some(kbd) = self.hub.keyboard_of(handle) else {
+        let Some((kbd, kind)) = self.hub.keyboard_of(handle) else {
             reply.error(Errno::EBADF);
             return;
         };
@@ -390,6 +463,21 @@ impl Driver for KeyboardDriver {
             return;
         };
         let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        if kind == NodeKind::Events {
+            // As evdev_write: whole records are taken (and, on a virtual
+            // keyboard, typed); the others do not take events here.
+            match (&keyboard.source, events::parse_write(data)) {
+                (Source::Virtual, Ok((keys, taken))) => {
+                    debug!("{}: evdev handle {handle} typed {} key events", keyboard.name, keys.len());
+                    self.deliver(ctx, kbd, &keys);
+                    reply.written(u32::try_from(taken).unwrap_or(len));
+                }
+                (Source::Virtual, Err(e)) => reply.error(e),
+                (Source::Gone, _) => reply.error(Errno::ENODEV),
+                (Source::Evdev(_) | Source::I8042 { .. }, _) => reply.error(Errno::EINVAL),
+            }
+            return;
+        }
         match &keyboard.source {
             Source::Virtual => match hub::parse_injection(data) {
                 Ok(events) => {
@@ -424,7 +512,26 @@ impl Driver for KeyboardDriver {
         }
     }
 
-    fn ioctl(&mut self, _ctx: &mut Context, handle: Handle, cmd: u32, input: &[u8], out_len: u32, reply: IoctlReply) {
+    fn ioctl(&mut self, ctx: &mut Context, handle: Handle, cmd: u32, input: &[u8], out_len: u32, reply: IoctlReply) {
+        let Some((kbd, kind)) = self.hub.keyboard_of(handle) else {
+            reply.error(Errno::EBADF);
+            return;
+        };
+        if kind == NodeKind::Events {
+            let (result, woken) = self.hub.ioctl_events(handle, cmd, input, out_len as usize);
+            for h in woken {
+                ctx.poll_wake(h);
+            }
+            self.report_losses(ctx);
+            match result {
+                Ok(answer) => reply.ok(answer.result, &answer.out),
+                // ENOSYS (force feedback, autorepeat on a device without
+                // it) reaches a caller through FUSE as ENOTTY: the kernel
+                // translates it, from an error and from a return value alike.
+                Err(e) => reply.error(e),
+            }
+            return;
+        }
         let result = match cmd {
             keyboard::SET_MODE => {
                 let arg = input.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok());
@@ -437,7 +544,10 @@ impl Driver for KeyboardDriver {
             keyboard::GET_STATS if out_len as usize >= keyboard::Stats::SIZE => {
                 self.hub.stats(handle).map(|s| s.to_bytes().to_vec())
             }
-            keyboard::GET_MODE | keyboard::GET_STATS => Err(Errno::EINVAL),
+            keyboard::GET_LAYOUT if out_len >= 4 => {
+                self.hub.layout(kbd).map(|l| l.as_u32().to_ne_bytes().to_vec()).ok_or(Errno::EBADF)
+            }
+            keyboard::GET_MODE | keyboard::GET_STATS | keyboard::GET_LAYOUT => Err(Errno::EINVAL),
             _ => Err(Errno::ENOTTY),
         };
         match result {
@@ -450,18 +560,27 @@ impl Driver for KeyboardDriver {
         let Some(state) = self.hub.poll_state(handle) else {
             return poll_events::POLLERR;
         };
-        let writable =
-            self.hub.keyboard_of(handle).and_then(|k| self.keyboards.get(k)).is_some_and(|k| k.source.takes_writes());
+        let Some((kbd, kind)) = self.hub.keyboard_of(handle) else {
+            return poll_events::POLLERR;
+        };
+        let writable = self.keyboards.get(kbd).is_some_and(|k| match (kind, &k.source) {
+            (NodeKind::Text, source) => source.takes_writes(),
+            (NodeKind::Events, source) => matches!(source, Source::Virtual),
+        });
         let mut ready = 0;
         if state.readable {
             ready |= poll_events::POLLIN | poll_events::POLLRDNORM;
         }
-        if writable {
+        if writable && !state.hung_up {
             ready |= poll_events::POLLOUT | poll_events::POLLWRNORM;
         }
         let mut revents = ready & events;
         if state.hung_up {
-            revents |= poll_events::POLLHUP;
+            // evdev_poll says POLLHUP | POLLERR for a gone device.
+            revents |= match kind {
+                NodeKind::Text => poll_events::POLLHUP,
+                NodeKind::Events => poll_events::POLLHUP | poll_events::POLLERR,
+            };
         }
         revents
     }
@@ -491,10 +610,19 @@ impl Driver for KeyboardDriver {
                 }
             }
         }
-        if events.iter().any(|e| e.ev_type == EV_SYN && e.code == SYN_DROPPED) {
+        let dropped = events.iter().any(|e| e.ev_type == EV_SYN && e.code == SYN_DROPPED);
+        // Which keys are down now, if events were lost: the node's key
+        // state (and the text decoder's modifiers) start again from it.
+        let resync = if dropped {
             warn!("{name}: the kernel dropped events of {} (its buffer was full)", dev.path().display());
-        }
+            dev.state().ok().map(|s| s.key)
+        } else {
+            None
+        };
         self.deliver(ctx, kbd, &events);
+        if let Some(keys) = resync {
+            self.hub.resync_keys(kbd, &keys);
+        }
         self.scratch = events;
         if let Some(e) = failed {
             let name = self.keyboards.get(kbd).map_or("?", |k| k.name.as_str());
