@@ -15,8 +15,10 @@ pub const MAX_BUFFER: usize = 1 << 20;
 pub const MAX_COUNT: usize = 64;
 /// How often the i8042 is polled by default.
 pub const DEFAULT_POLL: Duration = Duration::from_millis(10);
-/// Events each evdev handle holds by default (the kernel's smallest ring).
-pub const DEFAULT_EVENT_BUFFER: usize = ddf::input::evnode::MIN_QUEUE;
+/// Events each evdev handle holds by default: more than the kernel's 64
+/// ([`ddf::input::evnode::MIN_QUEUE`]), so that one `ddmctl type` write
+/// (170 records, as many events) never overflows a reader that keeps up.
+pub const DEFAULT_EVENT_BUFFER: usize = 1024;
 /// The range of `event_buffer`.
 pub const EVENT_BUFFER_RANGE: std::ops::RangeInclusive<usize> = 4..=65536;
 
@@ -237,7 +239,7 @@ mod tests {
     fn defaults() {
         assert_eq!(Config::from_params("keyboard", &[]).unwrap(), Config::default());
         let c = Config::default();
-        assert_eq!((c.source, c.count, c.buffer, c.event_buffer), (SourceKind::Auto, 1, 4096, 64));
+        assert_eq!((c.source, c.count, c.buffer, c.event_buffer), (SourceKind::Auto, 1, 4096, 1024));
         assert_eq!((c.layout, c.input_bus.as_deref()), (Layout::Us, Some("input-keyboard")));
         // The bus follows the instance, so that two drivers never share one.
         let c = Config::from_params("slowkbd", &[]).unwrap();
