@@ -1,24 +1,36 @@
-//! `ddf-keyboard`: keyboards as files, `/ddf/keyboard0`, `/ddf/keyboard1`, ...
+//! `ddf-keyboard`: keyboards as files, `/ddf/keyboard0`, `/ddf/keyboard1`, ...,
+//! and their evdev nodes `/ddf/input/event0`, `/ddf/input/event1`, ...
 //!
-//! The paper's keyboard snooping driver. Each keyboard is a character device
-//! on the null bus; every handle opened on it for reading receives every key
-//! typed from then on, decoded with a US layout (see
-//! [`ddf::input::UsDecoder`]): `cat /ddf/keyboard0` shows what is typed.
+//! The paper's keyboard snooping driver. Each keyboard is two character
+//! devices:
+//!
+//! - its **text node** on the null bus (`keyboard0`): every handle opened
+//!   on it for reading receives every key typed from then on, decoded with
+//!   the layout the manifest names (`layout`, see [`ddf::input::layout`]):
+//!   `cat /ddf/keyboard0` shows what is typed;
+//! - its **evdev node** (`input/event0`, on the bus `input_bus`): the
+//!   kernel's evdev protocol, so that the programs that read
+//!   `/dev/input/event*` (evtest, libevdev, python-evdev, key remappers)
+//!   read it unchanged. See **Evdev nodes** below.
 //!
 //! # Sources
 //!
 //! Chosen at start by the `source` parameter; all of them feed the same
-//! path (evdev key events, one decoder per keyboard, the same per-handle
-//! buffers):
+//! path (evdev key events, one decoder and one evdev node per keyboard, the
+//! same per-handle buffers and queues):
 //!
 //! - `auto` (the default): every `/dev/input/event*` whose `EV_KEY`
 //!   capabilities make it a keyboard (`EVIOCGBIT`, as udev decides
 //!   `ID_INPUT_KEYBOARD`), read *without* `EVIOCGRAB`, so the console or
 //!   desktop still gets every key. If there is none (or `/dev/input` cannot
-//!   be read), `count` virtual keyboards instead.
-//! - `evdev`: the evdev keyboards only (or the nodes listed in `devices`);
+//!   be read), `count` virtual keyboards instead. Each evdev node mirrors
+//!   its keyboard (name, ids, capabilities, key and LED state, read with
+//!   the same ioctls at start, and every event it sends).
+//! - `evdev`: the evdev keyboards only (or the nodes listed in `devices`,
+//!   which may be any evdev node, another ddm's `input/event0` too);
 //!   finding none is an error. A keyboard that is unplugged disappears from
-//!   the tree; its handles read what is pending, then `ENODEV`.
+//!   the tree, both nodes; text handles read what is pending, then
+//!   `ENODEV`, evdev handles `ENODEV` at once (as the kernel's).
 //! - `virtual`: `count` virtual keyboards, typed into by writing to them.
 //! - `i8042`: one PS/2 keyboard behind an Intel 8042 controller, driven
 //!   through libIO ([`ddf::io`]) and decoded from scancode set 1, polled
@@ -34,13 +46,16 @@
 //! | `source` | `auto` | `auto`, `evdev`, `virtual` or `i8042` |
 //! | `name` | `keyboard` | device names are `<name>0`, `<name>1`, ... |
 //! | `count` | `1` | virtual keyboards (1-64) for `virtual`, and for `auto` without evdev keyboards |
-//! | `buffer` | `4096` | bytes each handle holds unread (24 to 1 MiB) |
+//! | `buffer` | `4096` | bytes each text handle holds unread (24 to 1 MiB) |
+//! | `layout` | `us` | how text nodes decode keys, and `ddmctl type` types: `us` or `de` (German) |
+//! | `input_bus` | `input-<instance>` | the bus (directory) of the evdev nodes; `""`: none. The built-in manifest says `input`; two drivers must not name the same bus |
+//! | `event_buffer` | `1024` | events each evdev handle holds (4 to 65536) |
 //! | `devices` | (scan) | `evdev`/`auto`: comma-separated event nodes to use instead of scanning `/dev/input` |
 //! | `ports` | `emulated` | `i8042`: `emulated` or `real` |
 //! | `scancodes` | (none) | `i8042` emulated: hex bytes (`2a 23 a3 aa`) the controller sends when the device is first opened for reading |
 //! | `poll_ms` | `10` | `i8042`: poll interval, 1-1000 ms |
 //!
-//! # Reading
+//! # Reading the text node
 //!
 //! A read returns what is pending, up to the size asked. With nothing
 //! pending it waits until a key arrives (the request is parked in the
@@ -50,9 +65,11 @@
 //! `EBADF`. `poll` reports `POLLIN` while bytes are pending (and `POLLOUT`
 //! on devices that take writes, `POLLHUP` once a keyboard is gone).
 //!
-//! **Text mode** (the default): the typed bytes. Enter is `\n`, Tab `\t`,
-//! Backspace 0x08, Escape 0x1b, Ctrl+letter the control code (Ctrl-C is
-//! 0x03); keys without a character (arrows, F-keys) give nothing.
+//! **Text mode** (the default): the typed text, UTF-8 (`ä` is two bytes).
+//! Enter is `\n`, Tab `\t`, Backspace 0x08, Escape 0x1b, Ctrl+letter the
+//! control code (Ctrl-C is 0x03); keys without a character (arrows, F-keys)
+//! give nothing. The German layout has AltGr (Right Alt) and the dead keys
+//! `^`, `´` and `` ` ``; see [`ddf::input::layout`] for every rule.
 //!
 //! **Raw mode**: whole 24-byte `struct input_event` records (64-bit layout,
 //! host byte order: `tv_sec` i64, `tv_usec` i64, `type` u16, `code` u16,
@@ -60,27 +77,61 @@
 //! keys including modifiers, `EV_KEY` only (no `EV_SYN`). A read shorter
 //! than 24 bytes is `EINVAL`; a read returns whole records only.
 //!
+//! # Evdev nodes
+//!
+//! `input/eventN` answers as the kernel's `drivers/input/evdev.c` does
+//! (the code is [`ddf::input::evnode`], the identities of virtual and i8042
+//! keyboards are in `events.rs`):
+//!
+//! - **Reads** give whole 24-byte `input_event` records of whole packets
+//!   (each ends with `SYN_REPORT`; a virtual or i8042 keyboard sends each
+//!   key event as a packet of its own, a mirror forwards its keyboard's
+//!   packets): `EINVAL` for less than a record, `EAGAIN` with `O_NONBLOCK`
+//!   and no packet, else the read waits, like the text node's (signals,
+//!   `poll`, `select` alike). Time stamps are `CLOCK_REALTIME`, or the
+//!   clock `EVIOCSCLOCKID` chose.
+//! - **Every handle** opened for reading gets every event from then on, in
+//!   a ring of `event_buffer` events; when it is full every unread event is
+//!   dropped and the handle reads `SYN_DROPPED` (then the newest events),
+//!   and the dropped events are counted (`lost_events`, below).
+//! - **Ioctls**: all of the kernel's evdev ioctls, with its matching (the
+//!   length is part of the number for the variable-length ones, a short
+//!   buffer gets what fits, an unknown or wrong-size command is `EINVAL`)
+//!   and its answers (`ENOENT` for a missing `phys` or `uniq`, `EINVAL` for
+//!   absolute axes, multi-touch slots and scan-code maps a keyboard does
+//!   not have, `ENOSYS` for force feedback). `EVIOCSREP` changes the
+//!   repeat settings the node reports and sends every reader the `EV_REP`
+//!   events; a mirror does not pass it on to the real keyboard. What FUSE
+//!   does not carry (the grab, `ENOSYS`, the masks' codes) is in
+//!   ddf-driver(7); on the direct client path a handle can grab the
+//!   keyboard (its other handles and the text node get nothing meanwhile).
+//! - **Writes** to a virtual keyboard's node type: whole records are taken
+//!   (`EINVAL` for less than one), key events typed, other records ignored,
+//!   as the kernel's `evdev_write` takes them. Other keyboards' nodes do
+//!   not take writes (`EINVAL`).
+//!
 //! # Buffers and losses
 //!
-//! Each handle buffers up to `buffer` bytes (in raw mode rounded down to
+//! Each text handle buffers up to `buffer` bytes (in raw mode rounded down to
 //! whole records). A reader that falls behind loses its **oldest** bytes,
 //! never blocks the driver or other readers, and the loss is counted in
 //! bytes: for the handle, for the device (all its handles, closed ones too)
 //! and for the driver. The first loss of a handle is logged as a warning,
 //! its total when it closes. Write-only handles receive no keys.
 //!
-//! The driver's total is also reported to the DDM as the counter
-//! `lost_bytes` (`ddmctl status`): once at start (0), then after every
-//! delivery of keys that lost bytes, so at most once per write, evdev
-//! batch or i8042 poll, and never more often than keys arrive. Because the
-//! DDM handles a driver's messages in order, the counter is up to date
-//! when the write that caused the loss returns.
+//! The driver's totals are also reported to the DDM as the counters
+//! `lost_bytes` (text handles) and `lost_events` (evdev handles; `ddmctl
+//! status`): once at start (0), then after every delivery of keys that lost
+//! something, so at most once per write, evdev batch or i8042 poll, and
+//! never more often than keys arrive. Because the DDM handles a driver's
+//! messages in order, the counters are up to date when the write that
+//! caused the loss returns.
 //!
 //! # Writing
 //!
 //! - **Virtual keyboards** take whole 24-byte `input_event` records, the
 //!   same layout as raw mode (what `ddmctl type "text"` writes, built with
-//!   [`ddf::input::text_to_events`]). `EV_KEY` records (code 1 to
+//!   [`ddf::input::Layout::text_to_events`] for the keyboard's layout). `EV_KEY` records (code 1 to
 //!   `KEY_MAX`, value 0, 1 or 2) are typed; `EV_SYN` and `EV_MSC` records
 //!   are accepted and skipped; the time stamp is ignored (keys are stamped
 //!   on arrival). A write that is not a multiple of 24 bytes, or holds any
@@ -99,6 +150,11 @@
 //! - `GET_MODE` `_IOR('D', 2, u32)` = `0x80044402`.
 //! - `GET_STATS` `_IOR('D', 3, [u64; 4])` = `0x80204403`: bytes lost by
 //!   this handle, by the device, by the driver, and bytes pending now.
+//! - `GET_LAYOUT` `_IOR('D', 4, u32)` = `0x80044404`: the keyboard's layout
+//!   (`0` US, `1` German), which `ddmctl type` types with.
+//!
+//! Those are the text node's; the evdev node answers them `EINVAL`, as the
+//! kernel's evdev answers any command it does not know.
 
 mod config;
 mod events;

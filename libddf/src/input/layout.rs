@@ -41,7 +41,7 @@
 //!
 //! A press and an autorepeat type; a release only updates modifiers. Keys
 //! with no character (arrows, function keys, ...) and events other than
-//! [`EV_KEY`](super::EV_KEY) give nothing.
+//! [`EV_KEY`] give nothing.
 
 use super::*;
 
