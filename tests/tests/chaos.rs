@@ -7,6 +7,7 @@ use std::process::Command;
 
 #[test]
 fn a_short_chaos_run_leaves_no_client_hung_and_ddm_alive() {
+    ddf_tests::needs_root!();
     let out = Command::new(ddf_tests::bin("ddf-chaos")).arg("--short").output().unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "chaos run failed:\n{table}\n{}", String::from_utf8_lossy(&out.stderr));

@@ -23,6 +23,7 @@ use ddf::input::{
     keyboard, text_to_events, InputEvent, KeyAction, EVENT_SIZE, EV_KEY, EV_MAX, EV_SYN, KEY_B, KEY_LEFTSHIFT, KEY_MAX,
     KEY_X, SYN_DROPPED, SYN_REPORT,
 };
+use ddf::proto::OpenFlags;
 use ddf_tests::clients::{
     counter, drain, ioctl, open_nonblocking, proc_state, signal, type_keys, wait_deadline, Reader, Tmux, DEADLINE,
 };
@@ -127,6 +128,7 @@ fn py_events(out: &str) -> Vec<(Tcv, (i64, i64))> {
 
 #[test]
 fn python_evdev_sees_the_keyboard_and_reads_what_is_typed() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::start();
     let node = ddm.path(EVENT0);
     let want = typed("Hi");
@@ -169,6 +171,7 @@ fn python_evdev_sees_the_keyboard_and_reads_what_is_typed() {
 
 #[test]
 fn evtest_prints_its_header_and_the_typed_keys_and_ends_on_ctrl_c() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::start();
     let node = ddm.path(EVENT0);
     let mut cmd = Command::new("evtest");
@@ -212,6 +215,7 @@ fn evtest_prints_its_header_and_the_typed_keys_and_ends_on_ctrl_c() {
 
 #[test]
 fn ctrl_c_ends_evtest_in_a_terminal() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::start();
     let node = ddm.path(EVENT0);
     let tmux = Tmux::start(ddm.dir.path(), "bash --norc --noprofile -i");
@@ -230,6 +234,7 @@ fn ctrl_c_ends_evtest_in_a_terminal() {
 
 #[test]
 fn libevdev_describes_the_keyboard() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::start();
     let out = Command::new("evemu-describe").arg(ddm.path(EVENT0)).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -251,6 +256,7 @@ fn libevdev_describes_the_keyboard() {
 
 #[test]
 fn every_reader_gets_every_event_and_one_that_never_reads_gets_syn_dropped() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::start();
     let node = ddm.path(EVENT0);
     // Opened first, never read until the end.
@@ -327,6 +333,7 @@ except KeyboardInterrupt:
 
 #[test]
 fn nonblocking_reads_select_signals_and_timeout_work_as_on_the_text_node() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::start();
     let node = ddm.path(EVENT0);
     let mut py = Reader::start(python(PY_WAITER, &[&node]), &node);
@@ -362,6 +369,7 @@ fn nonblocking_reads_select_signals_and_timeout_work_as_on_the_text_node() {
 
 #[test]
 fn ioctls_get_the_kernels_answers_and_the_driver_keeps_running() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::start();
     let node = ddm.path(EVENT0);
     let (pid, _, _) = driver_status(&ddm, "keyboard");
@@ -434,6 +442,7 @@ fn ioctls_get_the_kernels_answers_and_the_driver_keeps_running() {
 
 #[test]
 fn the_clock_is_the_one_eviocsclockid_chose() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::start();
     let node = ddm.path(EVENT0);
     let mut f = open_nonblocking(&node);
@@ -470,6 +479,7 @@ fn the_clock_is_the_one_eviocsclockid_chose() {
 
 #[test]
 fn evdev_nodes_are_root_input_0640_and_each_driver_has_its_bus() {
+    ddf_tests::needs_root!();
     let manifest = "name = \"slowkbd\"\nexec = \"ddf-keyboard\"\nautostart = true\n[params]\n\
                     source = \"virtual\"\nname = \"slow\"\ncount = \"2\"\n";
     let ddm = Ddm::builder().manifest(manifest).wait_for("input-slowkbd/event1").start();
@@ -506,6 +516,7 @@ fn evdev_nodes_are_root_input_0640_and_each_driver_has_its_bus() {
 
 #[test]
 fn writing_events_to_a_virtual_keyboards_node_types_them() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::start();
     let node = ddm.path(EVENT0);
     let cat = Reader::cat(&ddm.path("keyboard0"));
@@ -525,12 +536,13 @@ fn writing_events_to_a_virtual_keyboards_node_types_them() {
 /// proxy, with no FUSE between: what EVIOCGRAB and the masks need.
 #[test]
 fn the_direct_path_carries_grabs_and_masks() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::start();
     let node = ddm.path(EVENT0);
     let file = File::open(&node).unwrap();
     let mut link = ddf::ddm::Ddm::connect(&ddm.socket).unwrap();
     let mut client = link.connect_device(&file).unwrap();
-    let h = client.open(libc::O_RDONLY).unwrap();
+    let h = client.open(OpenFlags::READ).unwrap();
     // Only KEY_B of the keys (the codes follow struct input_mask).
     let mut set = InputMask { ev_type: u32::from(EV_KEY), codes_size: 96, codes_ptr: 0 }.to_bytes().to_vec();
     set.extend(Bits::with(KEY_MAX, [KEY_B]).to_user(KEY_MAX));
@@ -555,7 +567,7 @@ fn the_direct_path_carries_grabs_and_masks() {
     assert!(cat.output().is_empty(), "cat got {:?} from a grabbed keyboard", cat.text());
     // A second grab is EBUSY; the grab ends and the others read again.
     let mut other_fd = ddf::ddm::Ddm::connect(&ddm.socket).unwrap().connect_device(&file).unwrap();
-    let h2 = other_fd.open(libc::O_RDONLY).unwrap();
+    let h2 = other_fd.open(OpenFlags::READ).unwrap();
     let busy = other_fd.ioctl(h2, evio::EVIOCGRAB, &1i32.to_ne_bytes(), &mut []);
     assert!(matches!(busy, Err(ddf::driver::ClientError::Errno(e)) if e.0 == libc::EBUSY), "{busy:?}");
     client.ioctl(h, evio::EVIOCGRAB, &0i32.to_ne_bytes(), &mut []).unwrap();
@@ -569,6 +581,7 @@ fn the_direct_path_carries_grabs_and_masks() {
 
 #[test]
 fn an_i8042_keyboards_node_says_it_is_an_at_keyboard() {
+    ddf_tests::needs_root!();
     let manifest = "name = \"ps2\"\nexec = \"ddf-keyboard\"\nautostart = true\n[params]\n\
                     source = \"i8042\"\nname = \"ps2kbd\"\nscancodes = \"1e 9e\"\n";
     let ddm = Ddm::builder().manifest(manifest).wait_for("input-ps2/event0").start();
@@ -593,6 +606,7 @@ fn an_i8042_keyboards_node_says_it_is_an_at_keyboard() {
 
 #[test]
 fn a_keyboard_read_through_evdev_mirrors_its_device() {
+    ddf_tests::needs_root!();
     // The real keyboard of this test is another ddm's virtual one.
     let source = Ddm::start();
     let source_node = source.path(EVENT0);

@@ -177,7 +177,7 @@ impl<R: PendingRead> Hub<R> {
             keyboards: Vec::new(),
             readers: BTreeMap::new(),
             events: BTreeMap::new(),
-            next_handle: 1,
+            next_handle: Handle(1),
             capacity: capacity.max(EVENT_SIZE),
             event_buffer,
             lost_driver: 0,
@@ -203,7 +203,7 @@ impl<R: PendingRead> Hub<R> {
             return Err(Errno::ENODEV);
         }
         let handle = self.next_handle;
-        self.next_handle += 1;
+        self.next_handle.0 += 1;
         Ok(handle)
     }
 

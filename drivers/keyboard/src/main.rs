@@ -170,18 +170,13 @@ use ddf::input::evnode::Identity;
 use ddf::input::keyboard::{self, Mode};
 use ddf::input::{Decoder, InputEvent, EV_KEY, EV_SYN, KEY_MAX, LED_CAPSL, LED_NUML, SYN_DROPPED};
 use ddf::io::PortSpace;
-use ddf::proto::{BusId, DeviceClass, DeviceId, DeviceSpec, Errno, Handle, RequestId};
+use ddf::proto::{BusId, DeviceClass, DeviceId, DeviceSpec, Errno, Handle, OpenFlags, RequestId};
 use log::{debug, error, info, warn};
 
 use config::{Config, PortsKind, SourceKind};
 use events::{Framing, Node};
 use hub::{Hub, NodeKind};
 use i8042::{EmulatedI8042, Poller, RealI8042Ports};
-
-/// `open(2)` access mode bits and write-only mode (the same on every Linux
-/// architecture).
-const O_ACCMODE: i32 = 0o3;
-const O_WRONLY: i32 = 0o1;
 
 /// Reads of one evdev device per wake-up at most (of 64 events each), so a
 /// busy device cannot starve the request queue.
@@ -446,7 +441,7 @@ impl Driver for KeyboardDriver {
                     let spec = DeviceSpec {
                         bus: Some(bus),
                         meta: vec![("keyboard".into(), name.clone()), ("name".into(), node.identity.name.clone())],
-                        ..DeviceSpec::new(0, &format!("event{i}"), DeviceClass::Char, 0)
+                        ..DeviceSpec::new(DeviceId(0), &format!("event{i}"), DeviceClass::Char, 0)
                     };
                     Some(ctx.add(spec)?)
                 }
@@ -482,9 +477,9 @@ impl Driver for KeyboardDriver {
         info!("stopping; readers lost {} bytes in total", self.hub.lost_driver());
     }
 
-    fn open(&mut self, _ctx: &mut Context, device: DeviceId, flags: i32) -> Result<Handle, Errno> {
+    fn open(&mut self, _ctx: &mut Context, device: DeviceId, flags: OpenFlags) -> Result<Handle, Errno> {
         let (kbd, kind) = self.node_of(device).ok_or(Errno::ENXIO)?;
-        let reading = flags & O_ACCMODE != O_WRONLY;
+        let reading = flags.access().reads();
         let handle = match kind {
             NodeKind::Text => self.hub.open(kbd, reading)?,
             NodeKind::Events => self.hub.open_events(kbd, reading)?,
@@ -704,9 +699,14 @@ impl Driver for KeyboardDriver {
     }
 }
 
+/// Why the keyboard driver could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct StartError(String);
+
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    driver::run(KeyboardDriver::new)
+    driver::init_logging();
+    driver::run(|info| KeyboardDriver::new(info).map_err(StartError))
 }
 
 #[cfg(test)]

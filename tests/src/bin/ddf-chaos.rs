@@ -64,14 +64,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use ddf::ddm::{Ddm as DdmLink, DdmError};
 use ddf::proto::{DriverState, DriverStatus, Fault};
-use ddf_tests::{is_mounted, wait_until, DdmProcess, LaunchError, Stopped};
+use ddf_tests::{is_mounted, lock, wait_until, DdmProcess, LaunchError, Stopped};
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::unistd::Pid;
 
@@ -218,7 +218,7 @@ impl std::fmt::Display for SetupError {
         match self {
             SetupError::NotRoot => write!(f, "needs root to mount ddm's FUSE file system; run it with sudo"),
             SetupError::Plan(why) => write!(f, "{why}"),
-            SetupError::Launch(e) => write!(f, "{}", chain(e)),
+            SetupError::Launch(e) => write!(f, "{}", ddf::error_chain(e)),
             SetupError::NotUp(why) => write!(f, "ddm did not come up: {why}"),
             SetupError::Signals(e) => write!(f, "cannot set up signal handling: {e}"),
             SetupError::Drivers(why) => write!(f, "drivers not ready at start: {why}"),
@@ -275,16 +275,6 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// Locks a mutex, also after a panic of another holder (the data is counters).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// An error with its sources, on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    ddf::error_chain(e)
 }
 
 fn errno_name(e: i32) -> String {
@@ -443,7 +433,7 @@ impl Ctl {
 
     fn serve(socket: &Path, link: &mut Option<DdmLink>, req: CtlReq) -> Result<CtlAns, String> {
         if link.is_none() {
-            *link = Some(DdmLink::connect(socket).map_err(|e| chain(&e))?);
+            *link = Some(DdmLink::connect(socket).map_err(|e| ddf::error_chain(&e))?);
         }
         let Some(l) = link.as_mut() else {
             return Err("not connected".into());
@@ -460,7 +450,7 @@ impl Ctl {
                 if !matches!(e, DdmError::Refused(_)) {
                     *link = None;
                 }
-                Err(chain(&e))
+                Err(ddf::error_chain(&e))
             }
         }
     }
