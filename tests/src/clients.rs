@@ -79,7 +79,7 @@ impl Reader {
         let opened = wait_until(DEADLINE, || has_open(pid, path));
         if !opened {
             let status = r.child.try_wait();
-            panic!("reader {pid} did not open {} (status {status:?}; stderr {})", path.display(), r.stderr());
+            panic!("reader {pid} did not open {} (status {status:?})", path.display());
         }
         r
     }

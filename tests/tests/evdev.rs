@@ -344,7 +344,10 @@ fn nonblocking_reads_select_signals_and_timeout_work_as_on_the_text_node() {
     signal(&py.child, libc::SIGINT);
     let done = py.wait_line("interrupted");
     let out = py.text();
-    assert!(done, "python: {out}\nstderr: {}", py.stderr());
+    if !done {
+        let _ = py.child.kill();
+        panic!("python: {out}\nstderr: {}", py.stderr());
+    }
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "nonblocking-read: EAGAIN", "{out}");
     assert_eq!(lines[1], "ready-before: 0", "readable with nothing typed: {out}");
