@@ -146,9 +146,8 @@ fn client_failed(e: &ClientError) -> c_int {
     match e {
         ClientError::Ipc(i) => -ipc_errno(i),
         ClientError::Errno(e) => neg(*e),
-        ClientError::Protocol(_) => -libc::EPROTO,
+        ClientError::Protocol(_) | ClientError::Ring(_) => -libc::EPROTO,
         ClientError::TooLong(_) => -libc::EMSGSIZE,
-        ClientError::Ring(_) => -libc::EPROTO,
     }
 }
 

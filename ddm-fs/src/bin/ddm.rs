@@ -225,7 +225,7 @@ fn run(args: &Args) -> Result<(), StartError> {
         core.stop_all(Duration::from_secs(1));
         StartError::Mount(args.mountpoint.clone(), e)
     })?;
-    core.set_notifier(Box::new(fs::KernelNotify(session.notifier())));
+    core.set_notifier(Box::new(fs::KernelNotify::start(session.notifier())));
     let session = session.spawn().map_err(|e| StartError::Mount(args.mountpoint.clone(), e))?;
 
     let c = core.clone();

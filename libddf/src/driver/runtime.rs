@@ -382,11 +382,10 @@ fn slot_reply(
 fn settle(s: &Served, slot: usize, orphan: bool, keep: Option<SlotReply>) {
     match keep {
         None if orphan => s.ring.set(slot, SlotState::Free),
-        None => {}
         Some(k) if k.cell.compare_exchange(IN_SLOT, BY_SOCKET, Ordering::AcqRel, Ordering::Acquire).is_ok() => {
             k.give_back();
         }
-        Some(_) => {}
+        None | Some(_) => {}
     }
 }
 
