@@ -160,6 +160,16 @@ fn collect(mut stdout: ChildStdout, out: Arc<Mutex<Vec<u8>>>) -> JoinHandle<()> 
     })
 }
 
+/// Waits until the reader has printed `marker` and then sleeps in a
+/// system call (it prints nothing else before it blocks).
+pub fn wait_blocked(r: &Reader, marker: &str) {
+    assert!(r.wait_line(marker), "no {marker:?}: {:?}", String::from_utf8_lossy(&r.output()));
+    let pid = r.child.id();
+    assert!(wait_until(DEADLINE, || proc_state(pid) == Some('S')), "reader not asleep");
+    // Let it settle in the wait (not just between two calls).
+    std::thread::sleep(Duration::from_millis(200));
+}
+
 /// `ddmctl type ARGS...`; panics if it fails.
 pub fn type_keys(ddm: &Ddm, args: &[&str]) {
     let mut all = vec!["type"];

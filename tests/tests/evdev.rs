@@ -25,7 +25,7 @@ use ddf::input::{
 };
 use ddf::proto::OpenFlags;
 use ddf_tests::clients::{
-    counter, drain, ioctl, open_nonblocking, proc_state, signal, type_keys, wait_deadline, Reader, Tmux, DEADLINE,
+    counter, drain, ioctl, open_nonblocking, signal, type_keys, wait_blocked, wait_deadline, Reader, Tmux, DEADLINE,
 };
 use ddf_tests::{wait_timeout, wait_until, Ddm};
 
@@ -54,15 +54,6 @@ fn python(script: &str, args: &[&Path]) -> Command {
     let mut cmd = Command::new(PYTHON);
     cmd.arg("-c").arg(script).args(args);
     cmd
-}
-
-/// Waits until reader `r` printed `marker` and sleeps in a system call.
-fn wait_blocked(r: &Reader, marker: &str) {
-    assert!(r.wait_line(marker), "no {marker:?}: {}", r.text());
-    let pid = r.child.id();
-    assert!(wait_until(DEADLINE, || proc_state(pid) == Some('S')), "reader not asleep");
-    // Let it settle in the wait (not just between two calls).
-    std::thread::sleep(Duration::from_millis(200));
 }
 
 /// The `ioctl(2)` errno of a call that must fail.
@@ -115,9 +106,12 @@ while got < want:
         print("event", e.type, e.code, e.value, e.sec, e.usec, flush=True)
 "#;
 
-/// The events a [`PY_READER`] printed.
+/// The events a [`PY_READER`] printed (whole lines only: it may be in the
+/// middle of one).
 fn py_events(out: &str) -> Vec<(Tcv, (i64, i64))> {
-    out.lines()
+    let whole = out.rfind('\n').map_or("", |end| &out[..end]);
+    whole
+        .lines()
         .filter_map(|l| l.strip_prefix("event "))
         .map(|l| {
             let f: Vec<i64> = l.split(' ').map(|w| w.parse().unwrap()).collect();

@@ -16,8 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ddf::input::keyboard::{Stats, GET_MODE, GET_STATS, MODE_RAW, SET_MODE};
 use ddf::input::{InputEvent, KeyAction, EVENT_SIZE, EV_KEY, KEY_H, KEY_LEFTSHIFT, KEY_Y, KEY_Z};
 use ddf_tests::clients::{
-    counter, drain, has_open, ioctl, open_nonblocking, proc_state, read_once, signal, type_keys, wait_deadline, Reader,
-    Tmux, DEADLINE,
+    counter, drain, has_open, ioctl, open_nonblocking, proc_state, read_once, signal, type_keys, wait_blocked,
+    wait_deadline, Reader, Tmux, DEADLINE,
 };
 use ddf_tests::{bin, is_mounted, wait_timeout, wait_until, Ddm};
 
@@ -264,16 +264,6 @@ ev = p.poll(30000)
 print("poll-woke:", ev == [(fd, select.POLLIN)], flush=True)
 print("read:", os.read(fd, 100), flush=True)
 "#;
-
-/// Waits until the reader has printed `marker` and then sleeps in a
-/// system call (it prints nothing else before it blocks).
-fn wait_blocked(r: &Reader, marker: &str) {
-    assert!(r.wait_line(marker), "no {marker:?}: {:?}", String::from_utf8_lossy(&r.output()));
-    let pid = r.child.id();
-    assert!(wait_until(DEADLINE, || proc_state(pid) == Some('S')), "reader not asleep");
-    // Let it settle in the wait (not just between two calls).
-    std::thread::sleep(Duration::from_millis(200));
-}
 
 #[test]
 fn select_and_poll_wake_when_a_key_is_typed() {

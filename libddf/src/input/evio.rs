@@ -70,35 +70,20 @@ pub const CLOCK_BOOTTIME: i32 = 7;
 
 /// The `_IOC` encoding of this architecture.
 mod ioc {
-    #[cfg(any(
+    /// powerpc, mips and sparc have 13 size bits and 3 direction bits (and
+    /// other direction values); the others follow `<asm-generic/ioctl.h>`.
+    const WIDE_DIR: bool = cfg!(any(
         target_arch = "powerpc",
         target_arch = "powerpc64",
         target_arch = "mips",
         target_arch = "mips64",
         target_arch = "sparc",
         target_arch = "sparc64"
-    ))]
-    mod arch {
-        pub const SIZEBITS: u32 = 13;
-        pub const NONE: u32 = 1;
-        pub const READ: u32 = 2;
-        pub const WRITE: u32 = 4;
-    }
-    #[cfg(not(any(
-        target_arch = "powerpc",
-        target_arch = "powerpc64",
-        target_arch = "mips",
-        target_arch = "mips64",
-        target_arch = "sparc",
-        target_arch = "sparc64"
-    )))]
-    mod arch {
-        pub const SIZEBITS: u32 = 14;
-        pub const NONE: u32 = 0;
-        pub const READ: u32 = 2;
-        pub const WRITE: u32 = 1;
-    }
-    pub use arch::{NONE, READ, SIZEBITS, WRITE};
+    ));
+    pub const SIZEBITS: u32 = if WIDE_DIR { 13 } else { 14 };
+    pub const NONE: u32 = if WIDE_DIR { 1 } else { 0 };
+    pub const READ: u32 = 2;
+    pub const WRITE: u32 = if WIDE_DIR { 4 } else { 1 };
     pub const NRSHIFT: u32 = 0;
     pub const TYPESHIFT: u32 = 8;
     pub const SIZESHIFT: u32 = 16;
