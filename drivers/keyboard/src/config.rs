@@ -106,6 +106,9 @@ impl Config {
         let mut c = Config::default();
         let default_bus = format!("input-{instance}");
         c.input_bus = is_node_name(&default_bus).then_some(default_bus);
+        if c.input_bus.is_none() && !params.iter().any(|(k, _)| k == "input_bus") {
+            warn!("instance {instance:?} makes no bus name: no evdev nodes unless the manifest names input_bus");
+        }
         for (key, value) in params {
             let value = value.trim();
             let bad = |what: &str| format!("parameter {key}={value:?}: {what}");
