@@ -22,6 +22,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+pub mod clients;
+
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Read;
