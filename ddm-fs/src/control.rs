@@ -305,6 +305,7 @@ pub fn status(core: &Core) -> Vec<DriverStatus> {
                 restarts: live.restarts,
                 devices,
                 counters: inst.counters.lock().iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                dma: None,
             }
         })
         .collect()

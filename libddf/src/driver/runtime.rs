@@ -1,4 +1,5 @@
-//! The runtime loop that serves a [`Driver`]: the handshake, `Start`, and
+//! The runtime loop that serves a [`Driver`]: the handshake, the DMA grant
+//! if there is one, `Start`, and
 //! then one request at a time from the DDM's socket, the driver's watched
 //! descriptors, its waker and its direct clients.
 
@@ -13,8 +14,10 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use super::reply::ReplyTo;
 use super::{Context, Driver, IoctlReply, ReadReply, SavedState, StartInfo, Waker, WriteReply, SOCKET_FD_ENV};
 use crate::ipc::{Channel, IpcError, RecvBuf, PAYLOAD_MAX};
+use crate::mem::DmaRegion;
 use crate::proto::{
-    Access, Answer, Call, DdmToDriver, DeviceId, DriverToDdm, Errno, Fault, Handle, OpenFlags, RequestId, StateEntry,
+    Access, Answer, Call, DdmToDriver, DeviceId, DmaGrant, DriverToDdm, Errno, Fault, Handle, OpenFlags, RequestId,
+    StateEntry,
 };
 
 /// Boxed error of a driver's constructor.
@@ -52,6 +55,9 @@ pub enum RunError {
     /// Creating the wake-up eventfd or polling failed.
     #[error("runtime setup failed")]
     Setup(#[source] std::io::Error),
+    /// The DMA memory the DDM granted could not be taken.
+    #[error("the DMA memory granted by the DDM cannot be used")]
+    Dma(#[source] crate::mem::MemError),
 }
 
 /// Serves a driver until the DDM says stop or goes away. `make` builds the
@@ -100,13 +106,17 @@ where
 
     let mut buf = RecvBuf::default();
     chan.handshake(&mut buf)?;
-    let (start, state) = {
+    // A DMA grant, if the manifest asks for one, comes before Start.
+    let mut dma = None;
+    let (start, state) = loop {
         let frame = chan.recv(&mut buf)?;
         let msg = frame.decode::<DdmToDriver>()?;
         match msg {
             DdmToDriver::Start { instance, params, state } => {
-                (StartInfo { instance, params }, take_state(state, frame.fds)?)
+                break (StartInfo { instance, params }, take_state(state, frame.fds)?);
             }
+            DdmToDriver::Dma(grant) if dma.is_none() => dma = Some(take_dma(&grant, frame.fds)?),
+            DdmToDriver::Dma(_) => return Err(RunError::Protocol("a second DMA grant before Start".into())),
             other => return Err(RunError::Protocol(format!("expected Start, got {other:?}"))),
         }
     };
@@ -118,6 +128,7 @@ where
         chan: chan.clone(),
         state,
         start,
+        dma,
         watches: Vec::new(),
         poll_waiters: HashSet::new(),
         waker: Waker(Arc::new(efd)),
@@ -286,6 +297,14 @@ fn take_state(
         .collect())
 }
 
+/// Maps the DMA region of a grant: its one descriptor, checked against it.
+fn take_dma(grant: &DmaGrant, fds: Vec<OwnedFd>) -> Result<DmaRegion, RunError> {
+    let [fd]: [OwnedFd; 1] = fds.try_into().map_err(|fds: Vec<OwnedFd>| {
+        RunError::Protocol(format!("a DMA grant with {} descriptors, not 1", fds.len()))
+    })?;
+    DmaRegion::accept(fd, grant).map_err(RunError::Dma)
+}
+
 /// Does what [`DdmToDriver::Inject`] asks. Most of these do not return.
 fn inject(chan: &Channel, fault: Fault) -> Result<(), RunError> {
     warn!("fault injected on request: {fault:?}");
@@ -332,7 +351,7 @@ fn dispatch<D: Driver>(
     fds: Vec<OwnedFd>,
     clients: &mut Vec<ClientLink>,
 ) -> Result<(), RunError> {
-    if !fds.is_empty() && !matches!(msg, DdmToDriver::Attach { .. }) {
+    if !fds.is_empty() && !matches!(msg, DdmToDriver::Attach { .. } | DdmToDriver::Dma(_)) {
         return Err(RunError::Protocol("descriptors with a message that takes none".into()));
     }
     match msg {
@@ -347,6 +366,9 @@ fn dispatch<D: Driver>(
         }
         DdmToDriver::Start { .. } => {
             return Err(RunError::Protocol("second Start".into()));
+        }
+        DdmToDriver::Dma(_) => {
+            return Err(RunError::Protocol("a DMA grant after Start".into()));
         }
         DdmToDriver::Ping { seq } => {
             ctx.chan.send(&DriverToDdm::Pong { seq }, &[], &[])?;
