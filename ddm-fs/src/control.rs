@@ -293,6 +293,7 @@ pub fn status(core: &Core) -> Vec<DriverStatus> {
         .iter()
         .map(|inst| {
             let devices = core.device_paths(inst);
+            let dma = inst.dma.lock().as_ref().map(|r| r.status());
             let live = inst.live.lock();
             DriverStatus {
                 name: inst.name().to_owned(),
@@ -305,7 +306,7 @@ pub fn status(core: &Core) -> Vec<DriverStatus> {
                 restarts: live.restarts,
                 devices,
                 counters: inst.counters.lock().iter().map(|(k, v)| (k.clone(), *v)).collect(),
-                dma: None,
+                dma,
             }
         })
         .collect()
