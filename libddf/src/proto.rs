@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 pub const PROTOCOL_MAGIC: [u8; 4] = *b"DDF\x01";
 
 /// Version of the messages in this module.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The first message each way on every link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -333,6 +333,10 @@ pub enum DdmToDriver {
         device: DeviceId,
         /// The access it may open it with.
         access: OpenFlags,
+        /// The shape of the client's ring, when the frame also carries one
+        /// (after the socket: the ring's memfd and its doorbell), as
+        /// [`DdmToDriver::Ring`].
+        ring: Option<RingSpec>,
     },
     /// The plugin manager hands this driver a device its manifest matches:
     /// it should register a device with [`DeviceSpec::serves`] set to the
@@ -346,6 +350,10 @@ pub enum DdmToDriver {
     /// Enumerate the bus again: report devices that appeared, remove those
     /// that went (bus drivers).
     Rescan,
+    /// The fast path: calls may come in this shared-memory ring too
+    /// ([`crate::ring`]). The frame carries its memfd and its doorbell (an
+    /// eventfd), in that order.
+    Ring(RingSpec),
     /// The DMA memory the driver's manifest asks for (`[dma]`), with its
     /// memfd as the frame's one descriptor. Sent only to a driver whose
     /// manifest asks, after the handshake and **before** [`DdmToDriver::Start`],
@@ -354,6 +362,15 @@ pub enum DdmToDriver {
     /// runtime that is not waiting for a grant must never be left waiting
     /// for one: it reads until `Start`, keeping a grant that comes first.
     Dma(DmaGrant),
+}
+
+/// The shape of a ring ([`crate::ring`]): how many slots of how many bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingSpec {
+    /// Slots.
+    pub slots: u32,
+    /// Bytes per slot, control words included.
+    pub slot_size: u32,
 }
 
 /// DMA memory the DDM allocated, locked and resolved for a driver: a memfd
@@ -396,6 +413,16 @@ pub enum Fault {
     Flood,
     /// Answer a request that was never made.
     StrayReply,
+    /// Answer the next call that comes by the ring with garbage in its slot.
+    RingGarbage,
+    /// Answer the next call that comes by the ring with a reply to a
+    /// request never made.
+    RingStray,
+    /// Answer the next call that comes by the ring with a length beyond its
+    /// slot.
+    RingOverlong,
+    /// Die in the middle of answering the next call that comes by the ring.
+    RingDeath,
 }
 
 impl Fault {
@@ -410,6 +437,10 @@ impl Fault {
             "exit" => Fault::Exit(0),
             "flood" => Fault::Flood,
             "stray-reply" => Fault::StrayReply,
+            "ring-garbage" => Fault::RingGarbage,
+            "ring-stray" => Fault::RingStray,
+            "ring-overlong" => Fault::RingOverlong,
+            "ring-death" => Fault::RingDeath,
             other => Fault::Exit(other.strip_prefix("exit:")?.parse().ok()?),
         })
     }
@@ -711,6 +742,9 @@ pub enum ControlResponse {
         access: OpenFlags,
         /// The driver instance.
         driver: String,
+        /// The shape of the ring shared with the driver, when the frame also
+        /// carries one (after the socket: its memfd and the doorbell).
+        ring: Option<RingSpec>,
     },
 }
 
@@ -829,7 +863,7 @@ mod tests {
 
     #[test]
     fn hello_is_pinned() {
-        assert_eq!(enc(&Hello::ours()), [b'D', b'D', b'F', 1, 2]);
+        assert_eq!(enc(&Hello::ours()), [b'D', b'D', b'F', 1, 3]);
     }
 
     #[test]
@@ -845,10 +879,10 @@ mod tests {
         assert_eq!(enc(&err), [3, 1, 1, 22]);
         assert_eq!(enc(&DdmToDriver::Cancel { id: RequestId(5) }), [2, 5]);
         assert_eq!(enc(&DdmToDriver::Shutdown), [4]);
-        // 10 = Dma, len 8192 = [0x80, 0x40], page size 4096 = [0x80, 0x20],
+        // 11 = Dma, len 8192 = [0x80, 0x40], page size 4096 = [0x80, 0x20],
         // two pages 0x1000 and 0x3000, pinned true.
         let grant = DmaGrant { len: 8192, page_size: 4096, pages: vec![0x1000, 0x3000], pinned: true };
-        assert_eq!(enc(&DdmToDriver::Dma(grant)), [10, 0x80, 0x40, 0x80, 0x20, 2, 0x80, 0x20, 0x80, 0x60, 1]);
+        assert_eq!(enc(&DdmToDriver::Dma(grant)), [11, 0x80, 0x40, 0x80, 0x20, 2, 0x80, 0x20, 0x80, 0x60, 1]);
     }
 
     #[test]

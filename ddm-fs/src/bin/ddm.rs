@@ -66,6 +66,11 @@ pub struct Args {
     #[arg(long, value_name = "DIR", default_value = "/var/lib/ddf")]
     pub state_dir: PathBuf,
 
+    /// The shared-memory fast path for calls to drivers (`off`: every call
+    /// takes the driver's socket).
+    #[arg(long, value_name = "on|off", env = "DDF_FAST_PATH", default_value = "on", value_parser = ["on", "off"])]
+    pub fast_path: String,
+
     /// The most DMA memory (manifests' [dma]) all drivers together may hold,
     /// as a size: 64M, 1G, 0 for none.
     #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
@@ -193,7 +198,8 @@ fn run(args: &Args) -> Result<(), StartError> {
     }
     let listener = control::bind(&args.socket)?;
     let start_timeout = Duration::from_secs(args.start_timeout);
-    let core = Core::new(manifests, CoreConfig { driver_dir, start_timeout }, policy, perms);
+    let fast_path = args.fast_path == "on";
+    let core = Core::new(manifests, CoreConfig { driver_dir, start_timeout, fast_path }, policy, perms);
     let dma = dma::Allocator::new(args.dma_limit, args.dma_reserved_only);
     core.set_launcher(Arc::new(spawn::ProcessLauncher::new(dma)));
     core.listen(Arc::new(plug::PlugManager));
@@ -235,7 +241,7 @@ fn run(args: &Args) -> Result<(), StartError> {
         core.stop_all(Duration::from_secs(1));
         StartError::Mount(args.mountpoint.clone(), e)
     })?;
-    core.set_notifier(Box::new(fs::KernelNotify(session.notifier())));
+    core.set_notifier(Box::new(fs::KernelNotify::start(session.notifier())));
     let session = session.spawn().map_err(|e| StartError::Mount(args.mountpoint.clone(), e))?;
 
     let c = core.clone();
