@@ -11,12 +11,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use ddf_tests::dma::{check_pagemap, check_second_mapping, Report};
 use ddf_tests::{wait_until, Ddm};
 
 const HUGE: usize = 2 << 20;
@@ -70,10 +69,6 @@ fn available() -> u64 {
     free.saturating_sub(rsvd)
 }
 
-fn pattern(offset: usize) -> u8 {
-    ((offset / 4096) as u8).wrapping_mul(37) ^ (offset as u8).wrapping_mul(11) ^ 0xa5
-}
-
 fn dmatest(name: &str, bytes: &str, contiguous: &str, autostart: bool) -> String {
     format!(
         "name = \"{name}\"\nexec = \"ddf-dmatest\"\nautostart = {autostart}\n[params]\nname = \"{name}\"\n\
@@ -83,48 +78,9 @@ fn dmatest(name: &str, bytes: &str, contiguous: &str, autostart: bool) -> String
 
 const NULL: &str = "name = \"null\"\nexec = \"ddf-null\"\nautostart = true\n";
 
-/// What the driver's device says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Report {
-    bytes: usize,
-    page_size: usize,
-    pinned: bool,
-    mapping: usize,
-    incarnation: u32,
-    pattern: String,
-    /// Offset, address, length.
-    segments: Vec<(usize, u64, usize)>,
-}
-
-fn hex(s: &str) -> u64 {
-    u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap()
-}
-
+/// The report of the DMA test driver's device `dev`.
 fn report(ddm: &Ddm, dev: &str) -> Report {
-    let text = std::fs::read_to_string(ddm.path(dev)).unwrap();
-    let value = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')))
-            .unwrap_or_else(|| panic!("no {key} in {text}"))
-            .to_owned()
-    };
-    let segments = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("segment "))
-        .map(|l| {
-            let w: Vec<&str> = l.split(' ').collect();
-            (w[0].parse().unwrap(), hex(w[1]), w[2].parse().unwrap())
-        })
-        .collect();
-    Report {
-        bytes: value("bytes").parse().unwrap(),
-        page_size: value("page_size").parse().unwrap(),
-        pinned: value("pinned") == "yes",
-        mapping: hex(&value("mapping")) as usize,
-        incarnation: value("incarnation").parse().unwrap(),
-        pattern: value("pattern"),
-        segments,
-    }
+    Report::parse(&std::fs::read_to_string(ddm.path(dev)).unwrap())
 }
 
 /// `ddmctl status --json` of driver `name`.
@@ -142,52 +98,6 @@ fn getfattr(path: &Path, name: &str) -> String {
     let out = std::process::Command::new("getfattr").args(["--only-values", "-n", name]).arg(path).output().unwrap();
     assert!(out.status.success(), "getfattr {name}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// Checks the report against the driver's own page tables: every base page
-/// of each segment is present in `/proc/PID/pagemap` at the driver's
-/// mapping, the frames of a segment are consecutive, and the first is the
-/// segment's address. Also that the mapping is the DMA memfd.
-fn check_pagemap(pid: u32, r: &Report) {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    let line = maps
-        .lines()
-        .find(|l| l.starts_with(&format!("{:x}-", r.mapping)))
-        .unwrap_or_else(|| panic!("no mapping at {:#x} in:\n{maps}", r.mapping));
-    assert!(line.contains("memfd:ddf-dma:"), "the mapping is not the DMA memfd: {line}");
-    let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap")).unwrap();
-    let base = 4096usize;
-    assert_eq!(r.segments.iter().map(|s| s.2).sum::<usize>(), r.bytes);
-    for (i, &(offset, addr, len)) in r.segments.iter().enumerate() {
-        assert_eq!(offset, i * r.page_size);
-        assert_eq!(len, r.page_size);
-        let mut raw = vec![0u8; len / base * 8];
-        pagemap.read_exact_at(&mut raw, ((r.mapping + offset) / base * 8) as u64).unwrap();
-        for (k, e) in raw.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).enumerate() {
-            assert_eq!(e >> 63, 1, "page {k} of segment {i} is not present");
-            let frame = e & ((1 << 55) - 1);
-            assert_eq!(frame * base as u64, addr + (k * base) as u64, "segment {i}, page {k}: pagemap disagrees");
-        }
-    }
-}
-
-/// Maps the driver's memfd a second time (through `/proc/PID/map_files`)
-/// and checks that it holds the pattern.
-fn check_second_mapping(pid: u32, r: &Report) {
-    let path = format!("/proc/{pid}/map_files/{:x}-{:x}", r.mapping, r.mapping + r.bytes);
-    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    // SAFETY: a new read-only shared mapping at an address of the kernel's
-    // choosing; it is only read, and unmapped below.
-    let p =
-        unsafe { libc::mmap(std::ptr::null_mut(), r.bytes, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0) };
-    assert_ne!(p, libc::MAP_FAILED, "mmap of {path}: {}", std::io::Error::last_os_error());
-    // SAFETY: the mapping is `r.bytes` readable bytes; the driver does not
-    // write it after its start, so nothing changes it while we look.
-    let bytes = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), r.bytes) };
-    let wrong = bytes.iter().enumerate().position(|(i, b)| *b != pattern(i));
-    // SAFETY: exactly the mapping made above, no reference into it left.
-    unsafe { libc::munmap(p, r.bytes) };
-    assert_eq!(wrong, None, "a second mapping of the memfd does not read the pattern the driver wrote");
 }
 
 fn wait_new_pid(ddm: &Ddm, name: &str, old: u32) -> u32 {
@@ -212,7 +122,7 @@ fn huge_pages_match_the_drivers_pagemap_survive_a_kill_and_go_back_when_unloaded
     let r = report(&ddm, "dma0");
     assert_eq!((r.bytes, r.page_size, r.segments.len()), (4 << 20, HUGE, 2), "{r:?}");
     assert!(r.pinned, "the region is not pinned: {r:?}");
-    assert_eq!((r.incarnation, r.pattern.as_str()), (1, "written"));
+    assert_eq!((r.incarnation, r.pattern.as_str()), (Some(1), "written"));
     let first = pid(&ddm, "dma0");
     check_pagemap(first, &r);
     check_second_mapping(first, &r);
@@ -234,7 +144,7 @@ fn huge_pages_match_the_drivers_pagemap_survive_a_kill_and_go_back_when_unloaded
     let second = wait_new_pid(&ddm, "dma0", first);
     let r2 = report(&ddm, "dma0");
     assert_eq!(r2.segments, r.segments, "the addresses changed across a restart");
-    assert_eq!((r2.incarnation, r2.pattern.as_str()), (2, "kept"), "the contents did not survive: {r2:?}");
+    assert_eq!((r2.incarnation, r2.pattern.as_str()), (Some(2), "kept"), "the contents did not survive: {r2:?}");
     check_pagemap(second, &r2);
     check_second_mapping(second, &r2);
 
