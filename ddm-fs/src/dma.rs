@@ -811,6 +811,16 @@ mod tests {
     }
 
     #[test]
+    fn a_contiguity_no_page_size_has_is_refused_before_anything_is_taken() {
+        let alloc = Allocator::new(16 << 30, true);
+        let req = Dma { bytes: Size(16 << 30), contiguous: Size(16 << 30) };
+        let e = alloc.allocate("t", &req).unwrap_err();
+        assert!(matches!(e, DmaError::NoPageSize { .. }), "{e}");
+        assert!(e.to_string().starts_with("[dma] contiguous = \"16G\" needs huge pages of at least that size"), "{e}");
+        assert_eq!(alloc.budget().used(), 0);
+    }
+
+    #[test]
     fn locked_pages_resolve_to_their_frames_as_root() {
         if !nix::unistd::geteuid().is_root() {
             eprintln!("skipped: resolving physical addresses needs root");

@@ -75,33 +75,40 @@ impl ProcessLauncher {
 
 /// Makes sure `inst` holds the DMA memory its manifest asks for: allocated
 /// at its first start, checked at each later one (and replaced if the
-/// driver took pages out of it). Returns whether it was allocated now.
+/// driver took pages out of it). Returns whether it was allocated now. No
+/// lock is held while it allocates (which may wait for another ddm's hold
+/// on the huge-page pool): `ddmctl status` and the xattrs look meanwhile.
 fn ensure_dma(alloc: &Allocator, inst: &Instance) -> Result<bool, SpawnError> {
     let Some(req) = &inst.manifest.dma else { return Ok(false) };
-    let outcome = {
+    let stale = {
         let mut held = inst.dma.lock();
-        if held.as_ref().is_some_and(|r| !r.intact()) {
-            error!(
-                "driver {}: its DMA memory is not what ddm pinned any more (pages were taken out of its memfd); it gets new memory, and loses what was in it",
-                inst.name()
-            );
-            *held = None;
-        }
         match held.as_ref() {
-            Some(_) => Ok(false),
-            None => alloc.allocate(inst.name(), req).map(|region| {
-                info!("driver {}: DMA memory: {}", inst.name(), region.describe());
-                *held = Some(region);
-                true
-            }),
+            Some(r) if r.intact() => return Ok(false),
+            Some(_) => held.take(),
+            None => None,
         }
     };
-    outcome.map_err(|e| {
+    if stale.is_some() {
+        error!(
+            "driver {}: its DMA memory is not what ddm pinned any more (pages were taken out of its memfd); it gets new memory, and loses what was in it",
+            inst.name()
+        );
+        drop(stale);
+    }
+    let region = alloc.allocate(inst.name(), req).map_err(|e| {
         let e = SpawnError::Dma(Arc::new(e));
         // Shown by `ddmctl status` also when this was the first start.
         inst.live.lock().last_exit = Some(format!("could not start: {}", ddf::error_chain(&e)));
         e
-    })
+    })?;
+    info!("driver {}: DMA memory: {}", inst.name(), region.describe());
+    let mut held = inst.dma.lock();
+    if held.is_some() {
+        // Another start of the same instance got there first: keep that one.
+        return Ok(false);
+    }
+    *held = Some(region);
+    Ok(true)
 }
 
 impl Launcher for ProcessLauncher {

@@ -272,3 +272,43 @@ fn without_huge_pages_a_start_fails_with_what_to_do_unless_page_sized_segments_a
     check_second_mapping(p, &r);
     assert_eq!(ddf_tests::read_n(&ddm.path("zero"), 4).unwrap(), [0; 4]);
 }
+
+#[test]
+fn memory_a_driver_took_pages_out_of_is_replaced_at_its_restart() {
+    ddf_tests::needs_root!();
+    let _pool = take_pool();
+    let _guard = PoolGuard::new();
+    let ddm = Ddm::builder()
+        .args(&["--no-builtin", "--dma-reserved-only"])
+        .manifest(&dmatest("dma0", "64K", "4K", true))
+        .wait_for("dma0")
+        .start();
+    let r = report(&ddm, "dma0");
+    let first = pid(&ddm, "dma0");
+    // What a driver could do to its own memfd: punch a page out of it.
+    let path = format!("/proc/{first}/map_files/{:x}-{:x}", r.mapping, r.mapping + r.bytes);
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    // SAFETY: fallocate(2) on a descriptor we own; it touches no memory of ours.
+    let rc = unsafe {
+        libc::fallocate(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            0,
+            r.page_size as i64,
+        )
+    };
+    assert_eq!(rc, 0, "fallocate: {}", std::io::Error::last_os_error());
+    drop(file);
+    // SAFETY: kill(2) on the driver process of the ddm under test.
+    unsafe { libc::kill(first as i32, libc::SIGKILL) };
+    let second = wait_new_pid(&ddm, "dma0", first);
+    let r2 = report(&ddm, "dma0");
+    assert_eq!((r2.incarnation, r2.pattern.as_str()), (Some(2), "written"), "the damaged region was kept: {r2:?}");
+    check_pagemap(second, &r2);
+    check_second_mapping(second, &r2);
+    assert!(
+        ddm.log().contains("driver dma0: its DMA memory is not what ddm pinned any more"),
+        "the replacement is not logged:\n{}",
+        ddm.log()
+    );
+}
