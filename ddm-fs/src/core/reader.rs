@@ -142,7 +142,7 @@ impl Core {
     /// Makes the fast path's ring for this incarnation and hands it over.
     /// Without one, calls take the socket; a failure is logged, not fatal.
     fn give_ring(&self, inst: &Instance, conn: &Conn) {
-        let fast = match crate::fast::LinkRing::new() {
+        let fast = match crate::fast::LinkRing::new(self.config.max_spinners, self.config.fixed_spin) {
             Ok(f) => f,
             Err(e) => {
                 warn!("driver {}: no fast path: {}", inst.name(), ddf::error_chain(&e));
