@@ -36,6 +36,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 
+pub mod dma;
+
 /// Locks a mutex, also after a panic of another holder (the tools' data is
 /// counters and lists, still good after a panic).
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -409,6 +409,17 @@ fn print_status(drivers: &[DriverStatus]) {
             let c: Vec<String> = d.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
             println!("{:<12} counters: {}", "", c.join(" "));
         }
+        if let Some(dma) = &d.dma {
+            let size = ddf::params::Size;
+            println!(
+                "{:<12} dma: {} in {} segments of {}, {}",
+                "",
+                size(dma.bytes),
+                dma.segments,
+                size(dma.page_size),
+                if dma.pinned { "pinned" } else { "locked, not pinned" }
+            );
+        }
     }
 }
 

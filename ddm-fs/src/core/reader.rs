@@ -112,8 +112,18 @@ impl Core {
         conn.kill();
     }
 
-    /// Sends `Start` with the instance's parameters and stored state.
+    /// Sends the instance's DMA grant, if it holds DMA memory, then `Start`
+    /// with its parameters and stored state.
     fn send_start(&self, inst: &Instance, conn: &Conn) -> Result<(), ProtocolError> {
+        {
+            let dma = inst.dma.lock();
+            if let Some(region) = dma.as_ref() {
+                let grant = DdmToDriver::Dma(region.grant());
+                conn.chan()
+                    .send(&grant, &[], &[region.memfd()])
+                    .map_err(|e| ProtocolError::Start(ddf::error_chain(&e)))?;
+            }
+        }
         let store = inst.store.lock();
         let mut state = Vec::new();
         let mut fds = Vec::new();
@@ -299,6 +309,11 @@ impl Core {
             (Ended { cause, how, in_flight }, next, extra)
         };
         inst.changed.notify_all();
+        if next == DriverState::Stopped {
+            // Stopped for good: its DMA memory goes back (a quarantined or
+            // restarting driver keeps it for its next incarnation).
+            inst.free_dma();
+        }
         self.orphan_files(inst, next == DriverState::Failed);
         self.emit(Event::Died { driver: inst.id, how: ended.how.clone(), next });
         (ended, extra)

@@ -350,6 +350,56 @@ fn state_saved_by_one_incarnation_is_handed_to_the_next() {
     assert_eq!(d2.fds.len(), 1);
 }
 
+/// A driver asking for DMA memory, holding a fake region of two pages.
+fn with_dma(h: &Harness, name: &str) -> Arc<crate::dma::Budget> {
+    let budget = crate::dma::Budget::new(1 << 20);
+    let inst = h.core.instance(name).unwrap();
+    *inst.dma.lock() = Some(crate::dma::Region::fake(&budget, 2));
+    budget
+}
+
+fn dma_manifest() -> String {
+    manifest("dmadrv", "[dma]\nbytes = \"8K\"\ncontiguous = \"4K\"\n")
+}
+
+#[test]
+fn dma_memory_is_granted_before_start_to_every_incarnation_and_freed_when_stopped() {
+    let h = Harness::new(&[dma_manifest(), mortal()]);
+    let budget = with_dma(&h, "dmadrv");
+    assert_eq!(budget.used(), 8192);
+    let d = h.start("dmadrv");
+    let (grant, fd) = d.dma.as_ref().expect("no DMA grant before Start");
+    assert_eq!((grant.len, grant.page_size, grant.pages.len()), (8192, 4096, 2));
+    let first = (grant.clone(), nix::sys::stat::fstat(fd).unwrap().st_ino);
+    // A driver without [dma] gets no grant.
+    assert!(h.start("kbd").dma.is_none());
+    // The next incarnation gets the same memory and addresses.
+    h.die(d, DriverState::Restarting);
+    let d2 = h.start("dmadrv");
+    let (grant, fd) = d2.dma.as_ref().unwrap();
+    assert_eq!((grant.clone(), nix::sys::stat::fstat(fd).unwrap().st_ino), first);
+    assert_eq!(budget.used(), 8192, "a restart keeps the memory");
+    // Quarantined: kept for a `ddmctl restart`. Stopped: freed.
+    h.die(d2, DriverState::Failed);
+    assert!(h.core.instance("dmadrv").unwrap().dma.lock().is_some());
+    let d3 = h.start("dmadrv");
+    h.die(d3, DriverState::Stopped);
+    assert!(h.core.instance("dmadrv").unwrap().dma.lock().is_none());
+    assert_eq!(budget.used(), 0, "a stopped driver's DMA memory is given back");
+}
+
+#[test]
+fn unloading_a_quarantined_driver_frees_its_dma_memory() {
+    let h = Harness::new(&[dma_manifest()]);
+    let budget = with_dma(&h, "dmadrv");
+    let (d, _) = h.running("dmadrv", &["dma0"]);
+    h.die(d, DriverState::Failed);
+    assert_eq!(budget.used(), 8192);
+    crate::plug::unload(&h.core, "dma0").unwrap();
+    assert_eq!(budget.used(), 0);
+    assert!(!h.exists("dma0"));
+}
+
 /// Borrowing an owned descriptor in an argument list.
 trait AsFdRef {
     fn as_fd_ref(&self) -> std::os::fd::BorrowedFd<'_>;
