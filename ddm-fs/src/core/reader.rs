@@ -238,8 +238,13 @@ impl Core {
         let stale: Vec<Ino> = {
             let mut live = inst.live.lock();
             let seen = std::mem::take(&mut live.seen);
-            let stale = live.names.iter().filter(|(_, ino)| !seen.contains(ino)).map(|(_, i)| *i).collect();
-            live.names.retain(|_, ino| seen.contains(ino));
+            // Nodes the plugin manager handed it are served again after it
+            // is handed them again (Bind comes after Ready): not stale.
+            let bindings = self.bindings.lock();
+            let kept = |ino: &Ino| seen.contains(ino) || bindings.get(ino) == Some(&super::Binding::Bound(inst.id));
+            let stale = live.names.values().filter(|ino| !kept(ino)).copied().collect();
+            live.names.retain(|_, ino| kept(ino));
+            drop(bindings);
             live.seen = seen;
             stale
         };

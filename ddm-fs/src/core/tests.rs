@@ -785,3 +785,26 @@ fn a_slow_permission_save_does_not_hold_the_tree() {
     busy.join().unwrap();
     assert_eq!(t.join().unwrap().unwrap(), 0o640);
 }
+
+#[test]
+fn a_restarted_bound_driver_keeps_its_node_and_is_handed_it_again() {
+    let h = Harness::new(&[bus_manifest(), bound_manifest()]);
+    let mut b = bus(&h);
+    offer(&mut b, "led", "1234");
+    let mut blink = h.launched();
+    blink.ready();
+    let DdmToDriver::Bind(bd) = blink.recv().0 else { panic!("no bind") };
+    let mut spec = DeviceSpec::new(DeviceId(0), "led", DeviceClass::Char, 0);
+    spec.serves = Some(bd.path.clone());
+    blink.add(spec);
+    blink.sync();
+    let ino = h.ino("vbus/led");
+    h.die(blink, DriverState::Restarting);
+    // The new incarnation says ready before it is handed the node again:
+    // the node is not one it forgot.
+    let mut again = h.start("blink");
+    again.ready();
+    assert_eq!(again.recv().0, DdmToDriver::Bind(bd));
+    assert_eq!(h.ino("vbus/led"), ino, "the bound node was removed at ready");
+    assert_eq!(h.core.bindings.lock().get(&ino), Some(&Binding::Bound(again.inst.id)));
+}
