@@ -23,6 +23,10 @@ use crate::ids::Ino;
 const FLOOD_BURST: f64 = 50_000.0;
 const FLOOD_RATE: u32 = 20_000;
 
+/// How long the end of an incarnation waits for its reader to read what the
+/// driver sent before it died (its socket may outlive it in a child).
+const READER_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Most bytes of a counter's name.
 const COUNTER_NAME_MAX: usize = 64;
 
@@ -109,6 +113,7 @@ impl Core {
                 inst.kill(Cause::Protocol(why));
             }
         }
+        conn.reader_done();
         conn.kill();
     }
 
@@ -283,6 +288,11 @@ impl Core {
         exit: Cause,
         decide: impl FnOnce(&mut Vec<Instant>, &Cause) -> (DriverState, T),
     ) -> (Ended, T) {
+        // Its process is gone: its socket holds what it sent last, which
+        // the reader completes before anything left in flight fails.
+        if !conn.wait_reader(READER_GRACE) {
+            debug!("driver {}: its reader did not finish in {} ms", inst.name(), READER_GRACE.as_millis());
+        }
         let in_flight = conn.kill();
         let stopping = self.is_stopping();
         let (ended, next, extra) = {

@@ -808,3 +808,24 @@ fn a_restarted_bound_driver_keeps_its_node_and_is_handed_it_again() {
     assert_eq!(h.ino("vbus/led"), ino, "the bound node was removed at ready");
     assert_eq!(h.core.bindings.lock().get(&ino), Some(&Binding::Bound(again.inst.id)));
 }
+
+#[test]
+fn an_answer_sent_just_before_the_driver_died_is_delivered_not_failed() {
+    let h = Harness::new(&[mortal()]);
+    let (mut d, inos) = h.running("kbd", &["keyboard0"]);
+    let (fh, _) = h.open(&mut d, inos[0]);
+    let a = h.read(fh, 16, 0);
+    let (id, _, _) = d.expect_call();
+    let b = h.read(fh, 16, 0);
+    let _ = d.expect_call();
+    // The driver says much, answers one call and dies at once: its reaper
+    // ends the incarnation while the answer is still in the socket, behind
+    // the rest.
+    for _ in 0..3000 {
+        d.send(&DriverToDdm::PollWake { handle: Handle(999) }, &[]);
+    }
+    d.reply(id, Ok(Answer::Data), b"last words");
+    h.die(d, DriverState::Restarting);
+    assert_eq!(a.get(), Outcome::Data(b"last words".to_vec()));
+    assert_eq!(b.get(), Outcome::Error(Errno::EIO));
+}
