@@ -146,10 +146,7 @@ pub fn reap(core: &Arc<Core>, inst: &Arc<Instance>, mut child: Child, conn: &Arc
                 (None, Some(libc::SIGSYS)) => {
                     // Its runtime reported the refused call on the socket
                     // before it died: let the reader take in what is left.
-                    let until = Instant::now() + REPORT_WAIT;
-                    while !conn.is_dead() && Instant::now() < until {
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
+                    conn.wait_reader(REPORT_WAIT);
                     let mut live = inst.live.lock();
                     live.violations = live.violations.saturating_add(1);
                     Cause::Sandbox { call: live.violation.take(), core: s.core_dumped() }
@@ -176,6 +173,13 @@ pub fn reap(core: &Arc<Core>, inst: &Arc<Instance>, mut child: Child, conn: &Arc
         format!("{} in flight failed with EIO: {}", ended.in_flight.len(), ended.in_flight.join(", "))
     };
     match decision {
+        Decision::StayDown if !core.is_stopping() && has_bound_nodes(core, inst) => {
+            // Stopped because it served nothing, but handed a device since
+            // (a rescan while it was on its way out): it is needed again.
+            info!("driver {} ({paths}): {how}; a device was bound to it meanwhile: starting it again", inst.name());
+            inst.live.lock().state = DriverState::Restarting;
+            restart_later(core, inst, Duration::ZERO);
+        }
         Decision::StayDown => info!("driver {} ({paths}): {how}", inst.name()),
         Decision::Restart(delay) => {
             error!("driver {} ({paths}) died: {how}; {flight}; restarting in {} ms", inst.name(), delay.as_millis());
@@ -207,6 +211,11 @@ fn quarantined(inst: &Instance, policy: &Supervision, cooldown: Option<Duration>
         ),
         None => format!("{why}: quarantined (state failed) until `ddmctl restart {name}` (cooldown_ms is 0)"),
     }
+}
+
+/// Whether the plugin manager has handed `inst` a node.
+fn has_bound_nodes(core: &Core, inst: &Instance) -> bool {
+    core.bindings.lock().values().any(|b| *b == crate::core::Binding::Bound(inst.id))
 }
 
 /// Starts the next incarnation after `delay`, on a thread of its own.
@@ -338,6 +347,8 @@ pub fn watchdog(core: Arc<Core>) {
 /// quarantines whose cool-down is over.
 fn check(core: &Arc<Core>, now: Instant, seq: &mut u64) {
     let start_timeout = core.config.start_timeout;
+    let conns: Vec<Arc<Conn>> = core.all().iter().filter_map(|i| i.conn()).collect();
+    crate::fast::govern(conns.iter().filter_map(|c| c.fast.get().map(|f| (f, c.calls()))));
     for inst in core.all() {
         let policy = &inst.manifest.supervision;
         let mut verdict = None;

@@ -11,13 +11,16 @@
 //! | libIPC    | [`ipc`]      | framed, typed messages over `SOCK_SEQPACKET` Unix sockets, with fd passing and peer credentials |
 //! | libDDM    | [`ddm`]      | the DDM proxy: the control-socket client `ddmctl` and programs use |
 //! | libDriver | [`driver`]   | the [`driver::Driver`] trait and the runtime that serves a driver from its request FIFO |
-//! | libMem    | [`mem`]      | sealed memfd buffers granted by descriptor |
+//! | libMem    | [`mem`]      | sealed memfd buffers granted by descriptor, and the DMA memory the DDM grants a driver |
 //! | libIO     | [`io`]       | port I/O behind a trait: a real x86 backend behind `ioperm`, and an emulated port space |
 //!
 //! [`params`] turns a driver's `key = value` parameters into its own typed
 //! configuration. [`input`] holds what input drivers and their clients share: the evdev
 //! record, key codes, and the US keyboard layout both ways. [`testing`] is a
 //! stand-in for the DDM, to test a driver process over the real protocol.
+//!
+//! [`ring`] is the fast path: calls through shared memory, with bounded
+//! spinning, beside the socket.
 //!
 //! The messages themselves live in [`proto`], in one place, so that the wire
 //! format can be read (and is pinned by tests) without reading the transport.
@@ -35,6 +38,7 @@ pub mod ipc;
 pub mod mem;
 pub mod params;
 pub mod proto;
+pub mod ring;
 pub mod testing;
 
 pub use proto::Errno;

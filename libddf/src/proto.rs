@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 pub const PROTOCOL_MAGIC: [u8; 4] = *b"DDF\x01";
 
 /// Version of the messages in this module.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The first message each way on every link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -285,9 +285,10 @@ pub struct BoundDevice {
 /// The DDM's messages to a driver.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DdmToDriver {
-    /// Sent once after the handshake: who the driver is, its parameters,
-    /// and the state its previous incarnation left. The frame carries the
-    /// state's descriptors, in the order of `state`, each entry taking
+    /// Sent once after the handshake (and after the [`DdmToDriver::Dma`]
+    /// grant, if there is one): who the driver is, its parameters, and the
+    /// state its previous incarnation left. The frame carries the state's
+    /// descriptors, in the order of `state`, each entry taking
     /// [`StateEntry::fds`] of them.
     Start {
         /// The instance name (from its manifest).
@@ -332,6 +333,10 @@ pub enum DdmToDriver {
         device: DeviceId,
         /// The access it may open it with.
         access: OpenFlags,
+        /// The shape of the client's ring, when the frame also carries one
+        /// (after the socket: the ring's memfd and its doorbell), as
+        /// [`DdmToDriver::Ring`].
+        ring: Option<RingSpec>,
     },
     /// The plugin manager hands this driver a device its manifest matches:
     /// it should register a device with [`DeviceSpec::serves`] set to the
@@ -345,7 +350,49 @@ pub enum DdmToDriver {
     /// Enumerate the bus again: report devices that appeared, remove those
     /// that went (bus drivers).
     Rescan,
+    /// The fast path: calls may come in this shared-memory ring too
+    /// ([`crate::ring`]). The frame carries its memfd and its doorbell (an
+    /// eventfd), in that order.
+    Ring(RingSpec),
+    /// The DMA memory the driver's manifest asks for (`[dma]`), with its
+    /// memfd as the frame's one descriptor. Sent only to a driver whose
+    /// manifest asks, after the handshake and **before** [`DdmToDriver::Start`],
+    /// to every incarnation (the same memory each time). Before `Start`
+    /// because the runtime must have it before it builds the driver, and a
+    /// runtime that is not waiting for a grant must never be left waiting
+    /// for one: it reads until `Start`, keeping a grant that comes first.
+    Dma(DmaGrant),
 }
+
+/// The shape of a ring ([`crate::ring`]): how many slots of how many bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingSpec {
+    /// Slots.
+    pub slots: u32,
+    /// Bytes per slot, control words included.
+    pub slot_size: u32,
+}
+
+/// DMA memory the DDM allocated, locked and resolved for a driver: a memfd
+/// of [`DmaGrant::len`] bytes made of pages of [`DmaGrant::page_size`]
+/// bytes, each physically contiguous, at the physical addresses in
+/// [`DmaGrant::pages`] (see [`crate::mem::DmaRegion`] for what is promised).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DmaGrant {
+    /// Bytes of the region: the memfd's size, `pages.len() * page_size`.
+    pub len: u64,
+    /// The size of its pages: a huge page size (2 MiB) or the base page
+    /// size (4 KiB) when the manifest accepts page-sized segments.
+    pub page_size: u64,
+    /// The physical (bus) address of each page, in the region's order.
+    pub pages: Vec<u64>,
+    /// Whether the DDM holds the pages with a long-term pin, so that the
+    /// kernel can neither swap nor migrate them (`false`: locked only).
+    pub pinned: bool,
+}
+
+/// Most pages one [`DmaGrant`] may name (it must fit in one frame).
+pub const DMA_PAGES_MAX: usize = 16_384;
 
 /// A fault the driver runtime injects into itself on request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -366,6 +413,19 @@ pub enum Fault {
     Flood,
     /// Answer a request that was never made.
     StrayReply,
+    /// Answer the next call that comes by the ring with garbage in its slot
+    /// (if none comes within 2 s, the next answer by the socket: a garbage
+    /// frame).
+    RingGarbage,
+    /// Answer the next call that comes by the ring with a reply to a
+    /// request never made (or, after 2 s, by the socket: the same).
+    RingStray,
+    /// Answer the next call that comes by the ring with a length beyond its
+    /// slot (or, after 2 s, by the socket: a header longer than its frame).
+    RingOverlong,
+    /// Die in the middle of the next answer in a ring slot (or, after 2 s,
+    /// of the next answer).
+    RingDeath,
     /// Make system calls no driver may make (open a socket, `ptrace`,
     /// `execve`): the system call filter kills it with `SIGSYS`.
     ForbiddenSyscall,
@@ -383,6 +443,10 @@ impl Fault {
             "exit" => Fault::Exit(0),
             "flood" => Fault::Flood,
             "stray-reply" => Fault::StrayReply,
+            "ring-garbage" => Fault::RingGarbage,
+            "ring-stray" => Fault::RingStray,
+            "ring-overlong" => Fault::RingOverlong,
+            "ring-death" => Fault::RingDeath,
             "forbidden-syscall" => Fault::ForbiddenSyscall,
             other => Fault::Exit(other.strip_prefix("exit:")?.parse().ok()?),
         })
@@ -693,6 +757,9 @@ pub enum ControlResponse {
         access: OpenFlags,
         /// The driver instance.
         driver: String,
+        /// The shape of the ring shared with the driver, when the frame also
+        /// carries one (after the socket: its memfd and the doorbell).
+        ring: Option<RingSpec>,
     },
 }
 
@@ -780,6 +847,10 @@ pub struct DriverStatus {
     pub devices: Vec<String>,
     /// The driver's own counters (see [`DriverToDdm::Counters`]).
     pub counters: Vec<(String, u64)>,
+    /// Calls of the current incarnation that took the fast path (its ring).
+    pub fast_calls: u64,
+    /// The DMA memory the DDM holds for it, if its manifest asks for some.
+    pub dma: Option<DmaStatus>,
     /// Times its system call filter killed it.
     pub violations: u32,
     /// In quarantine (`failed`): milliseconds until it is tried again by
@@ -788,6 +859,22 @@ pub struct DriverStatus {
     pub next_try_ms: Option<u64>,
     /// Quarantines in a row (each doubles the cool-down).
     pub quarantines: u32,
+}
+
+/// A driver's DMA memory as the control socket shows it. The physical
+/// addresses are not shown: they are privileged information (the kernel
+/// hides them from unprivileged readers of `/proc/PID/pagemap`), and only
+/// the driver itself gets them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DmaStatus {
+    /// Bytes held.
+    pub bytes: u64,
+    /// The size of its pages (each one physically contiguous).
+    pub page_size: u64,
+    /// How many pages, that is segments, it has.
+    pub segments: u32,
+    /// Whether its pages are pinned against migration (else locked only).
+    pub pinned: bool,
 }
 
 #[cfg(test)]
@@ -801,7 +888,7 @@ mod tests {
 
     #[test]
     fn hello_is_pinned() {
-        assert_eq!(enc(&Hello::ours()), [b'D', b'D', b'F', 1, 2]);
+        assert_eq!(enc(&Hello::ours()), [b'D', b'D', b'F', 1, 3]);
     }
 
     #[test]
@@ -817,11 +904,15 @@ mod tests {
         assert_eq!(enc(&err), [3, 1, 1, 22]);
         assert_eq!(enc(&DdmToDriver::Cancel { id: RequestId(5) }), [2, 5]);
         assert_eq!(enc(&DdmToDriver::Shutdown), [4]);
+        // 11 = Dma, len 8192 = [0x80, 0x40], page size 4096 = [0x80, 0x20],
+        // two pages 0x1000 and 0x3000, pinned true.
+        let grant = DmaGrant { len: 8192, page_size: 4096, pages: vec![0x1000, 0x3000], pinned: true };
+        assert_eq!(enc(&DdmToDriver::Dma(grant)), [11, 0x80, 0x40, 0x80, 0x20, 2, 0x80, 0x20, 0x80, 0x60, 1]);
         // 11 = SandboxViolation, 41 as zig-zag varint = 82, 0xc000003e as varint.
         let v = DriverToDdm::SandboxViolation { syscall: 41, arch: 0xC000_003E };
         assert_eq!(enc(&v), [11, 82, 0xbe, 0x80, 0x80, 0x80, 0x0c]);
-        // 5 = Inject, 8 = ForbiddenSyscall.
-        assert_eq!(enc(&DdmToDriver::Inject(Fault::ForbiddenSyscall)), [5, 8]);
+        // 5 = Inject, 12 = ForbiddenSyscall.
+        assert_eq!(enc(&DdmToDriver::Inject(Fault::ForbiddenSyscall)), [5, 12]);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use nix::sys::signal::{SigSet, Signal};
 
 use ddm_fs::core::{spawn_named, Config as CoreConfig, Core};
 use ddm_fs::manifest::{Manifest, ManifestError};
-use ddm_fs::{control, fs, interrupt, plug, spawn, supervise};
+use ddm_fs::{control, dma, fs, interrupt, plug, spawn, supervise};
 
 /// The device driver manager: mounts the ddf file system and runs drivers.
 #[derive(Debug, Parser)]
@@ -66,10 +66,30 @@ pub struct Args {
     #[arg(long, value_name = "DIR", default_value = "/var/lib/ddf")]
     pub state_dir: PathBuf,
 
+    /// The shared-memory fast path for calls to drivers (`off`: every call
+    /// takes the driver's socket).
+    #[arg(long, value_name = "on|off", env = "DDF_FAST_PATH", default_value = "on", value_parser = ["on", "off"])]
+    pub fast_path: String,
+
+    /// The most DMA memory (manifests' [dma]) all drivers together may hold,
+    /// as a size: 64M, 1G, 0 for none.
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
+    pub dma_limit: u64,
+
+    /// Take DMA memory only from the huge pages reserved beforehand
+    /// (vm.nr_hugepages); never let the kernel allocate more.
+    #[arg(long)]
+    pub dma_reserved_only: bool,
+
     /// Close a control connection that sends nothing, or takes no answer,
     /// for this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub control_timeout: u64,
+}
+
+/// Parses a size argument (`64M`, `1G`, `67108864`).
+fn parse_size(s: &str) -> Result<u64, String> {
+    ddf::params::parse_size(s).map_err(|e| e.to_string())
 }
 
 /// Why ddm could not start.
@@ -251,8 +271,12 @@ fn run(args: &Args) -> Result<(), StartError> {
     }
     let listener = control::bind(&args.socket)?;
     let start_timeout = Duration::from_secs(args.start_timeout);
-    let core = Core::new(manifests, CoreConfig { driver_dir, start_timeout }, policy, perms);
-    core.set_launcher(Arc::new(spawn::ProcessLauncher));
+    let fast_path = args.fast_path == "on";
+    let max_spinners = ddm_fs::fast::default_spinners();
+    let config = CoreConfig { driver_dir, start_timeout, fast_path, max_spinners, fixed_spin: None };
+    let core = Core::new(manifests, config, policy, perms);
+    let dma = dma::Allocator::new(args.dma_limit, args.dma_reserved_only);
+    core.set_launcher(Arc::new(spawn::ProcessLauncher::new(dma)));
     core.listen(Arc::new(plug::PlugManager));
 
     // Drivers first, so the tree is populated when the mount appears.
@@ -292,7 +316,7 @@ fn run(args: &Args) -> Result<(), StartError> {
         core.stop_all(Duration::from_secs(1));
         StartError::Mount(args.mountpoint.clone(), e)
     })?;
-    core.set_notifier(Box::new(fs::KernelNotify(session.notifier())));
+    core.set_notifier(Box::new(fs::KernelNotify::start(session.notifier())));
     let session = session.spawn().map_err(|e| StartError::Mount(args.mountpoint.clone(), e))?;
 
     let c = core.clone();

@@ -105,6 +105,13 @@ pub enum ProtocolError {
     /// `max_devices`).
     #[error("more than {0} devices and buses (the manifest's max_devices)")]
     TooManyDevices(usize),
+    /// What the driver left in the ring is no answer to the call there.
+    #[error("ring: {0}")]
+    Ring(String),
+    /// More registrations refused (bad names, metadata that does not fit)
+    /// than one incarnation may earn.
+    #[error("more than {0} registrations refused")]
+    Refusals(u64),
     /// A bound driver claims a node that is not bound to it.
     #[error("serves {0:?}, which is not bound to it")]
     NotBound(String),
@@ -125,4 +132,7 @@ pub enum SpawnError {
     /// ddm is shutting down.
     #[error("ddm is stopping")]
     Stopping,
+    /// The DMA memory its manifest asks for cannot be had.
+    #[error("DMA memory")]
+    Dma(#[source] Arc<crate::dma::DmaError>),
 }

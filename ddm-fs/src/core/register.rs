@@ -12,7 +12,8 @@
 //! driver is killed. A name or metadata that does not fit, or a name taken
 //! in its bus, is refused with a logged reason and the driver goes on
 //! (names may come from users: `add ../x` on the virtual bus); the first
-//! refusals of an incarnation are logged, then one in a thousand.
+//! refusals of an incarnation are logged, then one in a thousand, and more
+//! than [`REFUSALS_MAX`] of them are a violation too.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -27,6 +28,10 @@ use crate::tree::{BusDevice, DeviceRef, Node, NodeKind};
 
 /// Refusals logged in full per incarnation before only one in a thousand is.
 const REFUSALS_LOGGED: u64 = 20;
+
+/// Refusals one incarnation may earn: past them, it is sending nonsense on
+/// purpose (refused registrations cost nothing against its device limit).
+pub const REFUSALS_MAX: u64 = 10_000;
 
 /// A name for a log line: quoted and escaped, long ones cut.
 fn shown(name: &str) -> String {
@@ -61,8 +66,9 @@ fn misfit(spec: &DeviceSpec) -> Option<String> {
 
 impl Core {
     /// Logs that a registration of `inst` was refused (the first few of an
-    /// incarnation, then one in a thousand).
-    fn refuse(&self, inst: &Instance, what: std::fmt::Arguments<'_>) {
+    /// incarnation, then one in a thousand); more than [`REFUSALS_MAX`] are
+    /// a protocol violation.
+    fn refuse(&self, inst: &Instance, what: std::fmt::Arguments<'_>) -> Result<(), ProtocolError> {
         let n = {
             let mut live = inst.live.lock();
             live.refused += 1;
@@ -72,6 +78,10 @@ impl Core {
             let more = if n == REFUSALS_LOGGED { "; further refusals are logged one in a thousand" } else { "" };
             warn!("driver {}: {what} (refusal {n} of this incarnation){more}", inst.name());
         }
+        if n > REFUSALS_MAX {
+            return Err(ProtocolError::Refusals(REFUSALS_MAX));
+        }
+        Ok(())
     }
 
     /// Whether `inst` may register one more node, within its manifest's limit.
@@ -115,7 +125,7 @@ impl Core {
                     "bus {} refused: its kind is over {ADDRESS_MAX} bytes or has control characters",
                     shown(&name)
                 ),
-            );
+            )?;
             return Ok(());
         }
         let path = join(&self.tree.read().path(parent), &name);
@@ -143,7 +153,7 @@ impl Core {
                 self.inval_entry(parent, &name);
                 self.emit(Event::BusAdded { path, driver: inst.id });
             }
-            Err(e) => self.refuse(inst, format_args!("bus {} refused: {e}", shown(&name))),
+            Err(e) => self.refuse(inst, format_args!("bus {} refused: {e}", shown(&name)))?,
         }
         Ok(())
     }
@@ -155,7 +165,7 @@ impl Core {
         }
         Self::within_limit(inst)?;
         if let Some(why) = misfit(&spec) {
-            self.refuse(inst, format_args!("device {} refused: {why}", shown(&spec.name)));
+            self.refuse(inst, format_args!("device {} refused: {why}", shown(&spec.name)))?;
             return Ok(());
         }
         // A driver bound to a device takes over the node the bus made.
@@ -230,7 +240,7 @@ impl Core {
                 self.inval_entry(parent, &spec.name);
                 self.emit(Event::DeviceAdded { ino, path, driver: inst.id, offered });
             }
-            Err(e) => self.refuse(inst, format_args!("device {} refused: {e}", shown(&spec.name))),
+            Err(e) => self.refuse(inst, format_args!("device {} refused: {e}", shown(&spec.name)))?,
         }
         Ok(())
     }

@@ -22,6 +22,10 @@ const RESERVED: &[&str] = &[
     "violations",
     "bus",
     "address",
+    "dma_bytes",
+    "dma_page_size",
+    "dma_segments",
+    "dma_pinned",
 ];
 
 /// A node's kind without its children.
@@ -72,6 +76,15 @@ pub fn xattrs(core: &Core, ino: Ino) -> Option<Vec<(&'static str, String)>> {
                 v.push(("user.ddf.pid", pid.map(|p| p.to_string()).unwrap_or_default()));
                 v.push(("user.ddf.restarts", restarts.to_string()));
                 v.push(("user.ddf.last_exit", last_exit.unwrap_or_default()));
+                // Its DMA memory, without the addresses (privileged: the
+                // driver's alone).
+                let dma = inst.dma.lock().as_ref().map(|r| r.status());
+                if let Some(d) = dma {
+                    v.push(("user.ddf.dma_bytes", d.bytes.to_string()));
+                    v.push(("user.ddf.dma_page_size", d.page_size.to_string()));
+                    v.push(("user.ddf.dma_segments", d.segments.to_string()));
+                    v.push(("user.ddf.dma_pinned", if d.pinned { "yes" } else { "no" }.into()));
+                }
                 v.push(("user.ddf.violations", violations.to_string()));
                 // Quarantined: when it is tried again by itself.
                 if let Some(next) = retry_at {
