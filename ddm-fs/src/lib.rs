@@ -21,8 +21,10 @@
 //! | [`sandbox`], [`spawn`] | starting driver processes, confined |
 //! | [`supervise`] | reaping, the restart policy, quarantine, the watchdog |
 //! | [`plug`] | the plugin manager (manifests' `[match]`), load/unload/rescan/find |
+//! | [`monitor`] | the live event stream of `ddmctl monitor`, bounded per subscriber |
 //! | [`fs`] | the FUSE front end (`fuser::Filesystem`) |
 //! | [`control`] | the control socket, with SO_PEERCRED rights, and the direct-link broker |
+//! | [`service`], [`logging`] | ddm as a systemd service (sd-notify, watchdog), the journal |
 
 #![warn(missing_docs, missing_debug_implementations)]
 
@@ -32,10 +34,13 @@ pub mod core;
 pub mod fs;
 pub mod ids;
 pub mod interrupt;
+pub mod logging;
 pub mod manifest;
+pub mod monitor;
 pub mod plug;
 pub mod reply;
 pub mod sandbox;
+pub mod service;
 pub mod spawn;
 pub mod supervise;
 pub mod sync;
