@@ -562,8 +562,10 @@ fn node_json(d: &NodeDetail) -> Value {
     let mut v = serde_json::to_value(&d.node).unwrap_or(Value::Null);
     if let Some(obj) = v.as_object_mut() {
         obj.insert("kind".into(), json!(if d.node.class.is_some() { "device" } else { "bus" }));
-        obj.insert("owner".into(), json!(user_name(d.node.uid)));
-        obj.insert("group".into(), json!(group_name(d.node.gid)));
+        let owner = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(d.node.uid)).ok().flatten();
+        let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(d.node.gid)).ok().flatten();
+        obj.insert("owner".into(), json!(owner.map(|u| u.name)));
+        obj.insert("group".into(), json!(group.map(|g| g.name)));
         obj.insert("acl".into(), json!(d.acl));
         obj.insert("bus_driver".into(), json!(d.bus_driver));
         obj.insert("unbound".into(), json!(d.unbound));
