@@ -63,7 +63,7 @@ enum Command {
     },
     /// Print what happens, as it happens: devices added, removed, bound and
     /// unbound; drivers started, ready, died, restarted, quarantined;
-    /// permissions changed. One line per event (JSON Lines with --json);
+    /// permissions changed. One line per event; with --json, JSON Lines.
     /// Ctrl-C ends it.
     Monitor,
     /// Print a completion script for a shell (bash, zsh or fish).
