@@ -348,7 +348,10 @@ fn installed_files(prefix: &str) -> BTreeSet<String> {
         want.insert(format!("{prefix}/share/man/man{section}/{name}"));
     }
     if repo_root().join("libddf-c").is_dir() {
-        for f in ["lib/libddf.so.0", "lib/libddf.so", "include/ddf.h", "lib/pkgconfig/ddf.pc"] {
+        let cargo = std::fs::read_to_string(repo_root().join("libddf-c/Cargo.toml")).unwrap();
+        let version = cargo.lines().find_map(|l| l.strip_prefix("version = \"")).unwrap().trim_end_matches('"');
+        let real = format!("lib/libddf.so.{version}");
+        for f in [real.as_str(), "lib/libddf.so.0", "lib/libddf.so", "include/ddf.h", "lib/pkgconfig/ddf.pc"] {
             want.insert(format!("{prefix}/{f}"));
         }
     }
@@ -485,7 +488,7 @@ fn scripts_test_as_root_runs_every_step_without_sudo() {
         [
             "fmt --all -- --check",
             "clippy --workspace --all-targets --locked -- -D warnings",
-            "build --workspace --locked --bins --examples",
+            "build --workspace --locked --lib --bins --examples",
             "test --workspace --locked -- --test-threads=3",
         ]
     );

@@ -268,3 +268,20 @@ fn the_stuck_reader_test_driver_can_be_signalled_out() {
     assert_eq!(st.code(), Some(124));
     assert_eq!(driver(&ddm, "stall").1, "running");
 }
+
+#[test]
+fn a_driver_that_removes_the_device_being_written_is_not_taken_for_hung() {
+    ddf_tests::needs_root!();
+    // The writer holds the file while its write waits for the driver, and
+    // the kernel's notice of the removal waits for the file: the notice
+    // must not be sent from the thread the write's answer needs.
+    let ddm = Ddm::builder().manifest(STALL).wait_for("stall.info").start();
+    let (pid, _, restarts, _) = driver(&ddm, "stall");
+    let start = std::time::Instant::now();
+    std::fs::write(ddm.path("stall.info"), "remove\n").unwrap();
+    assert!(start.elapsed() < Duration::from_secs(3), "the write took {:?}", start.elapsed());
+    assert!(wait_until(Duration::from_secs(5), || !ddm.path("stall.info").exists()));
+    // Past the heartbeat timeout, the driver is the same process.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(driver(&ddm, "stall"), (pid, "running".to_owned(), restarts, driver(&ddm, "stall").3));
+}

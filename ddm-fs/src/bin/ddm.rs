@@ -95,6 +95,11 @@ pub struct Args {
     /// it, as under systemd; else standard error), journal, or stderr.
     #[arg(long, value_name = "TARGET", value_enum, default_value_t = Target::Auto)]
     pub log_target: Target,
+
+    /// The shared-memory fast path for calls to drivers (`off`: every call
+    /// takes the driver's socket).
+    #[arg(long, value_name = "on|off", env = "DDF_FAST_PATH", default_value = "on", value_parser = ["on", "off"])]
+    pub fast_path: String,
 }
 
 /// Why ddm could not start.
@@ -209,7 +214,8 @@ fn run(args: &Args) -> Result<(), StartError> {
     }
     let listener = control::bind(&args.socket)?;
     let start_timeout = Duration::from_secs(args.start_timeout);
-    let core = Core::new(manifests, CoreConfig { driver_dir, start_timeout }, policy, perms);
+    let fast_path = args.fast_path == "on";
+    let core = Core::new(manifests, CoreConfig { driver_dir, start_timeout, fast_path }, policy, perms);
     core.set_launcher(Arc::new(spawn::ProcessLauncher));
     // The monitor before the plugin manager: a device is shown added
     // before it is shown bound (the plugin manager binds from the event).
@@ -259,7 +265,7 @@ fn run(args: &Args) -> Result<(), StartError> {
         core.stop_all(Duration::from_secs(1));
         StartError::Mount(args.mountpoint.clone(), e)
     })?;
-    core.set_notifier(Box::new(fs::KernelNotify(session.notifier())));
+    core.set_notifier(Box::new(fs::KernelNotify::start(session.notifier())));
     let session = session.spawn().map_err(|e| StartError::Mount(args.mountpoint.clone(), e))?;
 
     let c = core.clone();

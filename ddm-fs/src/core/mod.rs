@@ -213,6 +213,8 @@ pub struct Config {
     pub driver_dir: PathBuf,
     /// How long a driver may take to become ready.
     pub start_timeout: Duration,
+    /// Whether calls may take the shared-memory fast path ([`crate::fast`]).
+    pub fast_path: bool,
 }
 
 /// Everything the DDM knows.

@@ -242,7 +242,7 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let catalog = manifests.iter().map(|m| Manifest::parse(m, "test").unwrap()).collect();
         let (perms, _) = PermStore::open(dir.path().join("permissions.json"));
-        let config = Config { driver_dir: dir.path().to_owned(), start_timeout };
+        let config = Config { driver_dir: dir.path().to_owned(), start_timeout, fast_path: false };
         let core = Core::new(catalog, config, Policy::builtin(), perms);
         let told = Arc::new(Told::default());
         core.set_notifier(Box::new(FakeNotify(told.clone())));
