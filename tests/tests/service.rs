@@ -358,25 +358,24 @@ fn installed_files(prefix: &str) -> BTreeSet<String> {
     want
 }
 
+/// Runs `scripts/install` with `args` (binaries from the tests' build).
+fn install(args: &[&str]) {
+    let out =
+        Command::new(repo_root().join("scripts/install")).args(args).arg("--bin-dir").arg(bin_dir()).output().unwrap();
+    assert!(out.status.success(), "scripts/install {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[test]
 fn install_puts_every_file_in_place_and_the_installed_ddm_serves_zero() {
     ddf_tests::needs_root!();
     let dir = open_tempdir();
-    let stage = dir.path().join("stage");
-    let prefix = "/opt/ddf-test";
-    let out = Command::new(repo_root().join("scripts/install"))
-        .args(["--prefix", prefix, "--bin-dir"])
-        .arg(bin_dir())
-        .arg(format!("DESTDIR={}", stage.display()))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "scripts/install: {}", String::from_utf8_lossy(&out.stderr));
-    let root = stage.join(prefix.trim_start_matches('/'));
+    let root = dir.path().join("usr");
+    let prefix = root.to_str().unwrap();
+    install(&["--prefix", prefix]);
     let want = installed_files(prefix);
-    // Every file, and the list of them, which names them without DESTDIR.
+    // Every file, and the list of them.
     for f in &want {
-        let p = stage.join(f.trim_start_matches('/'));
-        assert!(p.exists(), "{} was not installed", p.display());
+        assert!(Path::new(f).exists(), "{f} was not installed");
     }
     let list = std::fs::read_to_string(root.join("share/ddf/installed-files")).unwrap();
     let listed: BTreeSet<String> = list.lines().map(str::to_owned).collect();
@@ -384,8 +383,7 @@ fn install_puts_every_file_in_place_and_the_installed_ddm_serves_zero() {
     for exe in ["sbin/ddm", "bin/ddmctl", "libexec/ddf/ddf-null"] {
         assert_eq!(std::fs::metadata(root.join(exe)).unwrap().mode() & 0o777, 0o755, "{exe}");
     }
-    // The unit names the installed ddm (not the staging directory) and is a
-    // notify service.
+    // The unit names the installed ddm and is a notify service.
     let unit = std::fs::read_to_string(root.join("lib/systemd/system/ddm.service")).unwrap();
     assert!(unit.contains(&format!("ExecStart={prefix}/sbin/ddm /ddf")), "{unit}");
     for line in ["Type=notify", "WatchdogSec=", "RuntimeDirectory=ddf", "StateDirectory=ddf", "Restart=on-failure"] {
@@ -394,7 +392,6 @@ fn install_puts_every_file_in_place_and_the_installed_ddm_serves_zero() {
     for forbidden in ["PrivateTmp=", "ProtectSystem=", "ProtectHome=", "PrivateDevices=", "PrivateMounts="] {
         assert!(!unit.lines().any(|l| l.starts_with(forbidden)), "the unit sets {forbidden}");
     }
-    assert!(!unit.contains(stage.to_str().unwrap()), "DESTDIR leaked into the unit");
     let bash = std::fs::read_to_string(root.join("share/bash-completion/completions/ddmctl")).unwrap();
     assert!(bash.contains("monitor"), "the installed bash completions are not ddmctl's");
 
@@ -420,14 +417,37 @@ fn install_puts_every_file_in_place_and_the_installed_ddm_serves_zero() {
     drop(ddm);
 
     // scripts/uninstall removes every file it listed.
+    let out = Command::new(repo_root().join("scripts/uninstall")).args(["--prefix", prefix]).output().unwrap();
+    assert!(out.status.success(), "scripts/uninstall: {}", String::from_utf8_lossy(&out.stderr));
+    let left: Vec<&String> = want.iter().filter(|f| Path::new(f).exists()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn install_with_destdir_stages_the_files_and_names_the_prefix_alone() {
+    ddf_tests::needs_root!();
+    let dir = open_tempdir();
+    let stage = dir.path().join("stage");
+    let prefix = "/opt/ddf-test";
+    install(&["--prefix", prefix, &format!("DESTDIR={}", stage.display())]);
+    assert!(!Path::new(prefix).exists(), "DESTDIR was not used");
+    let want = installed_files(prefix);
+    for f in &want {
+        assert!(stage.join(f.trim_start_matches('/')).exists(), "{f} was not staged");
+    }
+    let root = stage.join(prefix.trim_start_matches('/'));
+    let list = std::fs::read_to_string(root.join("share/ddf/installed-files")).unwrap();
+    assert_eq!(list.lines().map(str::to_owned).collect::<BTreeSet<_>>(), want);
+    let unit = std::fs::read_to_string(root.join("lib/systemd/system/ddm.service")).unwrap();
+    assert!(unit.contains(&format!("ExecStart={prefix}/sbin/ddm /ddf")), "{unit}");
+    assert!(!unit.contains(stage.to_str().unwrap()), "DESTDIR leaked into the unit");
     let out = Command::new(repo_root().join("scripts/uninstall"))
         .args(["--prefix", prefix])
         .arg(format!("DESTDIR={}", stage.display()))
         .output()
         .unwrap();
     assert!(out.status.success(), "scripts/uninstall: {}", String::from_utf8_lossy(&out.stderr));
-    let left: Vec<&String> = want.iter().filter(|f| stage.join(f.trim_start_matches('/')).exists()).collect();
-    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(want.iter().all(|f| !stage.join(f.trim_start_matches('/')).exists()), "uninstall left files behind");
 }
 
 // ---------------------------------------------------------------------------
