@@ -404,6 +404,7 @@ pub fn status(core: &Core) -> Vec<DriverStatus> {
                 restarts: live.restarts,
                 devices,
                 counters: inst.counters.lock().iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                fast_calls: live.conn.as_ref().map_or(0, |c| c.fast_calls()),
             }
         })
         .collect()

@@ -44,23 +44,74 @@ pub struct LinkRing {
     /// Calls made by the ring, and in all (for the governor).
     pub fast_calls: AtomicU64,
     calls_seen: AtomicU64,
+    /// The most ddm threads that may spin at once.
+    max_spinners: usize,
+    /// The slots ddm's workers hold now, one bit each.
+    owned: AtomicU64,
 }
 
 impl LinkRing {
-    /// A new ring for a link, its doorbell, and the budget a worker spins.
-    pub fn new() -> Result<LinkRing, RingError> {
+    /// A new ring for a link, its doorbell, and the budget a worker spins;
+    /// at most `max_spinners` ddm threads spin at once (see
+    /// [`default_spinners`]).
+    pub fn new(max_spinners: usize, fixed_spin: Option<Duration>) -> Result<LinkRing, RingError> {
         let spec = RingSpec { slots: ddf::ring::DEFAULT_SLOTS, slot_size: ddf::ring::DEFAULT_SLOT_SIZE };
         let ring = Ring::create(spec)?;
         ring.set_spin_allowed(true);
-        let budget = SpinBudget::new(Duration::from_micros(30), Duration::from_micros(5), Duration::from_micros(100));
+        let budget = match fixed_spin {
+            Some(d) => SpinBudget::new(d, d, d),
+            None => SpinBudget::new(Duration::from_micros(30), Duration::from_micros(5), Duration::from_micros(100)),
+        };
         Ok(LinkRing {
             ring,
             bell: Doorbell::new()?,
             budget: Mutex::new(Rank::Leaf, budget),
             fast_calls: AtomicU64::new(0),
             calls_seen: AtomicU64::new(0),
+            max_spinners,
+            owned: AtomicU64::new(0),
         })
     }
+
+    /// Claims a free slot for a call. A slot no worker holds may only be
+    /// free, or orphaned (the driver still owes it): anything else means
+    /// the driver writes where it may not, a protocol violation.
+    fn claim(&self) -> Result<Option<usize>, String> {
+        let owned = self.owned.load(Ordering::Acquire);
+        for slot in 0..self.ring.slots() {
+            if owned & (1 << slot) != 0 {
+                continue;
+            }
+            match self.ring.state(slot).map_err(|e| e.to_string())? {
+                SlotState::Free => {
+                    if self.ring.transition(slot, SlotState::Free, SlotState::Claimed).is_ok() {
+                        self.owned.fetch_or(1 << slot, Ordering::AcqRel);
+                        return Ok(Some(slot));
+                    }
+                }
+                SlotState::Orphan | SlotState::OrphanBusy | SlotState::Claimed => {}
+                other => {
+                    // Another worker may have claimed it since `owned` was
+                    // read: it sets its bit before it publishes anything.
+                    if self.owned.load(Ordering::Acquire) & (1 << slot) == 0 {
+                        return Err(format!("slot {slot}, held by no call, went {other:?}"));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// A worker is done with `slot`.
+    fn release(&self, slot: usize) {
+        self.owned.fetch_and(!(1 << slot), Ordering::AcqRel);
+    }
+}
+
+/// As many spinners as CPUs but one (the caller's): a worker spins while
+/// the driver spins on another CPU.
+pub fn default_spinners() -> usize {
+    usable_cpus().saturating_sub(1).max(1)
 }
 
 /// What went wrong with an answer that came by the ring.
@@ -76,8 +127,7 @@ pub enum FastError<E> {
 struct Spinner;
 
 impl Spinner {
-    fn take() -> Option<Spinner> {
-        let limit = usable_cpus().saturating_sub(1).max(1);
+    fn take(limit: usize) -> Option<Spinner> {
         if SPINNING.fetch_add(1, Ordering::AcqRel) >= limit {
             SPINNING.fetch_sub(1, Ordering::AcqRel);
             return None;
@@ -113,12 +163,35 @@ impl Conn {
         };
         let cpu = current_cpu();
         let ring = &fast.ring;
-        let spinner = (ring.driver_spinning() && ring.driver_cpu() != cpu).then(Spinner::take).flatten();
-        let slot = spinner.as_ref().and_then(|_| ring.claim());
+        let spinner =
+            (ring.driver_spinning() && ring.driver_cpu() != cpu).then(|| Spinner::take(fast.max_spinners)).flatten();
+        let slot = match spinner.as_ref().map(|_| fast.claim()) {
+            Some(Ok(slot)) => slot,
+            Some(Err(why)) => return Err(FastError::Ring(why)),
+            None => None,
+        };
         let (Some(_spinner), Some(slot)) = (spinner, slot) else {
             self.send_call(id, call, payload);
             return Ok(());
         };
+        let outcome = self.in_slot(fast, slot, id, call, payload, cpu, answered);
+        fast.release(slot);
+        outcome
+    }
+
+    /// The fast path of call `id`, in `slot` (claimed).
+    #[allow(clippy::too_many_arguments)]
+    fn in_slot<E>(
+        &self,
+        fast: &LinkRing,
+        slot: usize,
+        id: RequestId,
+        call: Call,
+        payload: &[u8],
+        cpu: u32,
+        answered: impl FnOnce(RequestId, Parked, &[u8]) -> Result<(), E>,
+    ) -> Result<(), FastError<E>> {
+        let ring = &fast.ring;
         FRAME.with_borrow_mut(|(header, frame)| {
             if ddf::ipc::encode_header(&DdmToDriver::Call { id, call: call.clone() }, header).is_err()
                 || !ring.write_frame(slot, header, payload)

@@ -383,15 +383,18 @@ pub enum Fault {
     Flood,
     /// Answer a request that was never made.
     StrayReply,
-    /// Answer the next call that comes by the ring with garbage in its slot.
+    /// Answer the next call that comes by the ring with garbage in its slot
+    /// (if none comes within 2 s, the next answer by the socket: a garbage
+    /// frame).
     RingGarbage,
     /// Answer the next call that comes by the ring with a reply to a
-    /// request never made.
+    /// request never made (or, after 2 s, by the socket: the same).
     RingStray,
     /// Answer the next call that comes by the ring with a length beyond its
-    /// slot.
+    /// slot (or, after 2 s, by the socket: a header longer than its frame).
     RingOverlong,
-    /// Die in the middle of answering the next call that comes by the ring.
+    /// Die in the middle of the next answer in a ring slot (or, after 2 s,
+    /// of the next answer).
     RingDeath,
 }
 
@@ -824,6 +827,8 @@ pub struct DriverStatus {
     pub devices: Vec<String>,
     /// The driver's own counters (see [`DriverToDdm::Counters`]).
     pub counters: Vec<(String, u64)>,
+    /// Calls of the current incarnation that took the fast path (its ring).
+    pub fast_calls: u64,
 }
 
 /// Why the DDM refused a request, for callers that act on it (`ddmctl`'s

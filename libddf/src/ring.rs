@@ -315,6 +315,19 @@ impl Ring {
         self.len_word(slot).store(len, Ordering::Release);
     }
 
+    /// Where `slot` starts: its state word, then its length word, then (at
+    /// [`SLOT_CONTROL`]) its frame.
+    pub fn slot_offset(&self, slot: usize) -> usize {
+        self.slot_off(slot)
+    }
+
+    /// Writes `value` as the 32-bit word at byte `off` (a multiple of 4),
+    /// whatever is there: what a hostile peer can do at any moment. For
+    /// tests of the other side, and fault injection.
+    pub fn poke(&self, off: usize, value: u32) {
+        self.word(off).store(value, Ordering::Release);
+    }
+
     /// Copies the frame in `slot` out into `buf` (replacing its contents),
     /// its length bounded by the slot. The copy is what the caller
     /// validates; nothing is read from the ring after it.

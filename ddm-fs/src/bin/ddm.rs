@@ -215,7 +215,9 @@ fn run(args: &Args) -> Result<(), StartError> {
     let listener = control::bind(&args.socket)?;
     let start_timeout = Duration::from_secs(args.start_timeout);
     let fast_path = args.fast_path == "on";
-    let core = Core::new(manifests, CoreConfig { driver_dir, start_timeout, fast_path }, policy, perms);
+    let max_spinners = ddm_fs::fast::default_spinners();
+    let config = CoreConfig { driver_dir, start_timeout, fast_path, max_spinners, fixed_spin: None };
+    let core = Core::new(manifests, config, policy, perms);
     core.set_launcher(Arc::new(spawn::ProcessLauncher));
     // The monitor before the plugin manager: a device is shown added
     // before it is shown bound (the plugin manager binds from the event).

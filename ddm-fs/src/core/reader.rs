@@ -83,10 +83,10 @@ impl Core {
                     Err(e) => return Err(ProtocolError::Frame(ddf::error_chain(&e))),
                 };
                 let msg: DriverToDdm = frame.decode().map_err(|e| ProtocolError::Message(ddf::error_chain(&e)))?;
-                if !matches!(msg, DriverToDdm::Reply { .. }) {
+                if floods(&msg) {
                     let now = Instant::now();
-                    bucket =
-                        (bucket + now.duration_since(refilled).as_secs_f64() * f64::from(FLOOD_RATE)).min(FLOOD_BURST);
+                    bucket = (bucket + now.duration_since(refilled).as_secs_f64() * f64::from(FLOOD_RATE))
+                        .min(FLOOD_BURST);
                     refilled = now;
                     bucket -= 1.0;
                     if bucket < 0.0 {
@@ -96,7 +96,7 @@ impl Core {
                 // A link that was ended (its process is being reaped, a new
                 // incarnation may be starting) says nothing more: what it
                 // still had in the socket must not touch the next one's books.
-                if conn.is_dead() || !is_current(inst, conn) {
+                if conn.is_dead() || (touches_books(&msg) && !is_current(inst, conn)) {
                     return Ok(());
                 }
                 let fds = frame.fds;
@@ -132,7 +132,7 @@ impl Core {
     /// Makes the fast path's ring for this incarnation and hands it over.
     /// Without one, calls take the socket; a failure is logged, not fatal.
     fn give_ring(&self, inst: &Instance, conn: &Conn) {
-        let fast = match crate::fast::LinkRing::new() {
+        let fast = match crate::fast::LinkRing::new(self.config.max_spinners, self.config.fixed_spin) {
             Ok(f) => f,
             Err(e) => {
                 warn!("driver {}: no fast path: {}", inst.name(), ddf::error_chain(&e));
@@ -302,6 +302,41 @@ impl Core {
         self.orphan_files(inst, next == DriverState::Failed);
         self.emit(Event::Died { driver: inst.id, how: ended.how.clone(), next });
         (ended, extra)
+    }
+}
+
+/// Whether a message counts against the flood limit: what a driver may send
+/// unasked and without a bound of its own (devices and buses are bounded by
+/// the device limit, replies by the requests in flight).
+fn floods(msg: &DriverToDdm) -> bool {
+    match msg {
+        DriverToDdm::Reply { .. }
+        | DriverToDdm::AddDevice(_)
+        | DriverToDdm::RemoveDevice { .. }
+        | DriverToDdm::AddBus { .. }
+        | DriverToDdm::RemoveBus { .. } => false,
+        DriverToDdm::Ready
+        | DriverToDdm::Pong { .. }
+        | DriverToDdm::PollWake { .. }
+        | DriverToDdm::SaveState { .. }
+        | DriverToDdm::DropState { .. }
+        | DriverToDdm::Counters(_) => true,
+    }
+}
+
+/// Whether a message changes the instance's books (its nodes, its state,
+/// its readiness): only the current incarnation may.
+fn touches_books(msg: &DriverToDdm) -> bool {
+    match msg {
+        DriverToDdm::AddDevice(_)
+        | DriverToDdm::RemoveDevice { .. }
+        | DriverToDdm::AddBus { .. }
+        | DriverToDdm::RemoveBus { .. }
+        | DriverToDdm::Ready
+        | DriverToDdm::SaveState { .. }
+        | DriverToDdm::DropState { .. }
+        | DriverToDdm::Counters(_) => true,
+        DriverToDdm::Reply { .. } | DriverToDdm::Pong { .. } | DriverToDdm::PollWake { .. } => false,
     }
 }
 

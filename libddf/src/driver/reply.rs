@@ -46,10 +46,13 @@ impl SlotReply {
             self.give_back();
             return InSlot::Unfit;
         }
-        super::runtime::ring_fault(&self.ring, self.slot);
+        let fault = super::runtime::ring_fault(&self.ring, self.slot);
         match self.ring.transition(self.slot, SlotState::Busy, SlotState::Reply) {
             Ok(()) => InSlot::Done,
-            Err(_) => InSlot::Orphaned,
+            Err(_) => {
+                super::runtime::rearm_ring_fault(fault);
+                InSlot::Orphaned
+            }
         }
     }
 
@@ -105,6 +108,9 @@ impl ReplyTo {
                     }
                 }
             }
+        }
+        if super::runtime::socket_fault(&self.chan) {
+            return;
         }
         if let Err(e) = self.chan.send(&msg, payload, fds) {
             // The DDM is gone or the answer is malformed; the DDM fails the

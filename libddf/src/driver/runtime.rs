@@ -560,10 +560,58 @@ const RING_STRAY: u8 = 2;
 const RING_OVERLONG: u8 = 3;
 const RING_DEATH: u8 = 4;
 
+/// When the armed ring fault was armed.
+static ARMED_AT: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+
+/// How long an armed ring fault waits for a ring answer before it takes the
+/// next answer by the socket instead (a driver the fast path does not
+/// reach, say one whose callers share its CPU, must still break as asked).
+const RING_FAULT_PATIENCE: Duration = Duration::from_secs(2);
+
+/// An armed ring fault for an answer that goes by the socket, once no ring
+/// answer came for [`RING_FAULT_PATIENCE`]: the same fault in socket terms.
+/// Returns whether it struck (the answer itself is then not sent).
+pub(super) fn socket_fault(chan: &Channel) -> bool {
+    if RING_FAULT.load(Ordering::Acquire) == 0 {
+        return false;
+    }
+    let patient = ARMED_AT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .is_some_and(|t| t.elapsed() < RING_FAULT_PATIENCE);
+    if patient {
+        return false;
+    }
+    let fault = RING_FAULT.swap(0, Ordering::AcqRel);
+    match fault {
+        0 => return false,
+        RING_GARBAGE => {
+            warn!("ring fault, by the socket: garbage");
+            let _ = chan.send_raw(&[0xff; 48], &[], false);
+        }
+        RING_STRAY => {
+            warn!("ring fault, by the socket: a reply to a request never made");
+            let stray = DriverToDdm::Reply { id: RequestId(u64::MAX - 1), result: Err(Errno::EIO) };
+            let _ = chan.send(&stray, &[], &[]);
+        }
+        RING_OVERLONG => {
+            warn!("ring fault, by the socket: a header longer than its frame");
+            let _ = chan.send_raw(&u32::MAX.to_le_bytes(), &[], false);
+        }
+        _ => {
+            warn!("ring fault, by the socket: dying in the middle of an answer");
+            std::process::abort();
+        }
+    }
+    true
+}
+
 /// Applies an armed ring fault to the answer just written in `slot` (before
-/// it is published).
-pub(super) fn ring_fault(ring: &Ring, slot: usize) {
-    match RING_FAULT.swap(0, Ordering::AcqRel) {
+/// it is published); returns the fault applied, to arm again should the
+/// caller have stopped waiting (it would never see it).
+pub(super) fn ring_fault(ring: &Ring, slot: usize) -> u8 {
+    let fault = RING_FAULT.swap(0, Ordering::AcqRel);
+    match fault {
         0 => {}
         RING_GARBAGE => {
             warn!("ring fault: garbage in slot {slot}");
@@ -587,6 +635,14 @@ pub(super) fn ring_fault(ring: &Ring, slot: usize) {
             warn!("ring fault: dying in the middle of answering in slot {slot}");
             std::process::abort();
         }
+    }
+    fault
+}
+
+/// Arms `fault` again (see [`ring_fault`]).
+pub(super) fn rearm_ring_fault(fault: u8) {
+    if fault != 0 {
+        RING_FAULT.store(fault, Ordering::Release);
     }
 }
 
@@ -633,6 +689,7 @@ fn inject(chan: &Channel, fault: Fault) -> Result<(), RunError> {
 }
 
 fn arm(fault: u8) -> Result<(), RunError> {
+    *ARMED_AT.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
     RING_FAULT.store(fault, Ordering::Release);
     Ok(())
 }

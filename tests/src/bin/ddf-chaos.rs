@@ -20,8 +20,11 @@
 //! `null` (even i) or `stall` (odd i) with the next fault of `--faults`, in
 //! turn: `kill` is a SIGKILL of the pid the DDM's status shows; the others
 //! are the DDM's fault injection (`ddmctl inject`: panic, abort, segv, hang,
-//! garbage, exit), sent through libDDM like `ddmctl` does. A round starts
-//! only once its victim is running.
+//! garbage, exit, and the fast path's ring-garbage, ring-stray,
+//! ring-overlong, ring-death, which break the driver's next answer in its
+//! ring slot, or in its socket frame when that answer takes the socket),
+//! sent through libDDM like `ddmctl` does. A round starts only once its
+//! victim is running.
 //!
 //! **Measures.**
 //! - restart latency: from the fault to the DDM's status showing the victim
@@ -123,7 +126,12 @@ struct Args {
     duration: Option<u64>,
 
     /// Faults to use, in turn.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "kill,panic,abort,segv,hang,garbage,exit")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "kill,panic,abort,segv,hang,garbage,exit,ring-garbage,ring-stray,ring-overlong,ring-death"
+    )]
     faults: Vec<FaultKind>,
 
     /// A smoke run: 4 clients, 4 rounds, 20 s (explicit options win).
@@ -157,6 +165,14 @@ enum FaultKind {
     Garbage,
     /// `ddmctl inject DRIVER exit` (a clean exit nobody asked for).
     Exit,
+    /// `ddmctl inject DRIVER ring-garbage` (garbage in a ring slot).
+    RingGarbage,
+    /// `ddmctl inject DRIVER ring-stray` (a ring answer to a request never made).
+    RingStray,
+    /// `ddmctl inject DRIVER ring-overlong` (a length beyond the slot).
+    RingOverlong,
+    /// `ddmctl inject DRIVER ring-death` (dies in the middle of an answer).
+    RingDeath,
 }
 
 impl FaultKind {
@@ -169,6 +185,10 @@ impl FaultKind {
             FaultKind::Hang => "hang",
             FaultKind::Garbage => "garbage",
             FaultKind::Exit => "exit",
+            FaultKind::RingGarbage => "ring-garbage",
+            FaultKind::RingStray => "ring-stray",
+            FaultKind::RingOverlong => "ring-overlong",
+            FaultKind::RingDeath => "ring-death",
         }
     }
 
@@ -182,6 +202,10 @@ impl FaultKind {
             FaultKind::Hang => Some(Fault::Hang),
             FaultKind::Garbage => Some(Fault::Garbage),
             FaultKind::Exit => Some(Fault::Exit(0)),
+            FaultKind::RingGarbage => Some(Fault::RingGarbage),
+            FaultKind::RingStray => Some(Fault::RingStray),
+            FaultKind::RingOverlong => Some(Fault::RingOverlong),
+            FaultKind::RingDeath => Some(Fault::RingDeath),
         }
     }
 }
