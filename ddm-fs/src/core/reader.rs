@@ -85,8 +85,8 @@ impl Core {
                 let msg: DriverToDdm = frame.decode().map_err(|e| ProtocolError::Message(ddf::error_chain(&e)))?;
                 if floods(&msg) {
                     let now = Instant::now();
-                    bucket = (bucket + now.duration_since(refilled).as_secs_f64() * f64::from(FLOOD_RATE))
-                        .min(FLOOD_BURST);
+                    bucket =
+                        (bucket + now.duration_since(refilled).as_secs_f64() * f64::from(FLOOD_RATE)).min(FLOOD_BURST);
                     refilled = now;
                     bucket -= 1.0;
                     if bucket < 0.0 {
