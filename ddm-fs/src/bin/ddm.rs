@@ -29,7 +29,7 @@ use ddm_fs::core::{spawn_named, Config as CoreConfig, Core};
 use ddm_fs::logging::{self, Chosen, Target};
 use ddm_fs::manifest::{Manifest, ManifestError};
 use ddm_fs::monitor::Monitor;
-use ddm_fs::{control, fs, interrupt, plug, service, spawn, supervise};
+use ddm_fs::{control, dma, fs, interrupt, plug, service, spawn, supervise};
 
 /// A built-in driver whose executable tells where the drivers are.
 const PROBE_DRIVER: &str = "ddf-null";
@@ -100,6 +100,21 @@ pub struct Args {
     /// takes the driver's socket).
     #[arg(long, value_name = "on|off", env = "DDF_FAST_PATH", default_value = "on", value_parser = ["on", "off"])]
     pub fast_path: String,
+
+    /// The most DMA memory (manifests' [dma]) all drivers together may hold,
+    /// as a size: 64M, 1G, 0 for none.
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
+    pub dma_limit: u64,
+
+    /// Take DMA memory only from the huge pages reserved beforehand
+    /// (vm.nr_hugepages); never let the kernel allocate more.
+    #[arg(long)]
+    pub dma_reserved_only: bool,
+}
+
+/// Parses a size argument (`64M`, `1G`, `67108864`).
+fn parse_size(s: &str) -> Result<u64, String> {
+    ddf::params::parse_size(s).map_err(|e| e.to_string())
 }
 
 /// Why ddm could not start.
@@ -218,7 +233,8 @@ fn run(args: &Args) -> Result<(), StartError> {
     let max_spinners = ddm_fs::fast::default_spinners();
     let config = CoreConfig { driver_dir, start_timeout, fast_path, max_spinners, fixed_spin: None };
     let core = Core::new(manifests, config, policy, perms);
-    core.set_launcher(Arc::new(spawn::ProcessLauncher));
+    let dma = dma::Allocator::new(args.dma_limit, args.dma_reserved_only);
+    core.set_launcher(Arc::new(spawn::ProcessLauncher::new(dma)));
     // The monitor before the plugin manager: a device is shown added
     // before it is shown bound (the plugin manager binds from the event).
     let monitor = Monitor::new();
