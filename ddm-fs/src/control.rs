@@ -15,6 +15,12 @@
 //! ends its connection; one that does not decode is answered with an
 //! error. Each refusal is logged (at most a few lines a second). Root's
 //! connections are never refused, so `ddmctl status` answers meanwhile.
+//!
+//! A `Monitor` request turns its connection into a stream: the DDM answers
+//! `Done` once the subscription is live, then one `Event` frame per event
+//! ([`crate::monitor`]) until the caller closes the connection. Refusals a
+//! script may act on (permission denied, no such driver or node) are
+//! `Refused` with a [`Refusal`]; other failures are `Error`.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -24,13 +30,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ddf::ipc::{Channel, IpcError, PeerCred, RecvBuf};
-use ddf::proto::{ControlRequest, ControlResponse, DdmInfo, DriverStatus, NodeInfo};
+use ddf::proto::{ControlRequest, ControlResponse, DdmInfo, DriverStatus, NodeDetail, NodeInfo, Refusal};
 use log::{debug, warn};
 use nix::sys::socket::{self, setsockopt, sockopt, AddressFamily, SockFlag, SockType, UnixAddr};
 use nix::sys::time::TimeVal;
 
-use crate::core::{spawn_named, Core};
+use crate::core::{spawn_named, Binding, Core};
 use crate::ids::Ino;
+use crate::monitor::Monitor;
+use crate::plug::PlugError;
 use crate::sync::{Mutex, Rank};
 use crate::tree::NodeKind;
 
@@ -79,6 +87,8 @@ pub struct Rights {
     /// The device number of the mount (`st_dev`), to check that a file
     /// given as proof of access is one of ours.
     pub mount_dev: u64,
+    /// The event stream `Monitor` requests subscribe to.
+    pub monitor: Arc<Monitor>,
 }
 
 /// How much of ddm the control socket's clients may hold.
@@ -243,6 +253,10 @@ fn client(core: &Arc<Core>, chan: &Channel, cred: PeerCred, rights: &Rights) -> 
         let decoded = frame.decode::<ControlRequest>();
         let fds = frame.fds;
         let (answer, give) = match decoded {
+            Ok(ControlRequest::Monitor) => {
+                debug!("control: monitor from uid {} pid {}", cred.uid, cred.pid);
+                return stream(chan, &rights.monitor);
+            }
             Ok(ControlRequest::Direct) => match direct(core, rights, fds) {
                 Ok((answer, fds)) => (answer, fds),
                 Err(why) => {
@@ -256,7 +270,7 @@ fn client(core: &Arc<Core>, chan: &Channel, cred: PeerCred, rights: &Rights) -> 
                     Ok(()) => handle(core, req, rights),
                     Err(why) => {
                         warn!("control: {req:?} refused to uid {} (pid {}): {why}", cred.uid, cred.pid);
-                        ControlResponse::Error(why)
+                        ControlResponse::Refused { why: Refusal::Denied, message: why }
                     }
                 };
                 (answer, Vec::new())
@@ -280,6 +294,8 @@ fn allowed(req: &ControlRequest, cred: &PeerCred, groups: &[u32], rights: &Right
         | ControlRequest::Status
         | ControlRequest::Info
         | ControlRequest::Find(_)
+        | ControlRequest::Monitor
+        | ControlRequest::Node { .. }
         | ControlRequest::Direct => false,
         ControlRequest::Restart { .. }
         | ControlRequest::Inject { .. }
@@ -305,14 +321,60 @@ fn allowed(req: &ControlRequest, cred: &PeerCred, groups: &[u32], rights: &Right
     ))
 }
 
+/// Streams events to a `Monitor` caller until it goes away. Only this
+/// connection's thread ever waits here: publishing never does (see
+/// [`crate::monitor`]).
+fn stream(chan: &Channel, monitor: &Arc<Monitor>) -> Result<(), IpcError> {
+    let sub = match monitor.subscribe() {
+        Ok(s) => s,
+        Err(e) => return chan.send(&ControlResponse::Error(e.to_string()), &[], &[]),
+    };
+    chan.send(&ControlResponse::Done("monitoring".into()), &[], &[])?;
+    loop {
+        match sub.next(std::time::Duration::from_secs(1)) {
+            Some(event) => chan.send(&ControlResponse::Event(event), &[], &[])?,
+            // Idle: notice a caller that went away (or spoke, which a
+            // monitor connection must not).
+            None if hung_up(chan) => return Ok(()),
+            None => {}
+        }
+    }
+}
+
+/// Whether the peer of `chan` closed its end or sent something.
+fn hung_up(chan: &Channel) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(chan.as_fd(), PollFlags::POLLIN)];
+    match nix::poll::poll(&mut fds, PollTimeout::ZERO) {
+        Ok(0) => false,
+        Ok(_) => true,
+        Err(nix::Error::EINTR) => false,
+        Err(_) => true,
+    }
+}
+
+/// A refusal for something that does not exist.
+fn not_found(message: String) -> ControlResponse {
+    ControlResponse::Refused { why: Refusal::NotFound, message }
+}
+
 fn handle(core: &Arc<Core>, req: ControlRequest, rights: &Rights) -> ControlResponse {
     let named =
         |driver: &str| core.instance(driver).ok_or_else(|| format!("no driver named {driver:?} (see ddmctl status)"));
-    let done = |r: Result<String, String>| match r {
-        Ok(msg) => ControlResponse::Done(msg),
-        Err(e) => ControlResponse::Error(e),
+    let plugged = |r: Result<String, PlugError>| {
+        r.map_or_else(
+            |e| {
+                let message = ddf::error_chain(&e);
+                match e {
+                    PlugError::NoDriver(_) | PlugError::NoNode(_) | PlugError::NoDriverFor(_) => not_found(message),
+                    PlugError::NotABus(_) | PlugError::NotEnumerated(_) | PlugError::Start(..) => {
+                        ControlResponse::Error(message)
+                    }
+                }
+            },
+            ControlResponse::Done,
+        )
     };
-    let plugged = |r: Result<String, crate::plug::PlugError>| done(r.map_err(|e| ddf::error_chain(&e)));
     match req {
         ControlRequest::Tree => ControlResponse::Tree(tree(core)),
         ControlRequest::Status => ControlResponse::Status(status(core)),
@@ -321,11 +383,21 @@ fn handle(core: &Arc<Core>, req: ControlRequest, rights: &Rights) -> ControlResp
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: std::process::id(),
         }),
-        ControlRequest::Restart { driver } => done(named(&driver).map(|i| crate::supervise::restart_request(core, &i))),
-        ControlRequest::Inject { driver, fault } => {
-            done(named(&driver).and_then(|i| crate::supervise::inject(&i, fault)))
-        }
+        ControlRequest::Restart { driver } => match named(&driver) {
+            Ok(i) => ControlResponse::Done(crate::supervise::restart_request(core, &i)),
+            Err(why) => not_found(why),
+        },
+        ControlRequest::Inject { driver, fault } => match named(&driver) {
+            Ok(i) => crate::supervise::inject(&i, fault).map_or_else(ControlResponse::Error, ControlResponse::Done),
+            Err(why) => not_found(why),
+        },
         ControlRequest::Direct => ControlResponse::Error("a direct connection needs an open device file".into()),
+        // Answered by `stream`, never here.
+        ControlRequest::Monitor => ControlResponse::Error("a monitor request takes its connection".into()),
+        ControlRequest::Node { path } => match node(core, &path) {
+            Some(detail) => ControlResponse::Node(detail),
+            None => not_found(format!("no node /{} (see ddmctl tree)", path.trim_matches('/'))),
+        },
         ControlRequest::Find(q) => {
             ControlResponse::Tree(tree(core).into_iter().filter(|n| crate::plug::matches_query(&q, n)).collect())
         }
@@ -398,58 +470,58 @@ pub fn tree(core: &Core) -> Vec<NodeInfo> {
         let tree = core.tree.read();
         tree.walk().into_iter().map(|n| (n.ino, tree.path(n.ino), n.kind.clone(), n.perm)).collect()
     };
-    nodes
-        .into_iter()
-        .map(|(ino, path, kind, perm)| {
-            let mut info = NodeInfo {
-                path,
-                class: None,
-                driver: None,
-                pid: None,
-                state: None,
-                mode: perm.mode,
-                uid: perm.uid,
-                gid: perm.gid,
-                size: 0,
-                bus: None,
-                address: None,
-                meta: Vec::new(),
-                state_text: None,
-            };
-            match kind {
-                NodeKind::Bus { kind, owner, .. } => {
-                    info.bus = kind;
-                    if let Some(inst) = owner.and_then(|o| core.inst(o)) {
-                        let l = inst.live.lock();
-                        info.driver = Some(inst.name().to_owned());
-                        info.pid = l.pid;
-                        info.state = Some(l.state);
-                        info.state_text = Some(l.state.as_str().to_owned());
-                    }
-                }
-                NodeKind::Device(d) => {
-                    info.class = Some(d.class);
-                    info.size = d.size;
-                    if let Some(inst) = core.inst(d.instance) {
-                        let (pid, state) = {
-                            let l = inst.live.lock();
-                            (l.pid, l.state)
-                        };
-                        info.driver = Some(inst.name().to_owned());
-                        info.pid = pid;
-                        info.state = Some(state);
-                        info.state_text = crate::plug::node_state(core, ino, Some(state));
-                    }
-                    if let Some(b) = d.bus {
-                        info.bus = Some(b.kind.clone());
-                        info.address = b.address.clone();
-                        info.meta = b.meta.clone();
-                    }
-                }
+    nodes.into_iter().map(|(ino, path, kind, perm)| node_info(core, ino, path, kind, perm)).collect()
+}
+
+/// One node as the control socket shows it (taken with no lock held).
+fn node_info(core: &Core, ino: Ino, path: String, kind: NodeKind, perm: access_policy::Perm) -> NodeInfo {
+    let mut info = NodeInfo {
+        path,
+        class: None,
+        driver: None,
+        pid: None,
+        state: None,
+        mode: perm.mode,
+        uid: perm.uid,
+        gid: perm.gid,
+        size: 0,
+        bus: None,
+        address: None,
+        meta: Vec::new(),
+        state_text: None,
+    };
+    match kind {
+        NodeKind::Bus { kind, owner, .. } => {
+            info.bus = kind;
+            if let Some(inst) = owner.and_then(|o| core.inst(o)) {
+                let l = inst.live.lock();
+                info.driver = Some(inst.name().to_owned());
+                info.pid = l.pid;
+                info.state = Some(l.state);
+                info.state_text = Some(l.state.as_str().to_owned());
             }
-            info
-        })
-        .collect()
+        }
+        NodeKind::Device(d) => {
+            info.class = Some(d.class);
+            info.size = d.size;
+            if let Some(inst) = core.inst(d.instance) {
+                let (pid, state) = {
+                    let l = inst.live.lock();
+                    (l.pid, l.state)
+                };
+                info.driver = Some(inst.name().to_owned());
+                info.pid = pid;
+                info.state = Some(state);
+                info.state_text = crate::plug::node_state(core, ino, Some(state));
+            }
+            if let Some(b) = d.bus {
+                info.bus = Some(b.kind.clone());
+                info.address = b.address.clone();
+                info.meta = b.meta.clone();
+            }
+        }
+    }
+    info
 }
 
 /// Every driver instance.
@@ -484,4 +556,90 @@ pub fn status(core: &Core) -> Vec<DriverStatus> {
             }
         })
         .collect()
+}
+
+/// Everything known of the node at `path` (below the mount), or `None`.
+pub fn node(core: &Core, path: &str) -> Option<NodeDetail> {
+    let path = path.trim_matches('/');
+    let (ino, kind, perm) = {
+        let tree = core.tree.read();
+        let n = tree.resolve(path)?;
+        (n.ino, n.kind.clone(), n.perm)
+    };
+    let info = node_info(core, ino, path.to_owned(), kind.clone(), perm);
+    let (driver, bus_driver) = match &kind {
+        NodeKind::Device(d) => {
+            let provider = d.bus.as_ref().map(|b| b.provider.0).filter(|p| *p != d.instance);
+            (core.inst(d.instance), provider.and_then(|p| core.inst(p)))
+        }
+        NodeKind::Bus { owner, .. } => (owner.and_then(|o| core.inst(o)), None),
+    };
+    let (restarts, last_exit) = match &driver {
+        Some(inst) => {
+            let live = inst.live.lock();
+            (Some(live.restarts), live.last_exit.clone())
+        }
+        None => (None, None),
+    };
+    let unbound = match core.bindings.lock().get(&ino) {
+        Some(Binding::Unbound(why)) => Some(why.clone()),
+        Some(Binding::Bound(_)) | None => None,
+    };
+    Some(NodeDetail {
+        node: info,
+        acl: core.acl(ino).and_then(|a| acl_text(&a)),
+        bus_driver: bus_driver.map(|i| i.name().to_owned()),
+        unbound,
+        restarts,
+        last_exit,
+    })
+}
+
+/// An access ACL (`system.posix_acl_access` bytes) in `getfacl`'s short
+/// form, `user::rw-,user:1000:r--,group::r--,mask::r--,other::---`; `None`
+/// if it is malformed.
+pub fn acl_text(acl: &[u8]) -> Option<String> {
+    let body = acl.get(4..)?;
+    if acl[..4] != 2u32.to_le_bytes() || body.len() % 8 != 0 {
+        return None;
+    }
+    let mut out = Vec::new();
+    for e in body.chunks_exact(8) {
+        let tag = u16::from_le_bytes([e[0], e[1]]);
+        let perm = u16::from_le_bytes([e[2], e[3]]);
+        let id = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
+        let who = match tag {
+            0x01 => "user:".to_owned(),
+            0x02 => format!("user:{id}"),
+            0x04 => "group:".to_owned(),
+            0x08 => format!("group:{id}"),
+            0x10 => "mask:".to_owned(),
+            0x20 => "other:".to_owned(),
+            _ => return None,
+        };
+        let bit = |b: u16, c: char| if perm & b != 0 { c } else { '-' };
+        out.push(format!("{who}:{}{}{}", bit(4, 'r'), bit(2, 'w'), bit(1, 'x')));
+    }
+    Some(out.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn acls_read_as_getfacl_writes_them() {
+        let mut acl = 2u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in
+            [(1u16, 6u16, u32::MAX), (2, 4, 1000), (4, 4, u32::MAX), (0x10, 4, u32::MAX), (0x20, 0, u32::MAX)]
+        {
+            acl.extend(tag.to_le_bytes());
+            acl.extend(perm.to_le_bytes());
+            acl.extend(id.to_le_bytes());
+        }
+        assert_eq!(acl_text(&acl).unwrap(), "user::rw-,user:1000:r--,group::r--,mask::r--,other::---");
+        assert_eq!(acl_text(&acl[..7]), None);
+        assert_eq!(acl_text(&[1, 0, 0, 0]), None);
+    }
 }

@@ -23,8 +23,10 @@
 //! | [`sandbox`], [`spawn`] | starting driver processes, confined |
 //! | [`supervise`] | reaping, the restart policy, quarantine, the watchdog |
 //! | [`plug`] | the plugin manager (manifests' `[match]`), load/unload/rescan/find |
+//! | [`monitor`] | the live event stream of `ddmctl monitor`, bounded per subscriber |
 //! | [`fs`] | the FUSE front end (`fuser::Filesystem`) |
 //! | [`control`] | the control socket, with SO_PEERCRED rights, and the direct-link broker |
+//! | [`service`], [`logging`] | ddm as a systemd service (sd-notify, watchdog), the journal |
 
 #![warn(missing_docs, missing_debug_implementations)]
 
@@ -36,11 +38,14 @@ pub mod fast;
 pub mod fs;
 pub mod ids;
 pub mod interrupt;
+pub mod logging;
 pub mod manifest;
+pub mod monitor;
 pub mod plug;
 pub mod reply;
 pub mod sandbox;
 pub mod seccomp;
+pub mod service;
 pub mod spawn;
 pub mod supervise;
 pub mod sync;

@@ -41,7 +41,7 @@ impl Listener for PlugManager {
                     bind_all(core, &inst);
                 }
             }
-            Event::BoundNodeRemoved { path, driver, .. } => unbind_driver(core, *driver, path),
+            Event::BoundNodeRemoved { ino, path, driver } => unbind_driver(core, *driver, *ino, path, "removed"),
             Event::Died { driver, how, next: DriverState::Failed } => {
                 // Devices it was handed go back to their bus drivers, with the reason.
                 if let Some(inst) = core.inst(*driver) {
@@ -55,7 +55,9 @@ impl Listener for PlugManager {
             | Event::Released { .. }
             | Event::Started { .. }
             | Event::Died { .. }
-            | Event::PermChanged { .. } => {}
+            | Event::PermChanged { .. }
+            | Event::Bound { .. }
+            | Event::Unbound { .. } => {}
         }
     }
 }
@@ -101,6 +103,7 @@ pub fn plug(core: &Arc<Core>, ino: Ino) {
     };
     core.bindings.lock().insert(ino, Binding::Bound(inst.id));
     info!("/{path}: {} {} matches driver {}", dev.kind, describe(&dev), inst.name());
+    core.emit(Event::Bound { ino, path, driver: inst.id });
     match inst.state() {
         DriverState::Running => send_bind(core, &inst, ino),
         // Told when it is ready (see `bind_all`).
@@ -142,10 +145,11 @@ fn bind_all(core: &Core, inst: &Instance) {
     }
 }
 
-/// Tells driver `id` that the node at `path` is no longer its, and stops
-/// it if it serves nothing else (and was started for devices).
-fn unbind_driver(core: &Arc<Core>, id: InstanceId, path: &str) {
+/// Tells driver `id` that node `ino` at `path` is no longer its (`why`),
+/// and stops it if it serves nothing else (and was started for devices).
+fn unbind_driver(core: &Arc<Core>, id: InstanceId, ino: Ino, path: &str, why: &str) {
     let Some(inst) = core.inst(id) else { return };
+    core.emit(Event::Unbound { ino, path: path.to_owned(), driver: id, why: why.to_owned() });
     if let Some(conn) = inst.conn() {
         let _ = conn.send(&DdmToDriver::Unbind { path: path.to_owned() }, &[]);
     }
@@ -169,9 +173,11 @@ fn stop(inst: &Instance) {
 
 /// Every node bound to driver `id` goes back to its bus driver (the driver
 /// failed for good), with `why` as its state.
-fn release_all(core: &Core, id: InstanceId, why: &str) {
+fn release_all(core: &Arc<Core>, id: InstanceId, why: &str) {
     for ino in bound_to(core, id) {
         core.release_to_provider(ino, why);
+        let path = core.tree.read().path(ino);
+        core.emit(Event::Unbound { ino, path, driver: id, why: why.to_owned() });
     }
 }
 
@@ -256,7 +262,7 @@ pub fn unload(core: &Arc<Core>, path: &str) -> Result<String, PlugError> {
     let binding = core.bindings.lock().get(&ino).cloned();
     if let Some(Binding::Bound(b)) = binding {
         core.release_to_provider(ino, "unloaded");
-        unbind_driver(core, b, path);
+        unbind_driver(core, b, ino, path, "unloaded");
         let name = core.inst(b).map(|i| i.name().to_owned()).unwrap_or_default();
         return Ok(format!("/{path}: unbound from {name}"));
     }

@@ -136,6 +136,8 @@ fn ddm_failed(e: &DdmError) -> c_int {
     -match e {
         DdmError::Connect { source, .. } | DdmError::Ipc(source) => ipc_errno(source),
         DdmError::Refused(_) => libc::EPERM,
+        DdmError::Denied(_) => libc::EACCES,
+        DdmError::NotFound(_) => libc::ENOENT,
         DdmError::Unexpected(_) => libc::EPROTO,
     }
 }

@@ -13,11 +13,24 @@
 //! }
 //! # Ok::<(), ddf::ddm::DdmError>(())
 //! ```
+//!
+//! [`Ddm::monitor`] turns a connection into a live stream of what happens
+//! (`ddmctl monitor`):
+//!
+//! ```no_run
+//! let ddm = ddf::ddm::Ddm::connect(ddf::ddm::DEFAULT_CONTROL_SOCKET.as_ref())?;
+//! for event in ddm.monitor()? {
+//!     println!("{:?}", event?.what);
+//! }
+//! # Ok::<(), ddf::ddm::DdmError>(())
+//! ```
 
 use std::path::{Path, PathBuf};
 
 use crate::ipc::{Channel, IpcError, RecvBuf};
-use crate::proto::{ControlRequest, ControlResponse, DdmInfo, DriverStatus, Fault, NodeInfo, Query};
+use crate::proto::{
+    ControlRequest, ControlResponse, DdmInfo, DriverStatus, Fault, MonitorEvent, NodeDetail, NodeInfo, Query, Refusal,
+};
 
 /// Where `ddm` listens unless told otherwise.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/ddf/control.sock";
@@ -40,6 +53,13 @@ pub enum DdmError {
     /// The DDM refused or failed the request; its words.
     #[error("{0}")]
     Refused(String),
+    /// The caller may not do this (it needs root or the admin group); the
+    /// DDM's words.
+    #[error("{0}")]
+    Denied(String),
+    /// No such driver, node or device; the DDM's words.
+    #[error("{0}")]
+    NotFound(String),
     /// The DDM answered something that does not fit the request.
     #[error("unexpected answer from ddm: {0}")]
     Unexpected(String),
@@ -47,12 +67,9 @@ pub enum DdmError {
 
 /// The DDM's hello and its reason for refusing a connection, as they wait
 /// on a socket it closed.
-fn refusal(chan: &Channel, buf: &mut RecvBuf) -> Option<DdmError> {
+fn door_refusal(chan: &Channel, buf: &mut RecvBuf) -> Option<DdmError> {
     chan.try_recv(buf).ok()?.decode::<crate::proto::Hello>().ok()?;
-    match chan.try_recv(buf).ok()?.decode::<ControlResponse>().ok()? {
-        ControlResponse::Error(why) => Some(DdmError::Refused(why)),
-        _ => None,
-    }
+    refusal(chan.try_recv(buf).ok()?.decode::<ControlResponse>().ok()?).err()
 }
 
 /// A connection to the DDM's control socket. The DDM closes a connection
@@ -79,7 +96,7 @@ impl Ddm {
             Ok(()) => Ok(chan),
             // Refused at the door (too many connections): the DDM sent its
             // hello and its reason, and closed before ours arrived.
-            Err(IpcError::Closed) => Err(refusal(&chan, buf).unwrap_or(DdmError::Ipc(IpcError::Closed))),
+            Err(IpcError::Closed) => Err(door_refusal(&chan, buf).unwrap_or(DdmError::Ipc(IpcError::Closed))),
             Err(e) => Err(e.into()),
         }
     }
@@ -111,9 +128,27 @@ impl Ddm {
             other => other?,
         }
         let frame = self.chan.recv(&mut self.buf)?;
-        match frame.decode::<ControlResponse>()? {
-            ControlResponse::Error(msg) => Err(DdmError::Refused(msg)),
-            other => Ok((other, frame.fds)),
+        let answer = refusal(frame.decode::<ControlResponse>()?)?;
+        Ok((answer, frame.fds))
+    }
+
+    /// Turns this connection into a live stream of what happens in the DDM
+    /// (devices added, bound, removed; drivers started, died, restarted;
+    /// permissions changed), from now on. For everyone. The stream ends
+    /// when ddm does; a caller that reads too slowly loses events and is
+    /// told how many ([`crate::proto::Happened::Lost`]).
+    pub fn monitor(mut self) -> Result<EventStream, DdmError> {
+        match self.call(&ControlRequest::Monitor)? {
+            ControlResponse::Done(_) => Ok(EventStream { chan: self.chan, buf: self.buf }),
+            other => Err(DdmError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Everything the DDM knows of the node at `path` (below the mount).
+    pub fn node(&mut self, path: &str) -> Result<NodeDetail, DdmError> {
+        match self.call(&ControlRequest::Node { path: path.to_owned() })? {
+            ControlResponse::Node(detail) => Ok(detail),
+            other => Err(DdmError::Unexpected(format!("{other:?}"))),
         }
     }
 
@@ -215,5 +250,46 @@ impl Ddm {
             ControlResponse::Done(msg) => Ok(msg),
             other => Err(DdmError::Unexpected(format!("{other:?}"))),
         }
+    }
+}
+
+/// The DDM's refusals as errors; any other answer as it is.
+fn refusal(answer: ControlResponse) -> Result<ControlResponse, DdmError> {
+    match answer {
+        ControlResponse::Error(msg) => Err(DdmError::Refused(msg)),
+        ControlResponse::Refused { why: Refusal::Denied, message } => Err(DdmError::Denied(message)),
+        ControlResponse::Refused { why: Refusal::NotFound, message } => Err(DdmError::NotFound(message)),
+        other => Ok(other),
+    }
+}
+
+/// A live stream of the DDM's events ([`Ddm::monitor`]); an iterator that
+/// ends when ddm closes the connection.
+#[derive(Debug)]
+pub struct EventStream {
+    chan: Channel,
+    buf: RecvBuf,
+}
+
+impl EventStream {
+    /// Waits for the next event; `Ok(None)` when ddm closed the stream.
+    pub fn next_event(&mut self) -> Result<Option<MonitorEvent>, DdmError> {
+        let frame = match self.chan.recv(&mut self.buf) {
+            Ok(f) => f,
+            Err(IpcError::Closed) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        match refusal(frame.decode::<ControlResponse>()?)? {
+            ControlResponse::Event(e) => Ok(Some(e)),
+            other => Err(DdmError::Unexpected(format!("{other:?}"))),
+        }
+    }
+}
+
+impl Iterator for EventStream {
+    type Item = Result<MonitorEvent, DdmError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_event().transpose()
     }
 }

@@ -654,9 +654,9 @@ pub enum Answer {
     },
 }
 
-/// A request on the control socket. `Tree`, `Status` and `Info` are for
-/// everyone; the others change something and need root or the DDM's admin
-/// group.
+/// A request on the control socket. `Tree`, `Status`, `Info`, `Find`,
+/// `Monitor` and `Node` are for everyone; the others change something and
+/// need root or the DDM's admin group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControlRequest {
     /// The device tree.
@@ -707,6 +707,16 @@ pub enum ControlRequest {
     /// descriptor of the device file that the caller opened on the mount:
     /// the kernel already checked it, and its access mode is what is granted.
     Direct,
+    /// A live stream of what happens (`ddmctl monitor`), for everyone. The
+    /// DDM answers with [`ControlResponse::Event`] frames, one per event,
+    /// until the caller closes the connection; a caller that falls behind
+    /// loses events and is told how many ([`Happened::Lost`]).
+    Monitor,
+    /// Everything the DDM knows of one node (`ddmctl node`), for everyone.
+    Node {
+        /// The node, as a path below the mount.
+        path: String,
+    },
 }
 
 /// A search of the tree; every field given must match (globs where noted).
@@ -760,6 +770,18 @@ pub enum ControlResponse {
         /// The shape of the ring shared with the driver, when the frame also
         /// carries one (after the socket: its memfd and the doorbell).
         ring: Option<RingSpec>,
+    },
+    /// One event of the stream that [`ControlRequest::Monitor`] asked for.
+    Event(MonitorEvent),
+    /// Answer to [`ControlRequest::Node`].
+    Node(NodeDetail),
+    /// The request was refused for a reason a script may act on; the text
+    /// says why and what to do.
+    Refused {
+        /// What kind of refusal.
+        why: Refusal,
+        /// The DDM's words.
+        message: String,
     },
 }
 
@@ -877,6 +899,150 @@ pub struct DmaStatus {
     pub pinned: bool,
 }
 
+/// Why the DDM refused a request, for callers that act on it (`ddmctl`'s
+/// exit status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The caller may not do this (it changes the DDM, and the caller is
+    /// neither root nor in the admin group).
+    Denied,
+    /// No such driver, node or device.
+    NotFound,
+}
+
+/// One thing that happened in the DDM, as [`ControlRequest::Monitor`]
+/// streams it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorEvent {
+    /// Its number: one more than the event before it, from 1 at ddm's start
+    /// (a gap means events this subscriber was not sent).
+    pub seq: u64,
+    /// When, in milliseconds since the Unix epoch.
+    pub unix_ms: u64,
+    /// What.
+    pub what: Happened,
+}
+
+/// What a [`MonitorEvent`] tells. Paths are below the mount, without a
+/// leading `/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Happened {
+    /// A device node appeared.
+    DeviceAdded {
+        /// Its path.
+        path: String,
+        /// The driver that reported it.
+        driver: String,
+    },
+    /// A bus directory appeared.
+    BusAdded {
+        /// Its path.
+        path: String,
+        /// The driver that enumerates it.
+        driver: String,
+    },
+    /// A node (and everything below it) went.
+    Removed {
+        /// Its path.
+        path: String,
+    },
+    /// The plugin manager handed a device to a driver whose manifest
+    /// matches it.
+    Bound {
+        /// The device.
+        path: String,
+        /// The driver.
+        driver: String,
+    },
+    /// A device was taken from the driver it was bound to.
+    Unbound {
+        /// The device.
+        path: String,
+        /// The driver it was bound to.
+        driver: String,
+        /// Why (`unloaded`, `removed`, `driver x failed (...)`).
+        why: String,
+    },
+    /// A driver incarnation was started.
+    Started {
+        /// The driver.
+        driver: String,
+        /// Its process.
+        pid: Option<u32>,
+    },
+    /// A driver said it is ready, the first time.
+    Ready {
+        /// The driver.
+        driver: String,
+    },
+    /// A restarted driver is ready again.
+    Restarted {
+        /// The driver.
+        driver: String,
+        /// Its restarts so far.
+        restarts: u32,
+    },
+    /// A driver incarnation ended.
+    Died {
+        /// The driver.
+        driver: String,
+        /// How (`killed by signal 9 (SIGKILL)`, ...).
+        how: String,
+        /// What comes next: restarting, failed (quarantined) or stopped.
+        next: DriverState,
+    },
+    /// A driver died too often and stays down until `ddmctl restart`.
+    Quarantined {
+        /// The driver.
+        driver: String,
+        /// How its last incarnation ended.
+        how: String,
+    },
+    /// An administrator restarted a driver that was down.
+    Revived {
+        /// The driver.
+        driver: String,
+    },
+    /// A node's owner, group, mode or ACL changed.
+    PermChanged {
+        /// The node.
+        path: String,
+        /// Its permission bits now.
+        mode: u32,
+        /// Its owner now.
+        uid: u32,
+        /// Its group now.
+        gid: u32,
+    },
+    /// This subscriber fell behind and `count` events were not sent to it.
+    Lost {
+        /// How many.
+        count: u64,
+    },
+}
+
+/// One node with everything the DDM knows of it (`ddmctl node`), the way
+/// `udevadm info` shows a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeDetail {
+    /// What [`ControlRequest::Tree`] shows of it.
+    pub node: NodeInfo,
+    /// Its access ACL in `getfacl`'s short form (`user::rw-,user:1000:r--,...`),
+    /// if it has one beyond the mode.
+    pub acl: Option<String>,
+    /// The bus driver that reported it, when another driver serves it.
+    pub bus_driver: Option<String>,
+    /// Why no driver serves it (a device no manifest matches, or whose
+    /// driver let go of it).
+    pub unbound: Option<String>,
+    /// Times its driver was restarted.
+    pub restarts: Option<u32>,
+    /// How its driver's last incarnation ended.
+    pub last_exit: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -920,5 +1086,12 @@ mod tests {
         assert_eq!(enc(&ControlRequest::Tree), [0]);
         assert_eq!(enc(&ControlRequest::Status), [1]);
         assert_eq!(enc(&ControlResponse::Error("no".into())), [2, 2, b'n', b'o']);
+        assert_eq!(enc(&ControlRequest::Monitor), [10]);
+        assert_eq!(enc(&ControlRequest::Node { path: "z".into() }), [11, 1, b'z']);
+        let lost = MonitorEvent { seq: 3, unix_ms: 5, what: Happened::Lost { count: 2 } };
+        // 6 = Event, seq 3, unix_ms 5, 12 = Lost, count 2.
+        assert_eq!(enc(&ControlResponse::Event(lost)), [6, 3, 5, 12, 2]);
+        let refused = ControlResponse::Refused { why: Refusal::NotFound, message: "x".into() };
+        assert_eq!(enc(&refused), [8, 1, 1, b'x']);
     }
 }

@@ -4,6 +4,16 @@
 //! under a FUSE mount (`/ddf` by default; the root is the null bus), turns
 //! file operations on those files into libDriver calls, and answers `ddmctl`
 //! on its control socket. See `ARCHITECTURE.md` and ddm(8).
+//!
+//! Under systemd (`dist/ddm.service`, `Type=notify`) it says when it is
+//! ready, what it runs and that it is alive ([`ddm_fs::service`]), and logs
+//! to the journal with fields ([`ddm_fs::logging`]).
+//!
+//! **Where the drivers are.** `--driver-dir`, else the directory of the
+//! `ddm` executable if the built-in drivers are there (a build tree:
+//! `target/release`), else `../libexec/ddf` beside it (an installed tree:
+//! `PREFIX/sbin/ddm` and `PREFIX/libexec/ddf/ddf-*`, as `scripts/install`
+//! lays them out).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,8 +26,16 @@ use log::{error, info, warn};
 use nix::sys::signal::{SigSet, Signal};
 
 use ddm_fs::core::{spawn_named, Config as CoreConfig, Core};
+use ddm_fs::logging::{self, Chosen, Target};
 use ddm_fs::manifest::{Manifest, ManifestError};
-use ddm_fs::{control, dma, fs, interrupt, plug, spawn, supervise};
+use ddm_fs::monitor::Monitor;
+use ddm_fs::{control, dma, fs, interrupt, plug, service, spawn, supervise};
+
+/// A built-in driver whose executable tells where the drivers are.
+const PROBE_DRIVER: &str = "ddf-null";
+
+/// Where an installed tree keeps the drivers, relative to `ddm`'s directory.
+const INSTALLED_DRIVER_DIR: &str = "../libexec/ddf";
 
 /// The device driver manager: mounts the ddf file system and runs drivers.
 #[derive(Debug, Parser)]
@@ -32,7 +50,8 @@ pub struct Args {
     pub socket: PathBuf,
 
     /// Directory holding the driver executables [default: the directory of
-    /// the ddm executable].
+    /// the ddm executable if the drivers are there, else ../libexec/ddf
+    /// beside it].
     #[arg(long, value_name = "DIR")]
     pub driver_dir: Option<PathBuf>,
 
@@ -65,6 +84,17 @@ pub struct Args {
     /// Where the permission state (chmod, chown, ACLs made on the mount) is kept.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/ddf")]
     pub state_dir: PathBuf,
+
+    /// What to log: a level (error, warn, info, debug, trace, off) or
+    /// TARGET=LEVEL directives, comma-separated, as RUST_LOG takes them
+    /// (this option wins over RUST_LOG) [default: info,fuser=warn].
+    #[arg(long, value_name = "LEVEL", value_parser = logging::parse_filter)]
+    pub log_level: Option<String>,
+
+    /// Where to log: auto (the journal when standard error is connected to
+    /// it, as under systemd; else standard error), journal, or stderr.
+    #[arg(long, value_name = "TARGET", value_enum, default_value_t = Target::Auto)]
+    pub log_target: Target,
 
     /// The shared-memory fast path for calls to drivers (`off`: every call
     /// takes the driver's socket).
@@ -137,8 +167,11 @@ fn admin_gid(group: &str) -> Result<u32, StartError> {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,fuser=warn")).init();
     let args = Args::parse();
+    match logging::init(args.log_level.as_deref(), args.log_target) {
+        Chosen::Journal | Chosen::Stderr => {}
+        Chosen::StderrNoJournal(e) => warn!("cannot reach the journal ({e}); logging to standard error"),
+    }
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -247,9 +280,7 @@ fn run(args: &Args) -> Result<(), StartError> {
 
     let driver_dir = match &args.driver_dir {
         Some(d) => d.clone(),
-        None => {
-            std::env::current_exe().map_err(StartError::DriverDir)?.parent().map(Path::to_path_buf).unwrap_or_default()
-        }
+        None => default_driver_dir(&std::env::current_exe().map_err(StartError::DriverDir)?),
     };
     let mut manifests: Vec<Manifest> = if args.no_builtin { Vec::new() } else { Manifest::builtin()? };
     for m in &args.manifests {
@@ -277,7 +308,16 @@ fn run(args: &Args) -> Result<(), StartError> {
     let core = Core::new(manifests, config, policy, perms);
     let dma = dma::Allocator::new(args.dma_limit, args.dma_reserved_only);
     core.set_launcher(Arc::new(spawn::ProcessLauncher::new(dma)));
+    // The monitor before the plugin manager: a device is shown added
+    // before it is shown bound (the plugin manager binds from the event).
+    let monitor = Monitor::new();
+    core.listen(monitor.clone());
     core.listen(Arc::new(plug::PlugManager));
+    let shown_mountpoint = std::fs::canonicalize(&args.mountpoint).unwrap_or_else(|_| args.mountpoint.clone());
+    let shown_mountpoint = shown_mountpoint.display().to_string();
+    if service::under_service_manager() {
+        core.listen(Arc::new(service::StatusReporter { mountpoint: shown_mountpoint.clone() }));
+    }
 
     // Drivers first, so the tree is populated when the mount appears.
     for inst in core.all() {
@@ -321,14 +361,7 @@ fn run(args: &Args) -> Result<(), StartError> {
 
     let c = core.clone();
     let mount_dev = std::fs::metadata(&args.mountpoint).map(|m| std::os::unix::fs::MetadataExt::dev(&m)).unwrap_or(0);
-    let rights = control::Rights {
-        mount_dev,
-        admin_gid,
-        mountpoint: std::fs::canonicalize(&args.mountpoint)
-            .unwrap_or_else(|_| args.mountpoint.clone())
-            .display()
-            .to_string(),
-    };
+    let rights = control::Rights { mount_dev, admin_gid, mountpoint: shown_mountpoint.clone(), monitor };
     let limits = control::Limits { timeout: Duration::from_secs(args.control_timeout), ..control::Limits::default() };
     spawn_named("control-accept", move || control::serve(c, listener, rights, limits));
     let c = core.clone();
@@ -336,8 +369,21 @@ fn run(args: &Args) -> Result<(), StartError> {
     let c = core.clone();
     spawn_named("watchdog", move || supervise::watchdog(c));
 
-    info!("serving {} (control socket {})", args.mountpoint.display(), args.socket.display());
+    info!("mounted {}, control socket {}", args.mountpoint.display(), args.socket.display());
+    if service::under_service_manager() {
+        // Ready once the mount answers, not merely once it was made.
+        if service::wait_mounted(&args.mountpoint, start_timeout) {
+            service::ready(&core, &shown_mountpoint);
+        } else {
+            error!("{} does not answer as a mount; not telling systemd that ddm is ready", args.mountpoint.display());
+        }
+        if let Some(every) = service::watchdog_interval() {
+            let (c, mnt) = (core.clone(), args.mountpoint.clone());
+            spawn_named("sd-watchdog", move || service::watchdog(c, mnt, every));
+        }
+    }
     let sig = signals.wait().map_err(StartError::Signals)?;
+    service::stopping();
     info!("{sig:?}: stopping drivers and unmounting {}", args.mountpoint.display());
     shutdown(&core, &args.mountpoint, &args.socket);
     // The FUSE threads are not joined: a client may still hold a file open on
@@ -345,6 +391,23 @@ fn run(args: &Args) -> Result<(), StartError> {
     // connection for everyone.
     std::mem::forget(session);
     Ok(())
+}
+
+/// The driver directory when `--driver-dir` is not given: `exe`'s own
+/// directory if the built-in drivers are there (a build tree), else
+/// `../libexec/ddf` beside it if that exists (an installed tree), else
+/// `exe`'s directory (and the drivers' absence is reported as they start).
+fn default_driver_dir(exe: &Path) -> PathBuf {
+    let own = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if own.join(PROBE_DRIVER).is_file() {
+        return own;
+    }
+    let installed = own.join(INSTALLED_DRIVER_DIR);
+    if installed.join(PROBE_DRIVER).is_file() {
+        // `PREFIX/libexec/ddf`, without the `..`.
+        return std::fs::canonicalize(&installed).unwrap_or(installed);
+    }
+    own
 }
 
 /// Stops drivers (failing what is in flight), unmounts, removes the socket.
@@ -397,5 +460,23 @@ mod tests {
         let said = ddf::error_chain(&StartError::from(err));
         assert!(said.starts_with("bad rules, not starting: "), "{said}");
         assert_eq!(said.matches(cause.as_str()).count(), 1, "{said}");
+    }
+
+    #[test]
+    fn drivers_are_found_beside_ddm_or_in_the_installed_libexec() {
+        let dir = tempfile::tempdir().unwrap();
+        let sbin = dir.path().join("sbin");
+        let libexec = dir.path().join("libexec/ddf");
+        std::fs::create_dir_all(&sbin).unwrap();
+        std::fs::create_dir_all(&libexec).unwrap();
+        let ddm = sbin.join("ddm");
+        // Neither: ddm's own directory.
+        assert_eq!(default_driver_dir(&ddm), sbin);
+        // Installed.
+        std::fs::write(libexec.join(PROBE_DRIVER), "").unwrap();
+        assert_eq!(default_driver_dir(&ddm), std::fs::canonicalize(&libexec).unwrap());
+        // A build tree: the drivers beside ddm win.
+        std::fs::write(sbin.join(PROBE_DRIVER), "").unwrap();
+        assert_eq!(default_driver_dir(&ddm), sbin);
     }
 }

@@ -7,15 +7,23 @@
 //! type), asks the keyboard its layout ([`ddf::input::keyboard::layout_of`]),
 //! turns the text into the key events of that layout
 //! ([`ddf::input::Layout::text_to_events`]) and writes them.
+//!
+//! `ddmctl completions SHELL` needs no ddm: it prints the completion script
+//! that clap_complete makes from this command line's definition.
+//!
+//! Exit status ([`Exit`]): 0 success, 1 a failure of another kind, 2 a usage
+//! error, 3 ddm not reachable, 4 permission denied, 5 not found. They are
+//! documented in ddmctl(8) and stable: scripts may rely on them.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use ddf::ddm::{Ddm, DdmError};
 use ddf::input::{keyboard, InputError, InputEvent, EVENT_SIZE};
-use ddf::proto::{DriverStatus, Fault, NodeInfo};
+use ddf::proto::{DriverStatus, Fault, Happened, MonitorEvent, NodeDetail, NodeInfo};
+use serde_json::{json, Value};
 
 /// Key event records per `write(2)` at most: 170 × 24 = 4080 bytes, under
 /// FUSE's smallest `max_write` (4 KiB), so the kernel never splits a write
@@ -47,6 +55,23 @@ enum Command {
     Status,
     /// Show where ddm is mounted, its version and pid.
     Info,
+    /// Show one node's whole story: path, class, driver, pid, state, bus
+    /// address and identifiers, owner, group, mode, ACL, restarts, last
+    /// exit, why it is unbound.
+    Node {
+        /// The node: a path below the mount (vbus/ctl, /ddf/zero, pci/0000:00:03.0).
+        node: String,
+    },
+    /// Print what happens, as it happens: devices added, removed, bound and
+    /// unbound; drivers started, ready, died, restarted, quarantined;
+    /// permissions changed. One line per event; with --json, JSON Lines.
+    /// Ctrl-C ends it.
+    Monitor,
+    /// Print a completion script for a shell (bash, zsh or fish).
+    Completions {
+        /// The shell.
+        shell: Shell,
+    },
     /// Restart a driver now; also takes it out of the failed state (root or admin group).
     Restart {
         /// Driver name (see `ddmctl status`).
@@ -123,6 +148,37 @@ enum Command {
     },
 }
 
+/// The shells `ddmctl completions` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Shell {
+    /// GNU bash (bash-completion).
+    Bash,
+    /// zsh.
+    Zsh,
+    /// fish.
+    Fish,
+}
+
+/// `ddmctl`'s exit status: distinct, stable, documented in ddmctl(8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Exit {
+    /// Done.
+    Success = 0,
+    /// A failure of another kind (ddm refused or failed the request, a
+    /// write failed, ...).
+    Failure = 1,
+    /// The command line is wrong (clap's own status for usage errors).
+    Usage = 2,
+    /// ddm could not be reached, or went away mid-call.
+    Unreachable = 3,
+    /// Not allowed: root or ddm's admin group needed, or the device file's
+    /// permissions refuse.
+    Denied = 4,
+    /// No such driver, node or device.
+    NotFound = 5,
+}
+
 /// Why `ddmctl` failed.
 #[derive(Debug, thiserror::Error)]
 enum CtlError {
@@ -132,6 +188,35 @@ enum CtlError {
     /// `ddmctl type` failed.
     #[error(transparent)]
     Type(#[from] TypeError),
+    /// An argument is wrong in a way clap cannot see.
+    #[error("{0}")]
+    Usage(String),
+    /// The monitor stream ended: ddm stopped.
+    #[error("ddm closed the event stream (it stopped)")]
+    StreamEnded,
+}
+
+impl CtlError {
+    /// The exit status for this failure.
+    fn exit(&self) -> Exit {
+        match self {
+            CtlError::Ddm(DdmError::Connect { .. } | DdmError::Ipc(_)) | CtlError::StreamEnded => Exit::Unreachable,
+            CtlError::Ddm(DdmError::Denied(_)) => Exit::Denied,
+            CtlError::Ddm(DdmError::NotFound(_)) => Exit::NotFound,
+            CtlError::Ddm(DdmError::Refused(_) | DdmError::Unexpected(_)) => Exit::Failure,
+            CtlError::Usage(_) | CtlError::Type(TypeError::Escape { .. }) => Exit::Usage,
+            CtlError::Type(TypeError::NoDevice(_)) => Exit::NotFound,
+            CtlError::Type(TypeError::NoAccess(_)) => Exit::Denied,
+            CtlError::Type(
+                TypeError::Stdin(_)
+                | TypeError::Text(_)
+                | TypeError::Open { .. }
+                | TypeError::NotVirtual(_)
+                | TypeError::Write { .. }
+                | TypeError::ShortWrite { .. },
+            ) => Exit::Failure,
+        }
+    }
 }
 
 /// Why `ddmctl type` failed.
@@ -168,17 +253,32 @@ enum TypeError {
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::from(Exit::Success as u8),
         Err(e) => {
             eprintln!("ddmctl: {}", ddf::error_chain(&e));
-            ExitCode::FAILURE
+            ExitCode::from(e.exit() as u8)
         }
     }
 }
 
 fn run(args: &Args) -> Result<(), CtlError> {
+    if let Command::Completions { shell } = &args.command {
+        print_completions(*shell);
+        return Ok(());
+    }
     let mut ddm = Ddm::connect(&args.socket)?;
     match &args.command {
+        Command::Completions { .. } => {}
+        Command::Monitor => return monitor(ddm, &args.socket, args.json),
+        Command::Node { node } => {
+            let path = strip_mount(&mut ddm, node);
+            let detail = ddm.node(&path)?;
+            if args.json {
+                print_json(&node_json(&detail));
+            } else {
+                print_node(&detail);
+            }
+        }
         Command::Tree => {
             let nodes = ddm.tree()?;
             if args.json {
@@ -214,7 +314,7 @@ fn run(args: &Args) -> Result<(), CtlError> {
             let mut kv = Vec::new();
             for p in params {
                 let (k, v) =
-                    p.split_once('=').ok_or_else(|| DdmError::Refused(format!("parameter {p:?} is not KEY=VALUE")))?;
+                    p.split_once('=').ok_or_else(|| CtlError::Usage(format!("parameter {p:?} is not KEY=VALUE")))?;
                 kv.push((k.to_owned(), v.to_owned()));
             }
             println!("{}", ddm.load(driver, bus.as_deref(), &kv)?);
@@ -238,7 +338,7 @@ fn run(args: &Args) -> Result<(), CtlError> {
         Command::Restart { driver } => println!("{}", ddm.restart(driver)?),
         Command::Inject { driver, fault } => {
             let f = Fault::parse(fault).ok_or_else(|| {
-                DdmError::Refused(format!(
+                CtlError::Usage(format!(
                     "unknown fault {fault:?}: use panic, abort, segv, hang, garbage, flood, stray-reply, ring-garbage, ring-stray, ring-overlong, ring-death, forbidden-syscall, exit or exit:CODE"
                 ))
             })?;
@@ -328,6 +428,190 @@ fn unescape(text: &str) -> Result<String, TypeError> {
         }
     }
     Ok(out)
+}
+
+/// Prints the completion script for `shell`.
+fn print_completions(shell: Shell) {
+    let mut cmd = Args::command();
+    let out = &mut std::io::stdout();
+    match shell {
+        Shell::Bash => clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, "ddmctl", out),
+        Shell::Zsh => clap_complete::generate(clap_complete::Shell::Zsh, &mut cmd, "ddmctl", out),
+        Shell::Fish => clap_complete::generate(clap_complete::Shell::Fish, &mut cmd, "ddmctl", out),
+    }
+}
+
+/// `ddmctl monitor`: prints every event until Ctrl-C (or until ddm stops).
+fn monitor(ddm: Ddm, socket: &Path, json: bool) -> Result<(), CtlError> {
+    let stream = ddm.monitor()?;
+    // To standard error, so that standard output holds events only.
+    eprintln!("ddmctl: monitoring ddm at {} (Ctrl-C ends)", socket.display());
+    let mut out = std::io::stdout().lock();
+    for event in stream {
+        let event = event?;
+        let line = if json { event_json(&event).to_string() } else { event_text(&event) };
+        // A closed standard output (`| head`) ends the monitor quietly.
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            return Ok(());
+        }
+    }
+    Err(CtlError::StreamEnded)
+}
+
+/// The event's name in both formats.
+fn event_name(what: &Happened) -> &'static str {
+    match what {
+        Happened::DeviceAdded { .. } => "device-added",
+        Happened::BusAdded { .. } => "bus-added",
+        Happened::Removed { .. } => "removed",
+        Happened::Bound { .. } => "bound",
+        Happened::Unbound { .. } => "unbound",
+        Happened::Started { .. } => "started",
+        Happened::Ready { .. } => "ready",
+        Happened::Restarted { .. } => "restarted",
+        Happened::Died { .. } => "died",
+        Happened::Quarantined { .. } => "quarantined",
+        Happened::Revived { .. } => "revived",
+        Happened::PermChanged { .. } => "perm-changed",
+        Happened::Lost { .. } => "lost",
+        _ => "other",
+    }
+}
+
+/// One event as a JSON object: `seq`, `time_ms`, `event`, then its fields.
+fn event_json(e: &MonitorEvent) -> Value {
+    let mut v = json!({ "seq": e.seq, "time_ms": e.unix_ms, "event": event_name(&e.what) });
+    let fields = match &e.what {
+        Happened::DeviceAdded { path, driver }
+        | Happened::BusAdded { path, driver }
+        | Happened::Bound { path, driver } => json!({ "path": path, "driver": driver }),
+        Happened::Removed { path } => json!({ "path": path }),
+        Happened::Unbound { path, driver, why } => json!({ "path": path, "driver": driver, "why": why }),
+        Happened::Started { driver, pid } => json!({ "driver": driver, "pid": pid }),
+        Happened::Ready { driver } | Happened::Revived { driver } => json!({ "driver": driver }),
+        Happened::Restarted { driver, restarts } => json!({ "driver": driver, "restarts": restarts }),
+        Happened::Died { driver, how, next } => json!({ "driver": driver, "how": how, "next": next.as_str() }),
+        Happened::Quarantined { driver, how } => json!({ "driver": driver, "how": how }),
+        Happened::PermChanged { path, mode, uid, gid } => {
+            json!({ "path": path, "mode": format!("{mode:04o}"), "uid": uid, "gid": gid })
+        }
+        Happened::Lost { count } => json!({ "count": count }),
+        other => json!({ "detail": format!("{other:?}") }),
+    };
+    if let (Some(obj), Value::Object(more)) = (v.as_object_mut(), fields) {
+        obj.extend(more);
+    }
+    v
+}
+
+/// One event as a line of text: the time (UTC), the event, what it is
+/// about, and the details.
+fn event_text(e: &MonitorEvent) -> String {
+    let ms = e.unix_ms % 86_400_000;
+    let time = format!("{:02}:{:02}:{:02}.{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+    let (subject, detail) = match &e.what {
+        Happened::DeviceAdded { path, driver } | Happened::BusAdded { path, driver } => {
+            (format!("/{path}"), format!("driver {driver}"))
+        }
+        Happened::Removed { path } => (format!("/{path}"), String::new()),
+        Happened::Bound { path, driver } => (format!("/{path}"), format!("to driver {driver}")),
+        Happened::Unbound { path, driver, why } => (format!("/{path}"), format!("from driver {driver}: {why}")),
+        Happened::Started { driver, pid } => (driver.clone(), pid.map(|p| format!("pid {p}")).unwrap_or_default()),
+        Happened::Ready { driver } | Happened::Revived { driver } => (driver.clone(), String::new()),
+        Happened::Restarted { driver, restarts } => (driver.clone(), format!("restarts {restarts}")),
+        Happened::Died { driver, how, next } => (driver.clone(), format!("{how}; now {}", next.as_str())),
+        Happened::Quarantined { driver, how } => {
+            (driver.clone(), format!("{how}; down until `ddmctl restart {driver}`"))
+        }
+        Happened::PermChanged { path, mode, uid, gid } => (format!("/{path}"), format!("{mode:04o} {uid}:{gid}")),
+        Happened::Lost { count } => (format!("{count} events"), "lost: this monitor fell behind".to_owned()),
+        other => (String::new(), format!("{other:?}")),
+    };
+    format!("{time} {:<13} {subject:<24} {detail}", event_name(&e.what)).trim_end().to_owned()
+}
+
+/// A user's name and number, `root (0)`, or the number alone.
+fn user_name(uid: u32) -> String {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(u)) => format!("{} ({uid})", u.name),
+        _ => uid.to_string(),
+    }
+}
+
+/// A group's name and number, `disk (6)`, or the number alone.
+fn group_name(gid: u32) -> String {
+    match nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)) {
+        Ok(Some(g)) => format!("{} ({gid})", g.name),
+        _ => gid.to_string(),
+    }
+}
+
+/// `-rw-r-----` for a node (`d` for a bus).
+fn mode_string(mode: u32, bus: bool) -> String {
+    let mut s = String::from(if bus { "d" } else { "-" });
+    for shift in [6, 3, 0] {
+        let bits = (mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+/// `ddmctl node --json`: the node as `tree --json` shows it, with the rest
+/// of its story beside it.
+fn node_json(d: &NodeDetail) -> Value {
+    let mut v = serde_json::to_value(&d.node).unwrap_or(Value::Null);
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("kind".into(), json!(if d.node.class.is_some() { "device" } else { "bus" }));
+        let owner = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(d.node.uid)).ok().flatten();
+        let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(d.node.gid)).ok().flatten();
+        obj.insert("owner".into(), json!(owner.map(|u| u.name)));
+        obj.insert("group".into(), json!(group.map(|g| g.name)));
+        obj.insert("acl".into(), json!(d.acl));
+        obj.insert("bus_driver".into(), json!(d.bus_driver));
+        obj.insert("unbound".into(), json!(d.unbound));
+        obj.insert("restarts".into(), json!(d.restarts));
+        obj.insert("last_exit".into(), json!(d.last_exit));
+        let ids: serde_json::Map<String, Value> = d.node.meta.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        obj.insert("ids".into(), Value::Object(ids));
+    }
+    v
+}
+
+/// `ddmctl node`: one `key  value` line per fact, as `udevadm info` lists a
+/// device.
+fn print_node(d: &NodeDetail) {
+    let n = &d.node;
+    let dash = |v: Option<String>| v.filter(|s| !s.is_empty()).unwrap_or_else(|| "-".into());
+    let mut lines: Vec<(&str, String)> = vec![
+        ("path", format!("/{}", n.path)),
+        ("kind", if n.class.is_some() { "device".into() } else { "bus".into() }),
+    ];
+    if let Some(c) = n.class {
+        lines.push(("class", c.as_str().into()));
+        lines.push(("size", n.size.to_string()));
+    }
+    lines.push(("driver", dash(n.driver.clone())));
+    lines.push(("pid", dash(n.pid.map(|p| p.to_string()))));
+    lines.push(("state", dash(n.state_text.clone())));
+    lines.push(("restarts", dash(d.restarts.map(|r| r.to_string()))));
+    lines.push(("last exit", dash(d.last_exit.clone())));
+    lines.push(("bus", dash(n.bus.clone())));
+    lines.push(("address", dash(n.address.clone())));
+    lines.push(("bus driver", dash(d.bus_driver.clone())));
+    for (k, v) in &n.meta {
+        lines.push((k.as_str(), v.clone()));
+    }
+    lines.push(("owner", user_name(n.uid)));
+    lines.push(("group", group_name(n.gid)));
+    lines.push(("mode", format!("{:04o} ({})", n.mode, mode_string(n.mode, n.class.is_none()))));
+    lines.push(("acl", dash(d.acl.clone())));
+    lines.push(("unbound", dash(d.unbound.clone())));
+    let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in lines {
+        println!("{k:<width$}  {v}");
+    }
 }
 
 fn print_json<T: serde::Serialize>(v: &T) {

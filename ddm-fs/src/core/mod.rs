@@ -176,6 +176,27 @@ pub enum Event {
         /// The new permissions.
         perm: Perm,
     },
+    /// The plugin manager handed a device node to a driver whose manifest
+    /// matches it (the driver is told once it runs).
+    Bound {
+        /// The node.
+        ino: Ino,
+        /// Its path.
+        path: String,
+        /// The driver.
+        driver: InstanceId,
+    },
+    /// A device node was taken from the driver it was bound to.
+    Unbound {
+        /// The node.
+        ino: Ino,
+        /// Its path.
+        path: String,
+        /// The driver it was bound to.
+        driver: InstanceId,
+        /// Why.
+        why: String,
+    },
 }
 
 /// Told of every [`Event`].
