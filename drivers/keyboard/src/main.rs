@@ -102,7 +102,6 @@
 
 mod config;
 mod hub;
-mod i8042;
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -113,11 +112,11 @@ use ddf::input::keyboard::{self, Mode};
 use ddf::input::{InputEvent, UsDecoder, EV_SYN, SYN_DROPPED};
 use ddf::io::PortSpace;
 use ddf::proto::{DeviceClass, DeviceId, Errno, Handle, RequestId};
+use ddf_keyboard::i8042::{self, EmulatedI8042, Poller, RealI8042Ports};
 use log::{debug, error, info, warn};
 
 use config::{Config, PortsKind, SourceKind};
 use hub::Hub;
-use i8042::{EmulatedI8042, Poller, RealI8042Ports};
 
 /// `open(2)` access mode bits and write-only mode (the same on every Linux
 /// architecture).
