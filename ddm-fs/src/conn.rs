@@ -1,7 +1,7 @@
 //! One incarnation's link to a driver process: the socket, the requests in
 //! flight, and the FIFO of frames waiting for the socket.
 //!
-//! FUSE workers call [`Conn::call`]: it parks the FUSE reply under a new
+//! FUSE workers call [`Conn::call`]: it parks the caller's reply under a new
 //! request id and hands the frame to the socket without blocking (if the
 //! socket is full, the frame joins a bounded in-memory FIFO that a writer
 //! thread drains). No FUSE worker ever waits on a driver. [`Conn::kill`]
@@ -9,88 +9,19 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ddf::ipc::{encode_frame, Channel, IpcError};
-use ddf::proto::{Call, DdmToDriver, DeviceClass, Errno, RequestId};
-use fuser::{ReplyData, ReplyIoctl, ReplyOpen, ReplyPoll, ReplyWrite};
+use ddf::proto::{Call, DdmToDriver, Errno, RequestId};
 use log::debug;
 
-use crate::tree::Ino;
+use crate::reply::Parked;
+use crate::sync::{Condvar, Mutex, Rank};
 
 /// Most bytes of frames one driver's FIFO may hold before new requests are
 /// refused with `ENOBUFS`: the DDM's memory stays bounded even when a driver
 /// stops reading.
 const FIFO_MAX_BYTES: usize = 64 << 20;
-
-/// Locks a mutex, recovering the data if a thread panicked while holding it:
-/// the DDM keeps serving rather than cascading one bug into every thread.
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// A FUSE reply waiting for a driver's answer.
-#[derive(Debug)]
-pub enum Parked {
-    /// An open: on success a file handle is made for `ino`.
-    Open {
-        /// The FUSE reply.
-        reply: ReplyOpen,
-        /// The node opened.
-        ino: Ino,
-        /// Its class (decides the open flags).
-        class: DeviceClass,
-        /// `open(2)` flags.
-        flags: i32,
-    },
-    /// A read, and the most bytes it takes.
-    Read(ReplyData, u32),
-    /// A write, and how many bytes it brought.
-    Write(ReplyWrite, u32),
-    /// An ioctl, and the most bytes of output it takes.
-    Ioctl(ReplyIoctl, u32),
-    /// A poll.
-    Poll(ReplyPoll),
-    /// The DDM re-opening an open file on a new incarnation of its driver
-    /// (handles that survive restarts); requests wait on the file meanwhile.
-    Reopen {
-        /// The FUSE file handle being re-opened.
-        fh: u64,
-    },
-    /// Nobody waits for the answer (a close, or a request whose caller was
-    /// interrupted); the answer is dropped when it comes.
-    Discard,
-}
-
-impl Parked {
-    /// Ends the request with `err` (no driver answer will come, or it came
-    /// malformed).
-    pub fn fail(self, err: Errno) {
-        let e = fuser::Errno::from_i32(err.0);
-        match self {
-            Parked::Open { reply, .. } => reply.error(e),
-            Parked::Read(r, _) => r.error(e),
-            Parked::Write(r, _) => r.error(e),
-            Parked::Ioctl(r, _) => r.error(e),
-            Parked::Poll(r) => r.error(e),
-            Parked::Reopen { .. } | Parked::Discard => {}
-        }
-    }
-
-    /// What kind of request it is, for log lines.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Parked::Open { .. } => "open",
-            Parked::Read(..) => "read",
-            Parked::Write(..) => "write",
-            Parked::Ioctl(..) => "ioctl",
-            Parked::Poll(_) => "poll",
-            Parked::Reopen { .. } => "re-open",
-            Parked::Discard => "discarded",
-        }
-    }
-}
 
 /// A request in flight.
 #[derive(Debug)]
@@ -154,11 +85,11 @@ impl Conn {
         Conn {
             blocking,
             request_timeout,
-            failed: Mutex::new(Vec::new()),
+            failed: Mutex::new(Rank::Kill, Vec::new()),
             chan,
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Rank::Pending, HashMap::new()),
             next_id: AtomicU64::new(1),
-            out: Mutex::new(OutQueue::default()),
+            out: Mutex::new(Rank::Out, OutQueue::default()),
             out_cv: Condvar::new(),
             dead: AtomicBool::new(false),
         }
@@ -175,10 +106,10 @@ impl Conn {
         let name = call_name(&call);
         let now = Instant::now();
         let deadline = (!self.blocking.iter().any(|b| b == name)).then(|| now + self.request_timeout);
-        lock(&self.pending).insert(id, Pending { parked, pid, since: now, deadline, call: name });
+        self.pending.lock().insert(id, Pending { parked, pid, since: now, deadline, call: name });
         let msg = DdmToDriver::Call { id, call };
         if let Err(err) = self.send(&msg, payload) {
-            if let Some(p) = lock(&self.pending).remove(&id) {
+            if let Some(p) = self.pending.lock().remove(&id) {
                 p.parked.fail(err);
             }
             return None;
@@ -188,7 +119,7 @@ impl Conn {
 
     /// Queues a message to the driver in FIFO order, without blocking.
     pub fn send(&self, msg: &DdmToDriver, payload: &[u8]) -> Result<(), Errno> {
-        let mut q = lock(&self.out);
+        let mut q = self.out.lock();
         if q.closed {
             return Err(Errno::EIO);
         }
@@ -216,7 +147,7 @@ impl Conn {
     pub fn writer_loop(&self) {
         loop {
             let frame = {
-                let mut q = lock(&self.out);
+                let mut q = self.out.lock();
                 loop {
                     if q.closed {
                         return;
@@ -226,11 +157,11 @@ impl Conn {
                         q.busy = true;
                         break f;
                     }
-                    q = self.out_cv.wait(q).unwrap_or_else(|p| p.into_inner());
+                    q = self.out_cv.wait(q);
                 }
             };
             let res = self.chan.send_raw(&frame, &[], false);
-            let mut q = lock(&self.out);
+            let mut q = self.out.lock();
             q.busy = false;
             if let Err(e) = res {
                 debug!("writer: {e}");
@@ -244,23 +175,23 @@ impl Conn {
     /// flight with `EIO`. Returns what was in flight when the link died
     /// (for the log), whichever thread killed it first.
     pub fn kill(&self) -> Vec<String> {
-        let mut failed = lock(&self.failed);
+        let mut failed = self.failed.lock();
         if self.dead.swap(true, Ordering::AcqRel) {
             return failed.clone();
         }
         {
-            let mut q = lock(&self.out);
+            let mut q = self.out.lock();
             q.closed = true;
             q.frames.clear();
             q.bytes = 0;
         }
         self.out_cv.notify_all();
         self.chan.shutdown();
-        let mut drained: Vec<(RequestId, Pending)> = lock(&self.pending).drain().collect();
+        let mut drained: Vec<(RequestId, Pending)> = self.pending.lock().drain().collect();
         drained.sort_by_key(|(id, _)| *id);
         let mut what = Vec::new();
         for (id, p) in drained {
-            if !matches!(p.parked, Parked::Discard) {
+            if p.parked.is_awaited() {
                 what.push(format!("{} #{} from pid {}", p.call, id.0, p.pid));
             }
             p.parked.fail(Errno::EIO);

@@ -16,8 +16,9 @@ use ddf::proto::{ControlRequest, ControlResponse, DdmInfo, DriverStatus, NodeInf
 use log::{debug, warn};
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
 
-use crate::core::{lock, spawn_named, Core};
-use crate::tree::{Ino, NodeKind};
+use crate::core::{spawn_named, Core};
+use crate::ids::Ino;
+use crate::tree::NodeKind;
 
 /// Errors setting up the control socket.
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +174,7 @@ fn handle(core: &Arc<Core>, req: ControlRequest, rights: &Rights) -> ControlResp
         Ok(msg) => ControlResponse::Done(msg),
         Err(e) => ControlResponse::Error(e),
     };
+    let plugged = |r: Result<String, crate::plug::PlugError>| done(r.map_err(|e| ddf::error_chain(&e)));
     match req {
         ControlRequest::Tree => ControlResponse::Tree(tree(core)),
         ControlRequest::Status => ControlResponse::Status(status(core)),
@@ -181,15 +183,19 @@ fn handle(core: &Arc<Core>, req: ControlRequest, rights: &Rights) -> ControlResp
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: std::process::id(),
         }),
-        ControlRequest::Restart { driver } => done(named(&driver).and_then(|i| core.restart_request(&i))),
-        ControlRequest::Inject { driver, fault } => done(named(&driver).and_then(|i| core.inject(&i, fault))),
+        ControlRequest::Restart { driver } => done(named(&driver).map(|i| crate::supervise::restart_request(core, &i))),
+        ControlRequest::Inject { driver, fault } => {
+            done(named(&driver).and_then(|i| crate::supervise::inject(&i, fault)))
+        }
         ControlRequest::Direct => ControlResponse::Error("a direct connection needs an open device file".into()),
         ControlRequest::Find(q) => {
             ControlResponse::Tree(tree(core).into_iter().filter(|n| crate::plug::matches_query(&q, n)).collect())
         }
-        ControlRequest::Load { driver, bus, params } => done(crate::plug::load(core, &driver, bus.as_deref(), &params)),
-        ControlRequest::Unload { path } => done(crate::plug::unload(core, &path)),
-        ControlRequest::Rescan { bus } => done(crate::plug::rescan(core, bus.as_deref())),
+        ControlRequest::Load { driver, bus, params } => {
+            plugged(crate::plug::load(core, &driver, bus.as_deref(), &params))
+        }
+        ControlRequest::Unload { path } => plugged(crate::plug::unload(core, &path)),
+        ControlRequest::Rescan { bus } => plugged(crate::plug::rescan(core, bus.as_deref())),
     }
 }
 
@@ -204,8 +210,8 @@ fn direct(core: &Core, rights: &Rights, fds: Vec<OwnedFd>) -> Result<(ControlRes
         return Err(format!("the file given is not on the ddf mount {}", rights.mountpoint));
     }
     let flags = nix::fcntl::fcntl(&proof, nix::fcntl::FcntlArg::F_GETFL).map_err(|e| format!("F_GETFL: {e}"))?;
-    let access = flags & libc::O_ACCMODE;
-    let dref = match core.tree.read().unwrap_or_else(|p| p.into_inner()).get(st.st_ino as u64).map(|n| n.kind.clone()) {
+    let access = ddf::proto::OpenFlags::from_access(ddf::proto::OpenFlags(flags).access());
+    let dref = match core.tree.read().get(Ino(st.st_ino as u64)).map(|n| n.kind.clone()) {
         Some(NodeKind::Device(d)) => d,
         Some(NodeKind::Bus { .. }) => return Err("that is a bus, not a device".into()),
         None => return Err("that device is gone".into()),
@@ -216,7 +222,7 @@ fn direct(core: &Core, rights: &Rights, fds: Vec<OwnedFd>) -> Result<(ControlRes
     let theirs: OwnedFd = theirs.into();
     let msg = ddf::proto::DdmToDriver::Attach { device: dref.device, access };
     conn.chan().send(&msg, &[], &[theirs.as_fd()]).map_err(|e| format!("driver {}: {e}", inst.name()))?;
-    log::info!("direct link to driver {} for device {} (access {access:#o})", inst.name(), dref.device);
+    log::info!("direct link to driver {} for device {} (access {:?})", inst.name(), dref.device, access.access());
     let answer = ControlResponse::Direct { device: dref.device, access, driver: inst.name().to_owned() };
     Ok((answer, ours.into()))
 }
@@ -224,7 +230,7 @@ fn direct(core: &Core, rights: &Rights, fds: Vec<OwnedFd>) -> Result<(ControlRes
 /// The tree as the control socket shows it.
 pub fn tree(core: &Core) -> Vec<NodeInfo> {
     let nodes: Vec<(Ino, String, NodeKind, access_policy::Perm)> = {
-        let tree = core.tree.read().unwrap_or_else(|p| p.into_inner());
+        let tree = core.tree.read();
         tree.walk().into_iter().map(|n| (n.ino, tree.path(n.ino), n.kind.clone(), n.perm)).collect()
     };
     nodes
@@ -249,7 +255,7 @@ pub fn tree(core: &Core) -> Vec<NodeInfo> {
                 NodeKind::Bus { kind, owner, .. } => {
                     info.bus = kind;
                     if let Some(inst) = owner.and_then(|o| core.inst(o)) {
-                        let l = lock(&inst.live);
+                        let l = inst.live.lock();
                         info.driver = Some(inst.name().to_owned());
                         info.pid = l.pid;
                         info.state = Some(l.state);
@@ -261,7 +267,7 @@ pub fn tree(core: &Core) -> Vec<NodeInfo> {
                     info.size = d.size;
                     if let Some(inst) = core.inst(d.instance) {
                         let (pid, state) = {
-                            let l = lock(&inst.live);
+                            let l = inst.live.lock();
                             (l.pid, l.state)
                         };
                         info.driver = Some(inst.name().to_owned());
@@ -287,7 +293,7 @@ pub fn status(core: &Core) -> Vec<DriverStatus> {
         .iter()
         .map(|inst| {
             let devices = core.device_paths(inst);
-            let live = lock(&inst.live);
+            let live = inst.live.lock();
             DriverStatus {
                 name: inst.name().to_owned(),
                 exec: inst.exec.display().to_string(),
@@ -298,7 +304,7 @@ pub fn status(core: &Core) -> Vec<DriverStatus> {
                 errors: inst.errors.load(std::sync::atomic::Ordering::Relaxed),
                 restarts: live.restarts,
                 devices,
-                counters: lock(&inst.counters).iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                counters: inst.counters.lock().iter().map(|(k, v)| (k.clone(), *v)).collect(),
             }
         })
         .collect()

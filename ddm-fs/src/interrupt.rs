@@ -8,14 +8,15 @@
 //! state D forever.
 //!
 //! The way around it without patching fuser: a watcher thread looks at every
-//! request that has been parked for a while and reads
-//! `/proc/<tid>/status` of the calling thread (FUSE tells us the thread id).
-//! If a signal is pending there (`SigPnd` or `ShdPnd`, minus `SigBlk`), the
-//! caller wants out: the request is answered `EINTR` at once, the driver is
-//! sent a cancel for it, and the driver's eventual answer is dropped. The
-//! caller then sees `EINTR` (and its signal): `cat` dies of its `SIGTERM`,
-//! a Python reader runs its handler and retries the read (PEP 475), which is
-//! exactly what a read interrupted on any Linux device does.
+//! request that has been waiting for a while, parked with a driver or queued
+//! on a file whose driver restarts, and reads `/proc/<tid>/status` of the
+//! calling thread (FUSE tells us the thread id). If a signal is pending
+//! there (`SigPnd` or `ShdPnd`, minus `SigBlk`), the caller wants out: the
+//! request is answered `EINTR` at once, the driver is sent a cancel for it,
+//! and the driver's eventual answer is dropped. The caller then sees
+//! `EINTR` (and its signal): `cat` dies of its `SIGTERM`, a Python reader
+//! runs its handler and retries the read (PEP 475), which is exactly what a
+//! read interrupted on any Linux device does.
 //!
 //! Cost: the scan looks only at requests older than [`MIN_AGE`], every
 //! [`PERIOD`]; an idle DDM scans nothing. Latency from signal to return is at
@@ -24,11 +25,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ddf::proto::{DdmToDriver, Errno};
+use ddf::proto::{DdmToDriver, Errno, RequestId};
 use log::debug;
 
-use crate::conn::{lock, Parked};
 use crate::core::Core;
+use crate::reply::Parked;
 
 /// How often parked requests are checked.
 pub const PERIOD: Duration = Duration::from_millis(20);
@@ -59,33 +60,42 @@ pub fn signal_pending(tid: u32) -> bool {
 pub fn watch(core: Arc<Core>) {
     loop {
         std::thread::sleep(PERIOD);
-        if core.stopping.load(std::sync::atomic::Ordering::Acquire) {
+        if core.is_stopping() {
             return;
         }
-        for inst in core.all() {
-            let Some(conn) = inst.conn() else { continue };
-            let old: Vec<(ddf::proto::RequestId, u32)> = lock(&conn.pending)
-                .iter()
-                .filter(|(_, p)| p.pid != 0 && !matches!(p.parked, Parked::Discard) && p.since.elapsed() >= MIN_AGE)
-                .map(|(id, p)| (*id, p.pid))
-                .collect();
-            for (id, pid) in old {
-                if !signal_pending(pid) {
-                    continue;
-                }
-                let parked = {
-                    let mut pending = lock(&conn.pending);
-                    match pending.get_mut(&id) {
-                        Some(p) => std::mem::replace(&mut p.parked, Parked::Discard),
-                        None => continue,
-                    }
-                };
-                debug!("driver {}: caller {pid} of request {} was signalled; answering EINTR", inst.name(), id.0);
-                parked.fail(Errno::EINTR);
-                let _ = conn.send(&DdmToDriver::Cancel { id }, &[]);
+        scan(&core, MIN_AGE, &signal_pending);
+    }
+}
+
+/// One look at every request older than `min_age`: those whose caller
+/// `signalled` says was signalled end with `EINTR` (a parked one is also
+/// cancelled with its driver). Returns how many ended.
+pub fn scan(core: &Core, min_age: Duration, signalled: &dyn Fn(u32) -> bool) -> usize {
+    let mut ended = core.interrupt_waiters(min_age, signalled);
+    for inst in core.all() {
+        let Some(conn) = inst.conn() else { continue };
+        let old: Vec<(RequestId, u32)> = conn
+            .pending
+            .lock()
+            .iter()
+            .filter(|(_, p)| p.pid != 0 && p.parked.is_awaited() && p.since.elapsed() >= min_age)
+            .map(|(id, p)| (*id, p.pid))
+            .collect();
+        for (id, pid) in old {
+            if !signalled(pid) {
+                continue;
             }
+            let parked = match conn.pending.lock().get_mut(&id) {
+                Some(p) => std::mem::replace(&mut p.parked, Parked::Discard),
+                None => continue,
+            };
+            debug!("driver {}: caller {pid} of request {} was signalled; answering EINTR", inst.name(), id.0);
+            parked.fail(Errno::EINTR);
+            ended += 1;
+            let _ = conn.send(&DdmToDriver::Cancel { id }, &[]);
         }
     }
+    ended
 }
 
 #[cfg(test)]

@@ -142,11 +142,15 @@ pub struct Match {
     pub ids: BTreeMap<String, String>,
 }
 
+/// Whether `value` matches the glob `pat` (`*`, `?`, `[a-f]`, as in
+/// ddf.rules(5)); a pattern that does not parse matches nothing.
+pub fn glob(pat: &str, value: &str) -> bool {
+    access_policy::Pattern::parse(pat).map(|p| p.matches(value)).unwrap_or(false)
+}
+
 impl Match {
     /// Whether a device of `kind` and `class` with identifiers `meta` matches.
     pub fn matches(&self, kind: &str, class: &str, meta: &[(String, String)]) -> bool {
-        let glob =
-            |pat: &str, value: &str| access_policy::Pattern::parse(pat).map(|p| p.matches(value)).unwrap_or(false);
         if !glob(&self.bus, kind) {
             return false;
         }

@@ -13,16 +13,52 @@
 //!
 //! A device no manifest matches stays in the tree, served by its bus driver,
 //! with the reason as its state (`unbound: no driver matches pci 1af4:1045`).
+//!
+//! The plugin manager learns what happens in the tree from the core's
+//! events ([`PlugManager`] is a [`Listener`]): a device offered, a driver
+//! ready, a bound node removed, a driver quarantined or revived.
 
 use std::sync::Arc;
 
 use ddf::proto::{BoundDevice, DdmToDriver, DriverState, NodeInfo, Query};
 use log::{debug, info, warn};
 
-use crate::conn::lock;
-use crate::core::{Binding, Core, Instance};
-use crate::supervise::{Cause, Request};
-use crate::tree::{BusDevice, Ino, NodeKind};
+use crate::core::{Binding, Cause, Core, Event, Instance, Listener, Request};
+use crate::ids::{Ino, InstanceId, ROOT};
+use crate::tree::{BusDevice, NodeKind};
+
+/// The plugin manager, as a listener of the core's events.
+#[derive(Debug, Default)]
+pub struct PlugManager;
+
+impl Listener for PlugManager {
+    fn on_event(&self, core: &Arc<Core>, event: &Event) {
+        match event {
+            Event::DeviceAdded { ino, offered: true, .. } => plug(core, *ino),
+            Event::Ready { driver, .. } => {
+                // Devices the plugin manager handed it (again, after a restart).
+                if let Some(inst) = core.inst(*driver) {
+                    bind_all(core, &inst);
+                }
+            }
+            Event::BoundNodeRemoved { path, driver, .. } => unbind_driver(core, *driver, path),
+            Event::Died { driver, how, next: DriverState::Failed } => {
+                // Devices it was handed go back to their bus drivers, with the reason.
+                if let Some(inst) = core.inst(*driver) {
+                    release_all(core, *driver, &format!("driver {} failed ({how})", inst.name()));
+                }
+            }
+            Event::Revived { .. } => replug(core),
+            Event::DeviceAdded { .. }
+            | Event::BusAdded { .. }
+            | Event::NodeRemoved { .. }
+            | Event::Released { .. }
+            | Event::Started { .. }
+            | Event::Died { .. }
+            | Event::PermChanged { .. } => {}
+        }
+    }
+}
 
 /// `vendor:device` without `0x`, or the address, for messages.
 fn describe(dev: &BusDevice) -> String {
@@ -33,9 +69,9 @@ fn describe(dev: &BusDevice) -> String {
     }
 }
 
-/// The bus facts of device node `ino`, and its path.
+/// The bus facts of device node `ino`, and its path and name.
 fn bus_device(core: &Core, ino: Ino) -> Option<(String, String, Arc<BusDevice>)> {
-    let tree = core.tree.read().unwrap_or_else(|p| p.into_inner());
+    let tree = core.tree.read();
     let n = tree.get(ino)?;
     match &n.kind {
         NodeKind::Device(d) => Some((tree.path(ino), n.name.clone(), d.bus.clone()?)),
@@ -43,7 +79,7 @@ fn bus_device(core: &Core, ino: Ino) -> Option<(String, String, Arc<BusDevice>)>
     }
 }
 
-/// Offers a newly reported device node to the drivers' manifests.
+/// Offers a device node to the drivers' manifests.
 pub fn plug(core: &Arc<Core>, ino: Ino) {
     let Some((path, _, dev)) = bus_device(core, ino) else { return };
     if !dev.offered {
@@ -56,23 +92,22 @@ pub fn plug(core: &Arc<Core>, ino: Ino) {
     let Some(manifest) = found else {
         let why = format!("no driver matches {} {}", dev.kind, describe(&dev));
         debug!("/{path}: unbound: {why}");
-        lock(&core.bindings).insert(ino, Binding::Unbound(why));
+        core.bindings.lock().insert(ino, Binding::Unbound(why));
         return;
     };
     let inst = match core.instance(&manifest.name) {
         Some(i) => i,
-        None => core.add_instance(manifest.clone(), crate::tree::ROOT),
+        None => core.add_instance(manifest.clone(), ROOT),
     };
-    lock(&core.bindings).insert(ino, Binding::Bound(inst.index));
+    core.bindings.lock().insert(ino, Binding::Bound(inst.id));
     info!("/{path}: {} {} matches driver {}", dev.kind, describe(&dev), inst.name());
-    let state = lock(&inst.live).state;
-    match state {
+    match inst.state() {
         DriverState::Running => send_bind(core, &inst, ino),
         // Told when it is ready (see `bind_all`).
         DriverState::Starting | DriverState::Restarting => {}
         DriverState::Stopped | DriverState::Failed => {
             if let Err(e) = core.start(&inst) {
-                warn!("driver {}: {e}", inst.name());
+                warn!("driver {}: {}", inst.name(), ddf::error_chain(&e));
             }
         }
     }
@@ -94,34 +129,36 @@ fn send_bind(core: &Core, inst: &Instance, ino: Ino) {
     }
 }
 
+/// The nodes bound to driver `id`.
+fn bound_to(core: &Core, id: InstanceId) -> Vec<Ino> {
+    core.bindings.lock().iter().filter(|(_, b)| **b == Binding::Bound(id)).map(|(i, _)| *i).collect()
+}
+
 /// Hands `inst` (just ready) every node bound to it: after a start, and
 /// after a restart, when the new incarnation must take them up again.
-pub fn bind_all(core: &Core, inst: &Instance) {
-    let mine: Vec<Ino> =
-        lock(&core.bindings).iter().filter(|(_, b)| **b == Binding::Bound(inst.index)).map(|(i, _)| *i).collect();
-    for ino in mine {
+fn bind_all(core: &Core, inst: &Instance) {
+    for ino in bound_to(core, inst.id) {
         send_bind(core, inst, ino);
     }
 }
 
-/// Tells driver `index` that the node at `path` is no longer its, and stops
+/// Tells driver `id` that the node at `path` is no longer its, and stops
 /// it if it serves nothing else (and was started for devices).
-pub fn unbind_driver(core: &Arc<Core>, index: usize, path: &str) {
-    let Some(inst) = core.inst(index) else { return };
+fn unbind_driver(core: &Arc<Core>, id: InstanceId, path: &str) {
+    let Some(inst) = core.inst(id) else { return };
     if let Some(conn) = inst.conn() {
         let _ = conn.send(&DdmToDriver::Unbind { path: path.to_owned() }, &[]);
     }
-    let left = lock(&core.bindings).values().any(|b| *b == Binding::Bound(index));
-    if !left && !inst.manifest.autostart {
+    if bound_to(core, id).is_empty() && !inst.manifest.autostart {
         info!("driver {}: serves nothing any more; stopping it", inst.name());
         stop(&inst);
     }
 }
 
 /// Stops an instance for good (until loaded or matched again).
-pub fn stop(inst: &Instance) {
+fn stop(inst: &Instance) {
     let conn = {
-        let mut live = lock(&inst.live);
+        let mut live = inst.live.lock();
         live.kill_reason = Some(Cause::Requested(Request::Stop));
         live.conn.clone()
     };
@@ -130,53 +167,61 @@ pub fn stop(inst: &Instance) {
     }
 }
 
-/// The bus driver serves node `ino` again (its bound driver let go).
-pub fn release_to_provider(core: &Core, ino: Ino, why: &str) {
-    let mut tree = core.tree.write().unwrap_or_else(|p| p.into_inner());
-    if let Some(NodeKind::Device(d)) = tree.get_mut(ino).map(|n| &mut n.kind) {
-        if let Some(b) = d.bus.clone() {
-            d.instance = b.provider.0;
-            d.device = b.provider.1;
-            d.class = b.class;
-            d.size = b.size;
-        }
+/// Every node bound to driver `id` goes back to its bus driver (the driver
+/// failed for good), with `why` as its state.
+fn release_all(core: &Core, id: InstanceId, why: &str) {
+    for ino in bound_to(core, id) {
+        core.release_to_provider(ino, why);
     }
-    drop(tree);
-    lock(&core.bindings).insert(ino, Binding::Unbound(why.to_owned()));
 }
 
-/// Every node bound to driver `index` goes back to its bus driver (the
-/// driver failed for good), with `why` as its state.
-pub fn release_all(core: &Core, index: usize, why: &str) {
-    let mine: Vec<Ino> =
-        lock(&core.bindings).iter().filter(|(_, b)| **b == Binding::Bound(index)).map(|(i, _)| *i).collect();
-    for ino in mine {
-        release_to_provider(core, ino, why);
-    }
+/// Why a `ddmctl load`, `unload` or `rescan` was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PlugError {
+    /// No manifest of that name.
+    #[error("no driver named {0:?} is known (built in, or given with --manifest)")]
+    NoDriver(String),
+    /// No node at that path.
+    #[error("no node /{0}")]
+    NoNode(String),
+    /// A bus was named, a device given.
+    #[error("/{0} is a device, not a bus")]
+    NotABus(String),
+    /// A bus no driver enumerates.
+    #[error("/{0} is not a bus a driver enumerates")]
+    NotEnumerated(String),
+    /// A node without a driver.
+    #[error("/{0} has no driver to unload")]
+    NoDriverFor(String),
+    /// The driver could not be started.
+    #[error("driver {0}")]
+    Start(String, #[source] crate::core::SpawnError),
 }
 
 /// `ddmctl load DRIVER [--bus BUS] [KEY=VALUE...]`: a new instance of a
-/// known driver, its plain devices on `bus`.
-pub fn load(core: &Arc<Core>, driver: &str, bus: Option<&str>, params: &[(String, String)]) -> Result<String, String> {
-    let mut manifest = core
-        .catalog
-        .iter()
-        .find(|m| m.name == driver)
-        .cloned()
-        .ok_or_else(|| format!("no driver named {driver:?} is known (built in, or given with --manifest)"))?;
+/// known driver, its plain devices on `bus`. Waits for it to be ready, at
+/// most the start timeout.
+pub fn load(
+    core: &Arc<Core>,
+    driver: &str,
+    bus: Option<&str>,
+    params: &[(String, String)],
+) -> Result<String, PlugError> {
+    let mut manifest =
+        core.catalog.iter().find(|m| m.name == driver).cloned().ok_or_else(|| PlugError::NoDriver(driver.into()))?;
     let attach = match bus {
-        None => crate::tree::ROOT,
+        None => ROOT,
         Some(b) => {
-            let tree = core.tree.read().unwrap_or_else(|p| p.into_inner());
+            let tree = core.tree.read();
             match tree.resolve(b).map(|n| (n.ino, &n.kind)) {
                 Some((ino, NodeKind::Bus { .. })) => ino,
-                Some(_) => return Err(format!("/{b} is a device, not a bus")),
-                None => return Err(format!("no bus /{b}")),
+                Some(_) => return Err(PlugError::NotABus(b.into())),
+                None => return Err(PlugError::NoNode(b.into())),
             }
         }
     };
     // A second instance of the same driver gets a new name.
-    let taken = |n: &str| core.instance(n).is_some_and(|i| lock(&i.live).state != DriverState::Stopped);
+    let taken = |n: &str| core.instance(n).is_some_and(|i| i.state() != DriverState::Stopped);
     if taken(&manifest.name) {
         let base = manifest.name.clone();
         let n = (2..).find(|k| !taken(&format!("{base}-{k}"))).unwrap_or(2);
@@ -187,37 +232,37 @@ pub fn load(core: &Arc<Core>, driver: &str, bus: Option<&str>, params: &[(String
     }
     let name = manifest.name.clone();
     let inst = match core.instance(&name) {
-        Some(i) if lock(&i.live).state == DriverState::Stopped && params.is_empty() && bus.is_none() => i,
+        Some(i) if i.state() == DriverState::Stopped && params.is_empty() && bus.is_none() => i,
         _ => core.add_instance(manifest, attach),
     };
-    core.start(&inst)?;
-    let state = core.wait_ready(&inst, std::time::Duration::from_secs(10));
+    core.start(&inst).map_err(|e| PlugError::Start(name.clone(), e))?;
+    let state = inst.wait_ready(core.config.start_timeout);
     Ok(format!("{name}: {}", state.as_str()))
 }
 
 /// `ddmctl unload NODE`: a bound device goes back to its bus driver; any
 /// other node's driver is stopped and its nodes removed.
-pub fn unload(core: &Arc<Core>, path: &str) -> Result<String, String> {
+pub fn unload(core: &Arc<Core>, path: &str) -> Result<String, PlugError> {
     let path = path.trim_matches('/');
     let (ino, owner) = {
-        let tree = core.tree.read().unwrap_or_else(|p| p.into_inner());
-        let n = tree.resolve(path).ok_or_else(|| format!("no node /{path}"))?;
+        let tree = core.tree.read();
+        let n = tree.resolve(path).ok_or_else(|| PlugError::NoNode(path.into()))?;
         let owner = match &n.kind {
             NodeKind::Device(d) => Some(d.instance),
             NodeKind::Bus { owner, .. } => *owner,
         };
         (n.ino, owner)
     };
-    let binding = lock(&core.bindings).get(&ino).cloned();
+    let binding = core.bindings.lock().get(&ino).cloned();
     if let Some(Binding::Bound(b)) = binding {
-        release_to_provider(core, ino, "unloaded");
+        core.release_to_provider(ino, "unloaded");
         unbind_driver(core, b, path);
         let name = core.inst(b).map(|i| i.name().to_owned()).unwrap_or_default();
         return Ok(format!("/{path}: unbound from {name}"));
     }
-    let inst = owner.and_then(|o| core.inst(o)).ok_or_else(|| format!("/{path} has no driver to unload"))?;
+    let inst = owner.and_then(|o| core.inst(o)).ok_or_else(|| PlugError::NoDriverFor(path.into()))?;
     stop(&inst);
-    let nodes: Vec<Ino> = lock(&inst.live).names.values().copied().collect();
+    let nodes: Vec<Ino> = inst.live.lock().names.values().copied().collect();
     for n in nodes {
         core.remove_node(n);
     }
@@ -226,14 +271,14 @@ pub fn unload(core: &Arc<Core>, path: &str) -> Result<String, String> {
 
 /// `ddmctl rescan [BUS]`: bus drivers enumerate again; unbound devices are
 /// offered to the manifests again.
-pub fn rescan(core: &Arc<Core>, bus: Option<&str>) -> Result<String, String> {
-    let owners: Vec<usize> = {
-        let tree = core.tree.read().unwrap_or_else(|p| p.into_inner());
+pub fn rescan(core: &Arc<Core>, bus: Option<&str>) -> Result<String, PlugError> {
+    let owners: Vec<InstanceId> = {
+        let tree = core.tree.read();
         match bus {
             Some(b) => match tree.resolve(b.trim_matches('/')).map(|n| &n.kind) {
                 Some(NodeKind::Bus { owner: Some(o), .. }) => vec![*o],
-                Some(_) => return Err(format!("/{b} is not a bus a driver enumerates")),
-                None => return Err(format!("no bus /{b}")),
+                Some(_) => return Err(PlugError::NotEnumerated(b.trim_matches('/').into())),
+                None => return Err(PlugError::NoNode(b.trim_matches('/').into())),
             },
             None => tree
                 .walk()
@@ -245,29 +290,23 @@ pub fn rescan(core: &Arc<Core>, bus: Option<&str>) -> Result<String, String> {
                 .collect(),
         }
     };
-    let mut told = Vec::new();
+    let mut told: Vec<String> = Vec::new();
     for o in owners {
-        if let Some(inst) = core.inst(o) {
-            if let Some(conn) = inst.conn() {
-                let _ = conn.send(&DdmToDriver::Rescan, &[]);
-                if !told.contains(&inst.name().to_owned()) {
-                    told.push(inst.name().to_owned());
-                }
-            }
+        let Some(inst) = core.inst(o) else { continue };
+        let Some(conn) = inst.conn() else { continue };
+        let _ = conn.send(&DdmToDriver::Rescan, &[]);
+        if !told.iter().any(|t| t == inst.name()) {
+            told.push(inst.name().to_owned());
         }
     }
-    let unbound: Vec<Ino> =
-        lock(&core.bindings).iter().filter(|(_, b)| matches!(b, Binding::Unbound(_))).map(|(i, _)| *i).collect();
-    for ino in unbound {
-        plug(core, ino);
-    }
+    replug(core);
     Ok(format!("rescan sent to {}", if told.is_empty() { "no bus driver".into() } else { told.join(", ") }))
 }
 
 /// Offers every unbound device to the manifests again.
 pub fn replug(core: &Arc<Core>) {
     let unbound: Vec<Ino> =
-        lock(&core.bindings).iter().filter(|(_, b)| matches!(b, Binding::Unbound(_))).map(|(i, _)| *i).collect();
+        core.bindings.lock().iter().filter(|(_, b)| matches!(b, Binding::Unbound(_))).map(|(i, _)| *i).collect();
     for ino in unbound {
         plug(core, ino);
     }
@@ -275,7 +314,7 @@ pub fn replug(core: &Arc<Core>) {
 
 /// The state a node shows: its driver's, or why it has none.
 pub fn node_state(core: &Core, ino: Ino, driver_state: Option<DriverState>) -> Option<String> {
-    match lock(&core.bindings).get(&ino) {
+    match core.bindings.lock().get(&ino) {
         Some(Binding::Unbound(why)) => Some(format!("unbound: {why}")),
         Some(Binding::Bound(_)) | None => driver_state.map(|s| s.as_str().to_owned()),
     }
@@ -283,7 +322,7 @@ pub fn node_state(core: &Core, ino: Ino, driver_state: Option<DriverState>) -> O
 
 /// Whether node `n` answers `q`.
 pub fn matches_query(q: &Query, n: &NodeInfo) -> bool {
-    let glob = |pat: &str, v: &str| access_policy::Pattern::parse(pat).map(|p| p.matches(v)).unwrap_or(false);
+    let glob = crate::manifest::glob;
     if let Some(b) = &q.bus {
         // Nodes on a bus of that kind (not the bus directory itself), or in
         // the bus directory of that path.

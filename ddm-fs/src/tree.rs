@@ -5,7 +5,7 @@
 //! its parent, and owner/group/mode from the access policy. A device node
 //! knows which driver instance serves it and the driver's own number for it.
 //!
-//! The tree is plain data behind one `RwLock` in [`crate::core::Core`]; it
+//! The tree is plain data behind one lock in [`crate::core::Core`]; it
 //! never calls out (no FUSE notifications, no driver calls) while borrowed.
 
 use std::collections::{BTreeMap, HashMap};
@@ -15,11 +15,8 @@ use std::time::SystemTime;
 use access_policy::Perm;
 use ddf::proto::{DeviceClass, DeviceId};
 
-/// An inode number.
-pub type Ino = u64;
-
-/// The root (null bus).
-pub const ROOT: Ino = 1;
+use crate::ids::InstanceId;
+pub use crate::ids::{Ino, ROOT};
 
 /// What a node is.
 #[derive(Debug, Clone)]
@@ -31,7 +28,7 @@ pub enum NodeKind {
         /// The kind of bus (`pci`, `vbus`); `None` for the null bus.
         kind: Option<String>,
         /// The driver instance that enumerates it.
-        owner: Option<usize>,
+        owner: Option<InstanceId>,
     },
     /// A device (file).
     Device(DeviceRef),
@@ -40,8 +37,8 @@ pub enum NodeKind {
 /// Which driver serves a device node.
 #[derive(Debug, Clone)]
 pub struct DeviceRef {
-    /// Index of the driver instance in [`crate::core::Core::instances`].
-    pub instance: usize,
+    /// The driver instance.
+    pub instance: InstanceId,
     /// The driver's number for the device.
     pub device: DeviceId,
     /// Char or block.
@@ -57,7 +54,7 @@ pub struct DeviceRef {
 #[derive(Debug, Clone)]
 pub struct BusDevice {
     /// The bus driver's instance and its number for the device.
-    pub provider: (usize, DeviceId),
+    pub provider: (InstanceId, DeviceId),
     /// The provider's class and size for it.
     pub class: DeviceClass,
     /// Size in bytes.
@@ -116,7 +113,7 @@ pub enum TreeError {
 #[derive(Debug)]
 pub struct Tree {
     nodes: HashMap<Ino, Node>,
-    next_ino: Ino,
+    next_ino: u64,
 }
 
 impl Tree {
@@ -132,7 +129,7 @@ impl Tree {
             born: now,
             ctime: now,
         };
-        Tree { nodes: HashMap::from([(ROOT, root)]), next_ino: ROOT + 1 }
+        Tree { nodes: HashMap::from([(ROOT, root)]), next_ino: ROOT.0 + 1 }
     }
 
     /// The node with inode `ino`.
@@ -186,7 +183,7 @@ impl Tree {
         {
             return Err(TreeError::BadName(name.to_owned()));
         }
-        let ino = self.next_ino;
+        let ino = Ino(self.next_ino);
         match self.nodes.get_mut(&parent).map(|n| &mut n.kind) {
             Some(NodeKind::Bus { children, .. }) => {
                 if children.contains_key(name) {
@@ -262,11 +259,17 @@ mod tests {
     }
 
     fn dev() -> NodeKind {
-        NodeKind::Device(DeviceRef { instance: 0, device: 0, class: DeviceClass::Char, size: 0, bus: None })
+        NodeKind::Device(DeviceRef {
+            instance: InstanceId(0),
+            device: DeviceId(0),
+            class: DeviceClass::Char,
+            size: 0,
+            bus: None,
+        })
     }
 
     fn bus() -> NodeKind {
-        NodeKind::Bus { children: BTreeMap::new(), kind: Some("pci".into()), owner: Some(0) }
+        NodeKind::Bus { children: BTreeMap::new(), kind: Some("pci".into()), owner: Some(InstanceId(0)) }
     }
 
     #[test]

@@ -92,7 +92,8 @@ impl Ddm {
             ControlResponse::Direct { device, access, .. } => {
                 let fd = fds.pop().ok_or_else(|| DdmError::Unexpected("Direct without a socket".into()))?;
                 let chan = Channel::from_fd(fd)?;
-                crate::driver::Client::new(chan, device, access).map_err(|e| DdmError::Unexpected(e.to_string()))
+                crate::driver::Client::new(chan, device, access.access())
+                    .map_err(|e| DdmError::Unexpected(e.to_string()))
             }
             other => Err(DdmError::Unexpected(format!("{other:?}"))),
         }

@@ -408,6 +408,37 @@ impl Channel {
     }
 }
 
+/// Gives a child process descriptor `fd` as its descriptor number `target`
+/// across `exec`: `dup2` when the numbers differ (the copy has no
+/// `FD_CLOEXEC`), else `FD_CLOEXEC` cleared. Meant for a `pre_exec` hook
+/// (see [`keep_in_child`]): it makes only async-signal-safe system calls.
+pub fn inherit_fd(fd: RawFd, target: RawFd) -> std::io::Result<()> {
+    if fd == target {
+        // SAFETY: fcntl(F_GETFD/F_SETFD) only reads and writes the flags of
+        // a descriptor table entry; an invalid number is an error, not UB.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        // SAFETY: as above.
+        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    // SAFETY: dup2 on two descriptor numbers; at worst it replaces `target`
+    // in the child, which is what the caller asks for.
+    } else if unsafe { libc::dup2(fd, target) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Makes `cmd`'s child inherit descriptor `fd` under its own number (for a
+/// socket whose number the child learns from its environment).
+pub fn keep_in_child(cmd: &mut std::process::Command, fd: RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook runs in the forked child before exec and only calls
+    // `inherit_fd`, which makes async-signal-safe system calls, allocates
+    // nothing and takes no locks.
+    unsafe { cmd.pre_exec(move || inherit_fd(fd, fd)) };
+}
+
 impl AsFd for Channel {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -424,14 +455,14 @@ impl From<Channel> for OwnedFd {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::proto::{Call, DdmToDriver, RequestId};
+    use crate::proto::{Call, DdmToDriver, DeviceId, Handle, OpenFlags, RequestId};
 
     #[test]
     fn frame_layout_is_pinned() {
         // A read request for 4096 bytes at offset 0 of handle 7, id 42.
         let msg = DdmToDriver::Call {
             id: RequestId(42),
-            call: Call::Read { handle: 7, offset: 0, len: 4096, flags: libc::O_NONBLOCK },
+            call: Call::Read { handle: Handle(7), offset: 0, len: 4096, flags: OpenFlags(libc::O_NONBLOCK) },
         };
         let bytes = encode_frame(&msg, b"").unwrap();
         assert_eq!(
@@ -451,7 +482,10 @@ mod tests {
 
     #[test]
     fn payload_follows_header_uncopied() {
-        let msg = DdmToDriver::Call { id: RequestId(1), call: Call::Write { handle: 3, offset: 5, flags: 1 } };
+        let msg = DdmToDriver::Call {
+            id: RequestId(1),
+            call: Call::Write { handle: Handle(3), offset: 5, flags: OpenFlags(1) },
+        };
         let bytes = encode_frame(&msg, b"hi").unwrap();
         assert_eq!(bytes, [6, 0, 0, 0, 1, 1, 3, 3, 5, 2, b'h', b'i']);
         let frame = Frame::parse(&bytes, Vec::new()).unwrap();
@@ -471,9 +505,14 @@ mod tests {
         assert!(matches!(f.decode::<DdmToDriver>(), Err(IpcError::Trailing(1))));
         // Every short prefix of a valid frame, and every byte flipped, is
         // handled without panicking.
-        let good =
-            encode_frame(&DdmToDriver::Call { id: RequestId(u64::MAX), call: Call::Open { device: 3, flags: 2 } }, b"")
-                .unwrap();
+        let good = encode_frame(
+            &DdmToDriver::Call {
+                id: RequestId(u64::MAX),
+                call: Call::Open { device: DeviceId(3), flags: OpenFlags(2) },
+            },
+            b"",
+        )
+        .unwrap();
         for n in 0..good.len() {
             if let Ok(f) = Frame::parse(&good[..n], vec![]) {
                 let _ = f.decode::<DdmToDriver>();

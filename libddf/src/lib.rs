@@ -11,10 +11,11 @@
 //! | libIPC    | [`ipc`]      | framed, typed messages over `SOCK_SEQPACKET` Unix sockets, with fd passing and peer credentials |
 //! | libDDM    | [`ddm`]      | the DDM proxy: the control-socket client `ddmctl` and programs use |
 //! | libDriver | [`driver`]   | the [`driver::Driver`] trait and the runtime that serves a driver from its request FIFO |
-//! | libMem    | [`mem`]      | sealed memfd buffers granted by descriptor, `process_vm_readv/writev` copies, locked DMA-minded buffers |
+//! | libMem    | [`mem`]      | sealed memfd buffers granted by descriptor |
 //! | libIO     | [`io`]       | port I/O behind a trait: a real x86 backend behind `ioperm`, and an emulated port space |
 //!
-//! [`input`] holds what input drivers and their clients share: the evdev
+//! [`params`] turns a driver's `key = value` parameters into its own typed
+//! configuration. [`input`] holds what input drivers and their clients share: the evdev
 //! record, key codes, and the US keyboard layout both ways. [`testing`] is a
 //! stand-in for the DDM, to test a driver process over the real protocol.
 //!
@@ -32,6 +33,7 @@ pub mod input;
 pub mod io;
 pub mod ipc;
 pub mod mem;
+pub mod params;
 pub mod proto;
 pub mod testing;
 

@@ -2,27 +2,20 @@
 //!
 //! The paper's libMem copies large slabs between processes and names
 //! DMA-able allocation as future work. On Linux we can do better than
-//! copying: this module gives the three tools a driver, a client or the DDM
-//! needs for bulk data.
+//! copying: [`SharedBuf`] is shared memory. A `memfd` of a fixed size, mapped
+//! read-write in every process that holds it, **sealed** against shrinking
+//! and growing. It is granted to another process by passing its file
+//! descriptor over a [`crate::ipc::Channel`] (`SCM_RIGHTS`), never by a path:
+//! `chan.send(&header, &[], &[buf.grant()])` on one side,
+//! [`SharedBuf::accept`]`(frame.fds.remove(0), len)` on the other. The
+//! receiver verifies the descriptor before it maps it (a memfd, the size
+//! seals present, the agreed size), so a hostile peer can neither hand over
+//! something else nor shrink the file under the mapping later (which would
+//! make every access past the new end a `SIGBUS` in the receiver).
 //!
-//! - [`SharedBuf`]: shared memory. A `memfd` of a fixed size, mapped
-//!   read-write in every process that holds it, **sealed** against shrinking
-//!   and growing. It is granted to another process by passing its file
-//!   descriptor over a [`crate::ipc::Channel`] (`SCM_RIGHTS`), never by a
-//!   path: `chan.send(&header, &[], &[buf.grant()])` on one side,
-//!   [`SharedBuf::accept`]`(frame.fds.remove(0), len)` on the other. The
-//!   receiver verifies the descriptor before it maps it (a memfd, the size
-//!   seals present, the agreed size), so a hostile peer can neither hand over
-//!   something else nor shrink the file under the mapping later (which would
-//!   make every access past the new end a `SIGBUS` in the receiver).
-//! - [`copy_from_process`] / [`copy_to_process`] (and their vectored forms):
-//!   `process_vm_readv(2)` / `process_vm_writev(2)`, one kernel copy straight
-//!   between two address spaces, for the cases where the data is in a
-//!   client's ordinary memory and a copy cannot be avoided. Every failure has
-//!   its own [`MemError`] variant; a partial transfer is an error, never a
-//!   silently short buffer.
-//! - [`DmaBuf`]: page-aligned, locked (`mlock`) memory for drivers that think
-//!   in DMA terms, on huge pages when the system has them.
+//! Copies between address spaces (`process_vm_readv(2)`) are not offered:
+//! they need the right to ptrace the peer, which a sandboxed driver running
+//! as its own user never has; bulk data moves through shared memory instead.
 //!
 //! ## The zero-copy idea
 //!
@@ -59,17 +52,15 @@
 
 use std::ffi::CString;
 use std::fmt;
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 
 use nix::errno::Errno as NixErrno;
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
-use nix::sys::resource::{getrlimit, Resource};
 use nix::sys::stat::fstat;
-use nix::sys::uio::{process_vm_readv, process_vm_writev, RemoteIoVec};
-use nix::unistd::{ftruncate, Pid};
+use nix::unistd::ftruncate;
 
 /// Seals a granted memfd must carry before [`SharedBuf::accept`] maps it:
 /// `F_SEAL_SHRINK` (no one can cut the file under our mapping, which would
@@ -84,10 +75,6 @@ pub const CREATED_SEALS: i32 = REQUIRED_SEALS | libc::F_SEAL_SEAL;
 /// Seals that forbid writing through a new mapping; a memfd that carries one
 /// cannot be mapped read-write and is refused by [`SharedBuf::accept`].
 const WRITE_SEALS: i32 = libc::F_SEAL_WRITE | libc::F_SEAL_FUTURE_WRITE;
-
-/// The most iovecs one `process_vm_readv`/`process_vm_writev` call takes,
-/// per side (`UIO_MAXIOV`).
-pub const MAX_IOVECS: usize = libc::UIO_MAXIOV as usize;
 
 /// Everything that can fail in libMem. Each variant names the step that
 /// failed and carries the descriptor, size or process involved.
@@ -231,97 +218,6 @@ pub enum MemError {
         len: usize,
         /// The buffer's size.
         size: usize,
-    },
-    /// `process_vm_*`: the process does not exist (`ESRCH`).
-    #[error("{op}: no process {pid}")]
-    NoSuchProcess {
-        /// `process_vm_readv` or `process_vm_writev`.
-        op: &'static str,
-        /// The process.
-        pid: i32,
-    },
-    /// `process_vm_*`: not allowed to access the process (`EPERM`: it
-    /// takes the right to ptrace it: same user and a permissive Yama
-    /// `ptrace_scope`, or `CAP_SYS_PTRACE`).
-    #[error("{op}: not permitted to access process {pid} (needs ptrace rights)")]
-    ProcessVmDenied {
-        /// `process_vm_readv` or `process_vm_writev`.
-        op: &'static str,
-        /// The process.
-        pid: i32,
-    },
-    /// `process_vm_*`: nothing was transferred because an address is not
-    /// mapped (or not accessible) in the remote process (`EFAULT`).
-    #[error("{op}: bad address {addr:#x} ({len} bytes) in process {pid}")]
-    ProcessVmFault {
-        /// `process_vm_readv` or `process_vm_writev`.
-        op: &'static str,
-        /// The process.
-        pid: i32,
-        /// The first remote address of the transfer.
-        addr: usize,
-        /// Bytes asked for.
-        len: usize,
-    },
-    /// `process_vm_*` stopped early: the first `done` bytes were transferred,
-    /// then the remote memory ended (an unmapped or protected page).
-    #[error("{op}: partial transfer with process {pid}: {done} of {wanted} bytes")]
-    ProcessVmPartial {
-        /// `process_vm_readv` or `process_vm_writev`.
-        op: &'static str,
-        /// The process.
-        pid: i32,
-        /// Bytes transferred.
-        done: usize,
-        /// Bytes asked for.
-        wanted: usize,
-    },
-    /// `process_vm_*`: the local and remote sides describe different
-    /// amounts of memory, or too many pieces (more than [`MAX_IOVECS`]).
-    #[error("{op}: {local} local bytes in {local_count} pieces, {remote} remote bytes in {remote_count} pieces (must be equal, at most {MAX_IOVECS} pieces)")]
-    ProcessVmShape {
-        /// `process_vm_readv` or `process_vm_writev`.
-        op: &'static str,
-        /// Local bytes.
-        local: usize,
-        /// Local iovecs.
-        local_count: usize,
-        /// Remote bytes.
-        remote: usize,
-        /// Remote iovecs.
-        remote_count: usize,
-    },
-    /// `process_vm_*` failed otherwise (`ENOMEM`, `EINVAL`).
-    #[error("{op} with process {pid} failed")]
-    ProcessVm {
-        /// `process_vm_readv` or `process_vm_writev`.
-        op: &'static str,
-        /// The process.
-        pid: i32,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-    /// `mlock` was refused for lack of allowance: the process may lock at
-    /// most `RLIMIT_MEMLOCK` bytes (without `CAP_IPC_LOCK`).
-    #[error("mlock of {len} bytes refused: RLIMIT_MEMLOCK is {limit} bytes (raise it with `ulimit -l`, LimitMEMLOCK= in a unit, or grant CAP_IPC_LOCK)")]
-    MlockLimit {
-        /// Bytes to lock.
-        len: usize,
-        /// The soft `RLIMIT_MEMLOCK`, in bytes.
-        limit: u64,
-        /// What `mlock` said.
-        #[source]
-        source: io::Error,
-    },
-    /// `mlock` failed otherwise.
-    #[error("mlock of {len} bytes failed")]
-    Mlock {
-        /// Bytes to lock.
-        len: usize,
-        /// Why.
-        #[source]
-        source: io::Error,
     },
 }
 
@@ -586,373 +482,11 @@ impl Drop for SharedBuf {
     }
 }
 
-/// A range of another process's memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RemoteRange {
-    /// Start address in the remote process.
-    pub addr: usize,
-    /// Length in bytes.
-    pub len: usize,
-}
-
-const READV: &str = "process_vm_readv";
-const WRITEV: &str = "process_vm_writev";
-
-/// Checks the shape of a transfer; returns its length in bytes.
-fn vm_shape(op: &'static str, local: &[usize], remote: &[RemoteRange]) -> Result<usize, MemError> {
-    let l: Option<usize> = local.iter().try_fold(0usize, |a, n| a.checked_add(*n));
-    let r: Option<usize> = remote.iter().try_fold(0usize, |a, x| a.checked_add(x.len));
-    match (l, r) {
-        (Some(l), Some(r)) if l == r && local.len() <= MAX_IOVECS && remote.len() <= MAX_IOVECS => Ok(l),
-        _ => Err(MemError::ProcessVmShape {
-            op,
-            local: l.unwrap_or(usize::MAX),
-            local_count: local.len(),
-            remote: r.unwrap_or(usize::MAX),
-            remote_count: remote.len(),
-        }),
-    }
-}
-
-/// Turns the outcome of a `process_vm_*` call into a result.
-fn vm_result(
-    op: &'static str,
-    pid: i32,
-    remote: &[RemoteRange],
-    wanted: usize,
-    res: nix::Result<usize>,
-) -> Result<usize, MemError> {
-    match res {
-        Ok(done) if done == wanted => Ok(done),
-        Ok(done) => Err(MemError::ProcessVmPartial { op, pid, done, wanted }),
-        Err(NixErrno::ESRCH) => Err(MemError::NoSuchProcess { op, pid }),
-        Err(NixErrno::EPERM) | Err(NixErrno::EACCES) => Err(MemError::ProcessVmDenied { op, pid }),
-        Err(NixErrno::EFAULT) => {
-            Err(MemError::ProcessVmFault { op, pid, addr: remote.first().map_or(0, |r| r.addr), len: wanted })
-        }
-        Err(e) => Err(MemError::ProcessVm { op, pid, source: os_err(e) }),
-    }
-}
-
-fn remote_iovecs(remote: &[RemoteRange]) -> Vec<RemoteIoVec> {
-    remote.iter().map(|r| RemoteIoVec { base: r.addr, len: r.len }).collect()
-}
-
-/// Copies `buf.len()` bytes from address `remote_addr` of process `pid` into
-/// `buf` (`process_vm_readv`). All or an error: a transfer cut short by an
-/// unmapped remote page is [`MemError::ProcessVmPartial`] (the first `done`
-/// bytes of `buf` are valid).
-///
-/// Needs the right to ptrace `pid`.
-pub fn copy_from_process(pid: i32, remote_addr: usize, buf: &mut [u8]) -> Result<(), MemError> {
-    let remote = [RemoteRange { addr: remote_addr, len: buf.len() }];
-    copy_from_process_vectored(pid, &mut [IoSliceMut::new(buf)], &remote).map(|_| ())
-}
-
-/// Vectored [`copy_from_process`]: fills `local` in order from the `remote`
-/// ranges in order. Both sides must describe the same number of bytes, in at
-/// most [`MAX_IOVECS`] pieces each. Returns that number.
-pub fn copy_from_process_vectored(
-    pid: i32,
-    local: &mut [IoSliceMut<'_>],
-    remote: &[RemoteRange],
-) -> Result<usize, MemError> {
-    let lens: Vec<usize> = local.iter().map(|s| s.len()).collect();
-    let wanted = vm_shape(READV, &lens, remote)?;
-    if wanted == 0 {
-        return Ok(0);
-    }
-    let riov = remote_iovecs(remote);
-    let res = process_vm_readv(Pid::from_raw(pid), local, &riov);
-    vm_result(READV, pid, remote, wanted, res)
-}
-
-/// Copies `data` to address `remote_addr` of process `pid`
-/// (`process_vm_writev`). All or an error, as [`copy_from_process`] (after a
-/// [`MemError::ProcessVmPartial`] the first `done` bytes were written).
-///
-/// Needs the right to ptrace `pid`.
-///
-/// # Safety
-/// If `pid` is this process, one of its threads, or a process sharing its
-/// address space (`CLONE_VM`), the remote range is this process's own memory:
-/// it must then be memory no Rust reference or other live object uses. For
-/// any other process this is just a write into someone else's memory, which
-/// that process must expect.
-pub unsafe fn copy_to_process(pid: i32, remote_addr: usize, data: &[u8]) -> Result<(), MemError> {
-    let remote = [RemoteRange { addr: remote_addr, len: data.len() }];
-    // SAFETY: the caller's guarantee is the same as ours.
-    unsafe { copy_to_process_vectored(pid, &[IoSlice::new(data)], &remote) }.map(|_| ())
-}
-
-/// Vectored [`copy_to_process`]: writes `local` in order to the `remote`
-/// ranges in order, same shape rules as [`copy_from_process_vectored`].
-/// Returns the number of bytes written.
-///
-/// # Safety
-/// As for [`copy_to_process`].
-pub unsafe fn copy_to_process_vectored(
-    pid: i32,
-    local: &[IoSlice<'_>],
-    remote: &[RemoteRange],
-) -> Result<usize, MemError> {
-    let lens: Vec<usize> = local.iter().map(|s| s.len()).collect();
-    let wanted = vm_shape(WRITEV, &lens, remote)?;
-    if wanted == 0 {
-        return Ok(0);
-    }
-    let riov = remote_iovecs(remote);
-    let res = process_vm_writev(Pid::from_raw(pid), local, &riov);
-    vm_result(WRITEV, pid, remote, wanted, res)
-}
-
-/// What kind of pages back a [`DmaBuf`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PageKind {
-    /// Huge pages from the hugetlb pool (`MAP_HUGETLB`), reserved when the
-    /// buffer was made; each page is physically contiguous.
-    HugeTlb {
-        /// Bytes per page.
-        page_size: usize,
-    },
-    /// Normal pages with `madvise(MADV_HUGEPAGE)` accepted and transparent
-    /// huge pages enabled: the kernel backs the buffer with huge pages where
-    /// it can (it does not say whether it did).
-    TransparentHuge,
-    /// Normal pages.
-    Normal,
-}
-
-/// Page-aligned, locked, zero-filled memory for drivers that think in DMA
-/// terms.
-///
-/// [`DmaBuf::new`] tries huge pages from the hugetlb pool first (buffers of
-/// at least one huge page), then normal pages advised for transparent huge
-/// pages (aligned to a huge page when large enough), and locks the result
-/// with `mlock`. [`DmaBuf::kind`] says what it got.
-///
-/// What user space cannot promise: `mlock` keeps the pages resident (never
-/// swapped out), nothing more. They are not physically contiguous (beyond a
-/// single huge page), and their physical addresses are not fixed (the
-/// kernel may still migrate locked pages, for compaction). Nor is a physical
-/// address a bus address a device could use: behind an IOMMU it is not. A
-/// device can only be pointed at this memory through VFIO
-/// (`VFIO_IOMMU_MAP_DMA` pins the pages and gives them an I/O virtual
-/// address in the device's IOMMU domain); `/proc/self/pagemap` is not a
-/// substitute (it needs `CAP_SYS_ADMIN` and its numbers can change).
-///
-/// The memory is private to this process, so the slice accessors are safe;
-/// a driver that does give a device access must not hold a slice while the
-/// device writes.
-pub struct DmaBuf {
-    ptr: NonNull<u8>,
-    len: usize,
-    map_len: usize,
-    kind: PageKind,
-}
-
-// SAFETY: a DmaBuf owns its private mapping outright; nothing in it is tied
-// to the creating thread.
-unsafe impl Send for DmaBuf {}
-// SAFETY: `&DmaBuf` gives only shared (read) access; writes need `&mut`.
-unsafe impl Sync for DmaBuf {}
-
-impl fmt::Debug for DmaBuf {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DmaBuf").field("addr", &self.ptr).field("len", &self.len).field("kind", &self.kind).finish()
-    }
-}
-
-/// The system page size.
-fn page_size() -> usize {
-    // SAFETY: sysconf only reads a system constant.
-    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(n).ok().filter(|n| *n > 0).unwrap_or(4096)
-}
-
-/// The default huge page size (`Hugepagesize` in `/proc/meminfo`), 2 MiB if
-/// it cannot be read.
-fn huge_page_size() -> usize {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Hugepagesize:"))
-                .and_then(|v| v.trim().strip_suffix("kB"))
-                .and_then(|v| v.trim().parse::<usize>().ok())
-        })
-        .and_then(|kb| kb.checked_mul(1024))
-        .unwrap_or(2 << 20)
-}
-
-/// Whether transparent huge pages are enabled (`always` or `madvise`).
-fn thp_enabled() -> bool {
-    match std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled") {
-        Ok(s) => !s.contains("[never]"),
-        // Unknown: trust madvise's verdict.
-        Err(_) => true,
-    }
-}
-
-/// A private anonymous mapping; `flags` are added to
-/// `MAP_PRIVATE | MAP_ANONYMOUS`.
-fn map_anon(len: usize, flags: libc::c_int) -> Result<NonNull<u8>, io::Error> {
-    // SAFETY: a new anonymous mapping at an address of the kernel's choosing
-    // replaces nothing this process uses.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | flags,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::from_raw_os_error(libc::EFAULT))
-}
-
-/// Maps `len` bytes of normal pages starting at a multiple of `align` (a
-/// power of two, a multiple of the page size): maps `len + align` and
-/// unmaps the slack on both sides.
-fn map_anon_aligned(len: usize, align: usize) -> Result<NonNull<u8>, MemError> {
-    let over =
-        len.checked_add(align).ok_or(MemError::Mmap { len, source: io::Error::from_raw_os_error(libc::ENOMEM) })?;
-    let p = map_anon(over, 0).map_err(|source| MemError::Mmap { len: over, source })?;
-    let start = p.as_ptr() as usize;
-    let aligned = start.next_multiple_of(align);
-    let head = aligned - start;
-    let tail = over - head - len;
-    if head > 0 {
-        // SAFETY: `start..start + head` is the front of the mapping just made,
-        // which nothing else uses.
-        unsafe { libc::munmap(start as *mut libc::c_void, head) };
-    }
-    if tail > 0 {
-        // SAFETY: `aligned + len..start + over` is the back of the mapping
-        // just made, which nothing else uses.
-        unsafe { libc::munmap((aligned + len) as *mut libc::c_void, tail) };
-    }
-    // `aligned` is inside the mapping, so not null.
-    NonNull::new(aligned as *mut u8).ok_or(MemError::Mmap { len, source: io::Error::from_raw_os_error(libc::EFAULT) })
-}
-
-impl DmaBuf {
-    /// Allocates and locks at least `len` bytes (rounded up to whole pages),
-    /// trying huge pages first.
-    ///
-    /// `mlock` refused for lack of allowance is [`MemError::MlockLimit`],
-    /// which names `RLIMIT_MEMLOCK`.
-    pub fn new(len: usize) -> Result<DmaBuf, MemError> {
-        if len == 0 {
-            return Err(MemError::ZeroLength);
-        }
-        let too_big = || MemError::Mmap { len, source: io::Error::from_raw_os_error(libc::ENOMEM) };
-        let page = page_size();
-        let huge = huge_page_size();
-        let mut mapped = None;
-        if len >= huge {
-            let map_len = len.checked_next_multiple_of(huge).ok_or_else(too_big)?;
-            // No huge pages reserved (the usual case) is ENOMEM: fall back.
-            if let Ok(ptr) = map_anon(map_len, libc::MAP_HUGETLB) {
-                mapped = Some((ptr, map_len, PageKind::HugeTlb { page_size: huge }));
-            }
-        }
-        let (ptr, map_len, kind) = match mapped {
-            Some(m) => m,
-            None => {
-                let map_len = len.checked_next_multiple_of(page).ok_or_else(too_big)?;
-                let ptr = if map_len >= huge {
-                    map_anon_aligned(map_len, huge)?
-                } else {
-                    map_anon(map_len, 0).map_err(|source| MemError::Mmap { len: map_len, source })?
-                };
-                // SAFETY: advice on a mapping we just made; MADV_HUGEPAGE
-                // does not change its contents.
-                let advised = unsafe { libc::madvise(ptr.as_ptr().cast(), map_len, libc::MADV_HUGEPAGE) } == 0;
-                let kind = if advised && thp_enabled() { PageKind::TransparentHuge } else { PageKind::Normal };
-                (ptr, map_len, kind)
-            }
-        };
-        // From here on, Drop unmaps.
-        let buf = DmaBuf { ptr, len, map_len, kind };
-        // SAFETY: locks pages of our own mapping; no memory is changed.
-        if unsafe { libc::mlock(buf.ptr.as_ptr().cast(), buf.map_len) } != 0 {
-            let source = io::Error::last_os_error();
-            let limit = getrlimit(Resource::RLIMIT_MEMLOCK)
-                .ok()
-                .map(|(soft, _)| soft)
-                .filter(|soft| *soft != libc::RLIM_INFINITY);
-            let refused = matches!(source.raw_os_error(), Some(libc::ENOMEM) | Some(libc::EAGAIN) | Some(libc::EPERM));
-            return Err(match limit {
-                Some(limit) if refused => MemError::MlockLimit { len: map_len, limit, source },
-                _ => MemError::Mlock { len: map_len, source },
-            });
-        }
-        Ok(buf)
-    }
-
-    /// The length asked for.
-    #[allow(clippy::len_without_is_empty)]
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Bytes actually mapped and locked (the length rounded up to the page
-    /// size of [`DmaBuf::kind`]).
-    pub fn mapped_len(&self) -> usize {
-        self.map_len
-    }
-
-    /// The pages backing the buffer.
-    pub fn kind(&self) -> PageKind {
-        self.kind
-    }
-
-    /// The memory, to read.
-    pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: `len <= map_len` bytes of a private mapping owned by
-        // `self`, readable while `self` lives; writes need `&mut self`.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
-    }
-
-    /// The memory, to write.
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as in `as_slice`, and `&mut self` makes the access exclusive.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
-    }
-
-    /// The start address (page-aligned; huge-page-aligned for
-    /// [`PageKind::HugeTlb`] and for large transparent-huge buffers).
-    pub fn as_ptr(&self) -> *const u8 {
-        self.ptr.as_ptr()
-    }
-
-    /// The start address, to write through.
-    pub fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.ptr.as_ptr()
-    }
-}
-
-impl Drop for DmaBuf {
-    fn drop(&mut self) {
-        // SAFETY: exactly the mapping this buffer made (munmap also unlocks
-        // it); no reference into it outlives `self`.
-        if unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.map_len) } != 0 {
-            log::warn!("munmap of DMA buffer ({} bytes) failed: {}", self.map_len, io::Error::last_os_error());
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::ipc::{Channel, RecvBuf};
-    use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
 
     /// Set in a child started by [`spawn_child`]: which role to play.
@@ -975,17 +509,7 @@ mod tests {
             .env(FD_ENV, raw.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let keep_open = move || {
-            // SAFETY: runs in the forked child before exec; fcntl is
-            // async-signal-safe and only clears FD_CLOEXEC on `raw`.
-            if unsafe { libc::fcntl(raw, libc::F_SETFD, 0) } < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        };
-        // SAFETY: the hook only calls fcntl (async-signal-safe), allocates
-        // nothing and takes no locks.
-        unsafe { cmd.pre_exec(keep_open) };
+        crate::ipc::keep_in_child(&mut cmd, raw);
         let child = cmd.spawn().unwrap();
         drop(theirs);
         (child, ours)
@@ -1013,9 +537,6 @@ mod tests {
         let chan = unsafe { Channel::from_raw_fd(raw) }.unwrap();
         match mode.as_str() {
             "grant" => child_grant(&chan),
-            "vm" => child_vm(&chan),
-            "denied" => child_denied(),
-            "memlock" => child_memlock(),
             other => panic!("unknown child mode {other}"),
         }
     }
@@ -1053,155 +574,6 @@ mod tests {
         let mut got = vec![0; GRANT_LEN];
         buf.read_at(0, &mut got).unwrap();
         assert_eq!(got, pattern(2, GRANT_LEN));
-    }
-
-    /// Addresses the "vm" child reports: (source, destination, fenced page).
-    type VmAddrs = (u64, u64, u64);
-    const VM_SRC_LEN: usize = 10_000;
-    const VM_DST_LEN: usize = 5_000;
-
-    fn child_vm(chan: &Channel) {
-        let src = pattern(7, VM_SRC_LEN);
-        let dst = vec![0u8; VM_DST_LEN];
-        let page = page_size();
-        // Two pages, the second one inaccessible: reading across is partial.
-        let fence = map_anon(2 * page, 0).unwrap();
-        // SAFETY: protects the second page of our own fresh mapping.
-        let rc = unsafe { libc::mprotect(fence.as_ptr().add(page).cast(), page, libc::PROT_NONE) };
-        assert_eq!(rc, 0);
-        let addrs: VmAddrs = (src.as_ptr() as u64, dst.as_ptr() as u64, fence.as_ptr() as u64);
-        chan.send(&addrs, &[], &[]).unwrap();
-        let mut rb = RecvBuf::default();
-        chan.recv(&mut rb).unwrap();
-        // The parent wrote dst behind our back: read it the way any foreign
-        // write must be read.
-        let got: Vec<u8> = (0..VM_DST_LEN)
-            // SAFETY: `i < dst.len()`, and volatile keeps the compiler from
-            // assuming the zeros it wrote are still there.
-            .map(|i| unsafe { std::ptr::read_volatile(dst.as_ptr().add(i)) })
-            .collect();
-        assert_eq!(got, pattern(9, VM_DST_LEN));
-        std::hint::black_box(&src);
-    }
-
-    #[test]
-    fn process_vm_copies_to_and_from_a_child() {
-        let (child, chan) = spawn_child("vm");
-        let pid = child.id() as i32;
-        let mut rb = RecvBuf::default();
-        let (src, dst, fence): VmAddrs = chan.recv(&mut rb).unwrap().decode().unwrap();
-        let (src, dst, fence) = (src as usize, dst as usize, fence as usize);
-
-        let mut got = vec![0u8; VM_SRC_LEN];
-        copy_from_process(pid, src, &mut got).unwrap();
-        assert_eq!(got, pattern(7, VM_SRC_LEN));
-
-        // Vectored: two local pieces from three remote ones.
-        let (mut a, mut b) = (vec![0u8; 100], vec![0u8; 50]);
-        let remote = [
-            RemoteRange { addr: src, len: 60 },
-            RemoteRange { addr: src + 1000, len: 40 },
-            RemoteRange { addr: src + 2000, len: 50 },
-        ];
-        let n =
-            copy_from_process_vectored(pid, &mut [IoSliceMut::new(&mut a), IoSliceMut::new(&mut b)], &remote).unwrap();
-        assert_eq!(n, 150);
-        let p = pattern(7, VM_SRC_LEN);
-        assert_eq!(&a[..60], &p[..60]);
-        assert_eq!(&a[60..], &p[1000..1040]);
-        assert_eq!(&b[..], &p[2000..2050]);
-
-        // Lengths that disagree are refused before the call.
-        let err = copy_from_process_vectored(pid, &mut [IoSliceMut::new(&mut a)], &remote).unwrap_err();
-        assert!(matches!(err, MemError::ProcessVmShape { local: 100, remote: 150, .. }), "{err}");
-
-        // A bad address: nothing transferred.
-        let err = copy_from_process(pid, 8, &mut got[..16]).unwrap_err();
-        assert!(matches!(err, MemError::ProcessVmFault { addr: 8, len: 16, .. }), "{err}");
-
-        // Across the end of the accessible memory: partial, and said so.
-        let page = page_size();
-        let mut two = vec![0u8; 2 * page];
-        let err = copy_from_process(pid, fence, &mut two).unwrap_err();
-        assert!(
-            matches!(err, MemError::ProcessVmPartial { done, wanted, .. } if done == page && wanted == 2 * page),
-            "{err}"
-        );
-
-        // Write into the child, in two pieces.
-        let data = pattern(9, VM_DST_LEN);
-        // SAFETY: `pid` is the child, a separate process.
-        unsafe { copy_to_process(pid, dst, &data[..1000]) }.unwrap();
-        let remote = [RemoteRange { addr: dst + 1000, len: VM_DST_LEN - 1000 }];
-        // SAFETY: as above.
-        let n = unsafe { copy_to_process_vectored(pid, &[IoSlice::new(&data[1000..])], &remote) }.unwrap();
-        assert_eq!(n, VM_DST_LEN - 1000);
-
-        chan.send(&0u64, &[], &[]).unwrap();
-        finish(child);
-
-        // The child is gone (and reaped): no such process.
-        let err = copy_from_process(pid, src, &mut got).unwrap_err();
-        assert!(matches!(err, MemError::NoSuchProcess { pid: p, .. } if p == pid), "{err}");
-        // SAFETY: `pid` is not this process (it was the child's).
-        let err = unsafe { copy_to_process(pid, dst, &data) }.unwrap_err();
-        assert!(matches!(err, MemError::NoSuchProcess { .. }), "{err}");
-    }
-
-    /// Drops to an unprivileged user (if root) and tries to read the parent.
-    fn child_denied() {
-        // SAFETY: a query of our own credentials.
-        let was_root = unsafe { libc::geteuid() } == 0;
-        // SAFETY: plain syscalls on this process's credentials.
-        unsafe {
-            if was_root {
-                assert_eq!(libc::setgroups(0, std::ptr::null()), 0);
-                assert_eq!(libc::setgid(65534), 0);
-                assert_eq!(libc::setuid(65534), 0);
-            }
-        }
-        let parent = nix::unistd::getppid().as_raw();
-        let mut b = [0u8; 8];
-        let err = copy_from_process(parent, 4096, &mut b).unwrap_err();
-        // Not root from the start: the parent is ours to read, and the
-        // address is simply bad.
-        assert!(matches!(err, MemError::ProcessVmDenied { .. } | MemError::ProcessVmFault { .. }), "{err}");
-        if was_root {
-            assert!(matches!(err, MemError::ProcessVmDenied { pid, .. } if pid == parent), "{err}");
-        }
-    }
-
-    #[test]
-    fn process_vm_without_ptrace_rights_is_denied() {
-        let (child, _chan) = spawn_child("denied");
-        finish(child);
-    }
-
-    /// Lowers RLIMIT_MEMLOCK (and drops root's CAP_IPC_LOCK) and asks for
-    /// more locked memory than that.
-    fn child_memlock() {
-        let limit = 64 * 1024;
-        nix::sys::resource::setrlimit(Resource::RLIMIT_MEMLOCK, limit, limit).unwrap();
-        // SAFETY: plain syscalls on this process's credentials.
-        unsafe {
-            if libc::geteuid() == 0 {
-                assert_eq!(libc::setgroups(0, std::ptr::null()), 0);
-                assert_eq!(libc::setgid(65534), 0);
-                assert_eq!(libc::setuid(65534), 0);
-            }
-        }
-        let err = DmaBuf::new(1 << 20).unwrap_err();
-        assert!(matches!(err, MemError::MlockLimit { limit: l, .. } if l == limit), "{err}");
-        assert!(err.to_string().contains("RLIMIT_MEMLOCK"), "{err}");
-        // Within the limit it works.
-        let small = DmaBuf::new(4096).unwrap();
-        assert_eq!(small.len(), 4096);
-    }
-
-    #[test]
-    fn mlock_over_the_limit_says_so() {
-        let (child, _chan) = spawn_child("memlock");
-        finish(child);
     }
 
     #[test]
@@ -1302,37 +674,5 @@ mod tests {
             let err = unsafe { SharedBuf::accept_inherited(raw, 4096) }.unwrap_err();
             assert!(matches!(err, MemError::NotOpen { fd } if fd == raw), "{err}");
         }
-    }
-
-    #[test]
-    fn dma_buf_is_aligned_locked_and_usable() {
-        let page = page_size();
-        for len in [1, page + 1, (4 << 20) + 3] {
-            let mut b = match DmaBuf::new(len) {
-                Ok(b) => b,
-                // An unprivileged run with a small RLIMIT_MEMLOCK: the error
-                // must say so, and there is nothing else to check.
-                Err(e @ MemError::MlockLimit { .. }) => {
-                    eprintln!("skipping {len}: {e}");
-                    continue;
-                }
-                Err(e) => panic!("DmaBuf::new({len}): {e}"),
-            };
-            assert_eq!(b.len(), len);
-            assert!(b.mapped_len() >= len);
-            assert_eq!(b.as_ptr() as usize % page, 0);
-            match b.kind() {
-                PageKind::HugeTlb { page_size } => assert_eq!(b.as_ptr() as usize % page_size, 0),
-                PageKind::TransparentHuge if b.mapped_len() >= huge_page_size() => {
-                    assert_eq!(b.as_ptr() as usize % huge_page_size(), 0)
-                }
-                PageKind::TransparentHuge | PageKind::Normal => {}
-            }
-            assert!(b.as_slice().iter().all(|x| *x == 0));
-            b.as_mut_slice()[len - 1] = 0xaa;
-            assert_eq!(b.as_slice()[len - 1], 0xaa);
-            eprintln!("DmaBuf({len}): {:?}", b.kind());
-        }
-        assert!(matches!(DmaBuf::new(0), Err(MemError::ZeroLength)));
     }
 }

@@ -85,12 +85,120 @@ impl std::error::Error for Errno {}
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RequestId(pub u64);
 
-/// A device as the driver numbers it (its own index, stable for the life of
-/// the driver instance).
-pub type DeviceId = u32;
+/// Defines an id newtype over an integer: its own type, so that a device
+/// number cannot be passed where a handle is wanted. On the wire it is the
+/// integer (serde `transparent`), so the encoding does not change.
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident($inner:ty)) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub $inner);
 
-/// A driver's name for one open of one of its devices.
-pub type Handle = u64;
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A device as the driver numbers it (its own index, stable for the life
+    /// of the driver instance).
+    DeviceId(u32)
+);
+
+id_type!(
+    /// A driver's name for one open of one of its devices.
+    Handle(u64)
+);
+
+id_type!(
+    /// A bus as its driver numbers it.
+    BusId(u32)
+);
+
+/// How a file was opened: `O_RDONLY`, `O_WRONLY` or `O_RDWR`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// Read only.
+    Read,
+    /// Write only.
+    Write,
+    /// Read and write.
+    ReadWrite,
+}
+
+impl Access {
+    /// Whether this access allows reading.
+    pub fn reads(self) -> bool {
+        matches!(self, Access::Read | Access::ReadWrite)
+    }
+
+    /// Whether this access allows writing.
+    pub fn writes(self) -> bool {
+        matches!(self, Access::Write | Access::ReadWrite)
+    }
+
+    /// Whether `wanted` asks for no more than this access grants.
+    pub fn permits(self, wanted: Access) -> bool {
+        (!wanted.reads() || self.reads()) && (!wanted.writes() || self.writes())
+    }
+
+    /// The `O_ACCMODE` bits of this access.
+    pub fn bits(self) -> i32 {
+        match self {
+            Access::Read => libc::O_RDONLY,
+            Access::Write => libc::O_WRONLY,
+            Access::ReadWrite => libc::O_RDWR,
+        }
+    }
+}
+
+/// `open(2)` flags (`O_*`) as they travel with a call: the access mode and
+/// the status flags (`O_NONBLOCK`, ...). On the wire it is the `i32`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct OpenFlags(pub i32);
+
+impl OpenFlags {
+    /// Read only, nothing else.
+    pub const READ: OpenFlags = OpenFlags(libc::O_RDONLY);
+    /// Write only, nothing else.
+    pub const WRITE: OpenFlags = OpenFlags(libc::O_WRONLY);
+    /// Read and write, nothing else.
+    pub const READ_WRITE: OpenFlags = OpenFlags(libc::O_RDWR);
+
+    /// The flags of an open with `access` and nothing else.
+    pub fn from_access(access: Access) -> OpenFlags {
+        OpenFlags(access.bits())
+    }
+
+    /// The access mode. The fourth value of `O_ACCMODE` (3, Linux's "ioctl
+    /// only" mode) counts as read and write, as the kernel checks it.
+    pub fn access(self) -> Access {
+        match self.0 & libc::O_ACCMODE {
+            libc::O_RDONLY => Access::Read,
+            libc::O_WRONLY => Access::Write,
+            _ => Access::ReadWrite,
+        }
+    }
+
+    /// Whether the caller asked not to block (`O_NONBLOCK`).
+    pub fn nonblocking(self) -> bool {
+        self.0 & libc::O_NONBLOCK != 0
+    }
+
+    /// The same flags with `O_NONBLOCK` set or cleared.
+    pub fn with_nonblocking(self, on: bool) -> OpenFlags {
+        if on {
+            OpenFlags(self.0 | libc::O_NONBLOCK)
+        } else {
+            OpenFlags(self.0 & !libc::O_NONBLOCK)
+        }
+    }
+}
 
 /// How a device file behaves (paper §3.1: class is metadata, but it decides
 /// the file's shape).
@@ -112,9 +220,6 @@ impl DeviceClass {
         }
     }
 }
-
-/// A bus as its driver numbers it.
-pub type BusId = u32;
 
 /// A driver's description of one of its devices.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -226,7 +331,7 @@ pub enum DdmToDriver {
         /// The one device the client may open.
         device: DeviceId,
         /// The access it may open it with.
-        access: i32,
+        access: OpenFlags,
     },
     /// The plugin manager hands this driver a device its manifest matches:
     /// it should register a device with [`DeviceSpec::serves`] set to the
@@ -300,7 +405,7 @@ pub enum Call {
         /// Which device.
         device: DeviceId,
         /// `O_*` flags.
-        flags: i32,
+        flags: OpenFlags,
     },
     /// Close a handle.
     Close {
@@ -316,7 +421,7 @@ pub enum Call {
         /// Most bytes wanted (at most [`crate::ipc::PAYLOAD_MAX`]).
         len: u32,
         /// The file's `O_*` flags now (`O_NONBLOCK` may have changed since open).
-        flags: i32,
+        flags: OpenFlags,
     },
     /// Write the frame's payload at `offset`.
     Write {
@@ -325,7 +430,7 @@ pub enum Call {
         /// Byte offset.
         offset: u64,
         /// The file's `O_*` flags now.
-        flags: i32,
+        flags: OpenFlags,
     },
     /// Device control; the frame's payload is the input data.
     Ioctl {
@@ -573,7 +678,7 @@ pub enum ControlResponse {
         /// The driver's number for the device.
         device: DeviceId,
         /// The access granted (`O_RDONLY`, `O_WRONLY` or `O_RDWR`).
-        access: i32,
+        access: OpenFlags,
         /// The driver instance.
         driver: String,
     },
@@ -681,7 +786,7 @@ mod tests {
 
     #[test]
     fn driver_messages_are_pinned() {
-        let add = DriverToDdm::AddDevice(DeviceSpec::new(1, "zero", DeviceClass::Char, 0));
+        let add = DriverToDdm::AddDevice(DeviceSpec::new(DeviceId(1), "zero", DeviceClass::Char, 0));
         // device, name, class, size, bus None, address None, meta [], offer false, serves None
         assert_eq!(enc(&add), [0, 1, 4, b'z', b'e', b'r', b'o', 0, 0, 0, 0, 0, 0, 0]);
         let reply = DriverToDdm::Reply { id: RequestId(300), result: Ok(Answer::Written { len: 1 }) };

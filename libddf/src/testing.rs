@@ -10,7 +10,7 @@
 //! // In a driver crate's tests: env!("CARGO_BIN_EXE_<name>").
 //! let mut ddm = StandIn::spawn("target/debug/ddf-null".as_ref())?;
 //! let _said = ddm.start("null", &[], Vec::new(), &[])?;
-//! let handle = ddm.open(0, libc::O_RDONLY)?.expect("open");
+//! let handle = ddm.open(ddf::proto::DeviceId(0), ddf::proto::OpenFlags::READ)?.expect("open");
 //! assert!(ddm.read(handle, 0, 16)?.expect("read").is_empty());
 //! # Ok::<(), ddf::testing::StandInError>(())
 //! ```
@@ -20,7 +20,6 @@
 //! the stand-in is dropped.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -30,7 +29,7 @@ use nix::sys::time::TimeVal;
 
 use crate::driver::SOCKET_FD_ENV;
 use crate::ipc::{Channel, IpcError, RecvBuf};
-use crate::proto::{Answer, Call, DdmToDriver, DeviceId, DriverToDdm, Errno, Handle, RequestId, StateEntry};
+use crate::proto::{Answer, Call, DdmToDriver, DeviceId, DriverToDdm, Errno, Handle, OpenFlags, RequestId, StateEntry};
 
 /// How long a receive waits for the driver.
 pub const RECV_TIMEOUT: Duration = Duration::from_secs(30);
@@ -94,16 +93,7 @@ impl StandIn {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "warn");
         }
-        let keep_open = move || {
-            // SAFETY: runs in the forked child before exec; fcntl is
-            // async-signal-safe and only clears FD_CLOEXEC on `raw`.
-            if unsafe { libc::fcntl(raw, libc::F_SETFD, 0) } < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        };
-        // SAFETY: the hook only calls fcntl: no allocation, no locks.
-        unsafe { cmd.pre_exec(keep_open) };
+        crate::ipc::keep_in_child(&mut cmd, raw);
         let child = cmd.spawn().map_err(StandInError::Spawn)?;
         drop(theirs);
         let mut buf = RecvBuf::default();
@@ -197,7 +187,7 @@ impl StandIn {
     }
 
     /// Opens `device`; the driver's handle, or its error.
-    pub fn open(&mut self, device: DeviceId, flags: i32) -> Result<Result<Handle, Errno>, StandInError> {
+    pub fn open(&mut self, device: DeviceId, flags: OpenFlags) -> Result<Result<Handle, Errno>, StandInError> {
         match self.call(Call::Open { device, flags }, &[])? {
             (_, Ok(Answer::Opened { handle } | Answer::OpenedBacked { handle }), _) => Ok(Ok(handle)),
             (_, Err(e), _) => Ok(Err(e)),
@@ -207,7 +197,7 @@ impl StandIn {
 
     /// Reads; the bytes, or the driver's error.
     pub fn read(&mut self, handle: Handle, offset: u64, len: u32) -> Result<Result<Vec<u8>, Errno>, StandInError> {
-        match self.call(Call::Read { handle, offset, len, flags: 0 }, &[])? {
+        match self.call(Call::Read { handle, offset, len, flags: OpenFlags::default() }, &[])? {
             (_, Ok(Answer::Data), data) => Ok(Ok(data)),
             (_, Err(e), _) => Ok(Err(e)),
             (_, Ok(other), _) => Err(StandInError::Unexpected(format!("read answered {other:?}"))),
@@ -216,7 +206,7 @@ impl StandIn {
 
     /// Writes; the count taken, or the driver's error.
     pub fn write(&mut self, handle: Handle, offset: u64, data: &[u8]) -> Result<Result<u32, Errno>, StandInError> {
-        match self.call(Call::Write { handle, offset, flags: 0 }, data)? {
+        match self.call(Call::Write { handle, offset, flags: OpenFlags::default() }, data)? {
             (_, Ok(Answer::Written { len }), _) => Ok(Ok(len)),
             (_, Err(e), _) => Ok(Err(e)),
             (_, Ok(other), _) => Err(StandInError::Unexpected(format!("write answered {other:?}"))),

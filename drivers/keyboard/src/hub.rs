@@ -176,7 +176,7 @@ impl<R: PendingRead> Hub<R> {
         Hub {
             keyboards: Vec::new(),
             readers: BTreeMap::new(),
-            next_handle: 1,
+            next_handle: Handle(1),
             capacity: capacity.max(EVENT_SIZE),
             lost_driver: 0,
         }
@@ -203,7 +203,7 @@ impl<R: PendingRead> Hub<R> {
             return Err(Errno::ENODEV);
         }
         let handle = self.next_handle;
-        self.next_handle += 1;
+        self.next_handle.0 += 1;
         self.readers.insert(
             handle,
             Reader { keyboard: kbd, reading, mode: Mode::Text, buf: VecDeque::new(), lost: 0, parked: VecDeque::new() },

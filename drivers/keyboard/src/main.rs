@@ -111,17 +111,12 @@ use ddf::input::evdev::{self, EvdevDevice};
 use ddf::input::keyboard::{self, Mode};
 use ddf::input::{InputEvent, UsDecoder, EV_SYN, SYN_DROPPED};
 use ddf::io::PortSpace;
-use ddf::proto::{DeviceClass, DeviceId, Errno, Handle, RequestId};
+use ddf::proto::{DeviceClass, DeviceId, Errno, Handle, OpenFlags, RequestId};
 use ddf_keyboard::i8042::{self, EmulatedI8042, Poller, RealI8042Ports};
 use log::{debug, error, info, warn};
 
 use config::{Config, PortsKind, SourceKind};
 use hub::Hub;
-
-/// `open(2)` access mode bits and write-only mode (the same on every Linux
-/// architecture).
-const O_ACCMODE: i32 = 0o3;
-const O_WRONLY: i32 = 0o1;
 
 /// Reads of one evdev device per wake-up at most (of 64 events each), so a
 /// busy device cannot starve the request queue.
@@ -355,9 +350,9 @@ impl Driver for KeyboardDriver {
         info!("stopping; readers lost {} bytes in total", self.hub.lost_driver());
     }
 
-    fn open(&mut self, _ctx: &mut Context, device: DeviceId, flags: i32) -> Result<Handle, Errno> {
+    fn open(&mut self, _ctx: &mut Context, device: DeviceId, flags: OpenFlags) -> Result<Handle, Errno> {
         let kbd = self.index_of(device).ok_or(Errno::ENXIO)?;
-        let reading = flags & O_ACCMODE != O_WRONLY;
+        let reading = flags.access().reads();
         let handle = self.hub.open(kbd, reading)?;
         if let Some(Keyboard { source: Source::I8042 { emulated: Some(dev), scancodes }, name, .. }) =
             self.keyboards.get_mut(kbd)
@@ -519,9 +514,14 @@ impl Driver for KeyboardDriver {
     }
 }
 
+/// Why the keyboard driver could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct StartError(String);
+
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    driver::run(KeyboardDriver::new)
+    driver::init_logging();
+    driver::run(|info| KeyboardDriver::new(info).map_err(StartError))
 }
 
 #[cfg(test)]

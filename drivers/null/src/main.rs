@@ -8,7 +8,7 @@
 use std::process::ExitCode;
 
 use ddf::driver::{self, Context, Driver, ReadReply, WriteReply};
-use ddf::proto::{DeviceClass, DeviceId, Errno, Handle};
+use ddf::proto::{DeviceClass, DeviceId, Errno, Handle, OpenFlags};
 
 /// Zero bytes to answer reads of `zero` from (the largest read is one frame).
 static ZEROS: [u8; ddf::ipc::PAYLOAD_MAX] = [0; ddf::ipc::PAYLOAD_MAX];
@@ -26,16 +26,16 @@ impl Driver for Null {
         Ok(())
     }
 
-    fn open(&mut self, _ctx: &mut Context, device: DeviceId, _flags: i32) -> Result<Handle, Errno> {
+    fn open(&mut self, _ctx: &mut Context, device: DeviceId, _flags: OpenFlags) -> Result<Handle, Errno> {
         if device == self.null || device == self.zero {
-            Ok(Handle::from(device))
+            Ok(Handle(u64::from(device.0)))
         } else {
             Err(Errno::ENXIO)
         }
     }
 
     fn read(&mut self, _ctx: &mut Context, handle: Handle, _offset: u64, len: u32, reply: ReadReply) {
-        if handle == Handle::from(self.zero) {
+        if handle == Handle(u64::from(self.zero.0)) {
             reply.data(&ZEROS[..(len as usize).min(ZEROS.len())]);
         } else {
             reply.data(&[]);
@@ -48,6 +48,6 @@ impl Driver for Null {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    driver::run(|_| Ok(Null::default()))
+    driver::init_logging();
+    driver::run(|_| Ok::<_, std::convert::Infallible>(Null::default()))
 }

@@ -79,8 +79,10 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 use ddf::driver::{Context, Driver, ReadReply, StartInfo, WriteReply};
-use ddf::proto::{BusId, DeviceClass, DeviceId, DeviceSpec, Errno, Handle};
+use ddf::params::ParamError;
+use ddf::proto::{Access, BusId, DeviceClass, DeviceId, DeviceSpec, Errno, Handle, OpenFlags};
 use log::{debug, info, warn};
+use serde::Deserialize;
 
 use crate::diff::{diff, Diff};
 use crate::sysfs::{Function, Sysfs};
@@ -105,20 +107,14 @@ const UEVENTS_PER_WAKE: usize = 256;
 /// What can keep the PCI driver from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum PciError {
-    /// A parameter has a value it cannot take.
-    #[error("parameter {key}={value:?}: {why}")]
-    Param {
-        /// The parameter.
-        key: &'static str,
-        /// Its value.
-        value: String,
-        /// What is wrong.
-        why: &'static str,
-    },
+    /// A parameter is unknown, or has a value it cannot take.
+    #[error(transparent)]
+    Params(#[from] ParamError),
 }
 
 /// The driver's parameters.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Params {
     /// Where sysfs is mounted.
     pub sysfs_root: String,
@@ -126,21 +122,26 @@ pub struct Params {
     pub hotplug: bool,
 }
 
+impl Default for Params {
+    fn default() -> Params {
+        Params { sysfs_root: DEFAULT_SYSFS_ROOT.to_owned(), hotplug: true }
+    }
+}
+
 impl Params {
     /// Reads the parameters, with defaults.
     pub fn from_start(info: &StartInfo) -> Result<Params, PciError> {
-        let sysfs_root = info.param("sysfs_root").unwrap_or(DEFAULT_SYSFS_ROOT).to_owned();
-        if sysfs_root.is_empty() {
-            return Err(PciError::Param { key: "sysfs_root", value: sysfs_root, why: "empty path" });
-        }
-        let hotplug = match info.param("hotplug") {
-            None | Some("true" | "yes" | "1" | "on") => true,
-            Some("false" | "no" | "0" | "off") => false,
-            Some(other) => {
-                return Err(PciError::Param { key: "hotplug", value: other.to_owned(), why: "expected true or false" })
+        let p: Params = info.config()?;
+        if p.sysfs_root.is_empty() {
+            return Err(ParamError {
+                instance: info.instance.clone(),
+                key: Some("sysfs_root".into()),
+                value: Some(String::new()),
+                reason: "empty path".into(),
             }
-        };
-        Ok(Params { sysfs_root, hotplug })
+            .into());
+        }
+        Ok(p)
     }
 }
 
@@ -184,7 +185,7 @@ impl PciBus {
             reported: BTreeMap::new(),
             addresses: HashMap::new(),
             handles: HashMap::new(),
-            next_handle: 1,
+            next_handle: Handle(1),
             uevents: None,
             uevent_buf: Vec::new(),
         }
@@ -245,7 +246,7 @@ impl PciBus {
     /// Adds a node for `function`.
     fn report(&mut self, ctx: &mut Context, function: Function) {
         let spec = DeviceSpec {
-            device: 0,
+            device: DeviceId(0),
             name: function.address.clone(),
             class: DeviceClass::Block,
             size: function.config_size,
@@ -367,9 +368,9 @@ impl Driver for PciBus {
         Ok(())
     }
 
-    fn open(&mut self, _ctx: &mut Context, device: DeviceId, flags: i32) -> Result<Handle, Errno> {
+    fn open(&mut self, _ctx: &mut Context, device: DeviceId, flags: OpenFlags) -> Result<Handle, Errno> {
         let addr = self.addresses.get(&device).ok_or(Errno::ENODEV)?;
-        if flags & libc::O_ACCMODE != libc::O_RDONLY {
+        if flags.access() != Access::Read {
             return Err(EROFS);
         }
         let path = self.sysfs.config_path(addr);
@@ -378,7 +379,7 @@ impl Driver for PciBus {
             errno(&e)
         })?;
         let handle = self.next_handle;
-        self.next_handle += 1;
+        self.next_handle.0 += 1;
         self.handles.insert(handle, Open { device, config: Some(config) });
         Ok(handle)
     }
@@ -458,8 +459,10 @@ mod tests {
         assert_eq!(Params::from_start(&start(&[])).unwrap(), Params { sysfs_root: "/sys".into(), hotplug: true });
         let p = Params::from_start(&start(&[("sysfs_root", "/tmp/fake"), ("hotplug", "false")])).unwrap();
         assert_eq!((p.sysfs_root.as_str(), p.hotplug), ("/tmp/fake", false));
-        assert!(Params::from_start(&start(&[("hotplug", "maybe")])).is_err());
-        assert!(Params::from_start(&start(&[("sysfs_root", "")])).is_err());
+        for (key, value) in [("hotplug", "maybe"), ("sysfs_root", ""), ("sysfs", "/sys")] {
+            let Err(PciError::Params(e)) = Params::from_start(&start(&[(key, value)])) else { panic!("{key}") };
+            assert_eq!(e.key.as_deref(), Some(key));
+        }
     }
 
     #[test]

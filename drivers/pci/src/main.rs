@@ -7,6 +7,6 @@ use ddf::driver;
 use ddf_pci::PciBus;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    driver::run(|info| PciBus::from_start(info).map_err(|e| e.to_string()))
+    driver::init_logging();
+    driver::run(PciBus::from_start)
 }

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use ddf::proto::{Answer, Call, DdmToDriver, DeviceClass, DeviceSpec, DriverToDdm, Errno};
+use ddf::proto::{Answer, Call, DdmToDriver, DeviceClass, DeviceId, DeviceSpec, DriverToDdm, Errno, Handle, OpenFlags};
 use ddf::testing::StandIn;
 
 /// The driver under test, behind libddf's stand-in DDM.
@@ -32,11 +32,11 @@ impl Driver {
         (result, data)
     }
 
-    fn open(&mut self, device: u32, flags: i32) -> Result<u64, Errno> {
-        self.0.open(device, flags).unwrap()
+    fn open(&mut self, device: DeviceId, flags: i32) -> Result<Handle, Errno> {
+        self.0.open(device, OpenFlags(flags)).unwrap()
     }
 
-    fn read(&mut self, handle: u64, offset: u64, len: u32) -> Result<Vec<u8>, Errno> {
+    fn read(&mut self, handle: Handle, offset: u64, len: u32) -> Result<Vec<u8>, Errno> {
         self.0.read(handle, offset, len).unwrap()
     }
 
@@ -116,9 +116,9 @@ fn pci_over_the_protocol_on_a_fake_sysfs() {
     // Read-only: opens for writing, and writes, are EROFS.
     assert_eq!(d.open(f3.device, libc::O_RDWR), Err(Errno(libc::EROFS)));
     assert_eq!(d.open(f3.device, libc::O_WRONLY), Err(Errno(libc::EROFS)));
-    assert_eq!(d.open(9999, libc::O_RDONLY), Err(Errno::ENODEV));
+    assert_eq!(d.open(DeviceId(9999), libc::O_RDONLY), Err(Errno::ENODEV));
     let h = d.open(f3.device, libc::O_RDONLY).unwrap();
-    let (r, _) = d.call(Call::Write { handle: h, offset: 0, flags: 0 }, b"x");
+    let (r, _) = d.call(Call::Write { handle: h, offset: 0, flags: OpenFlags::default() }, b"x");
     assert_eq!(r, Err(Errno(libc::EROFS)));
 
     // The configuration space, at offsets, short at the end.
@@ -126,7 +126,7 @@ fn pci_over_the_protocol_on_a_fake_sysfs() {
     assert_eq!(d.read(h, 0x10, 4).unwrap(), [0x10, 0x11, 0x12, 0x13]);
     assert_eq!(d.read(h, 250, 64).unwrap(), config[250..]);
     assert_eq!(d.read(h, 256, 64).unwrap(), b"");
-    assert_eq!(d.read(h + 100, 0, 1), Err(Errno::EBADF));
+    assert_eq!(d.read(Handle(h.0 + 100), 0, 1), Err(Errno::EBADF));
 
     // Nothing changed: a rescan says nothing.
     assert_eq!(d.rescan(), []);
@@ -137,7 +137,7 @@ fn pci_over_the_protocol_on_a_fake_sysfs() {
     std::fs::remove_dir_all(root.join("bus/pci/devices/0000:00:04.0")).unwrap();
     function(root, "0000:00:07.0", "0x1b36", &config[..128]);
     let said = d.rescan();
-    let removed: Vec<u32> = said
+    let removed: Vec<DeviceId> = said
         .iter()
         .filter_map(|m| match m {
             DriverToDdm::RemoveDevice { device } => Some(*device),

@@ -63,10 +63,7 @@ impl Disk {
 
     fn len_of(size: u64) -> Result<usize, RamdiskError> {
         match usize::try_from(size) {
-            Ok(0) | Err(_) => Err(RamdiskError::Size {
-                value: size.to_string(),
-                why: "the capacity must be at least one byte and fit the address space",
-            }),
+            Ok(0) | Err(_) => Err(RamdiskError::Capacity(size)),
             Ok(len) => Ok(len),
         }
     }
@@ -350,7 +347,7 @@ mod tests {
         assert_eq!((x, &y[..2]), ([3; 4], &[4u8, 4][..]));
         assert_eq!(d.scatter(1000, &mut [IoSliceMut::new(&mut x)]), Ok(0));
         // A zero-sized disk is refused.
-        assert!(matches!(Disk::new(0), Err(RamdiskError::Size { .. })));
+        assert!(matches!(Disk::new(0), Err(RamdiskError::Capacity(0))));
     }
 
     #[test]

@@ -53,8 +53,10 @@ use std::io::{IoSlice, IoSliceMut};
 use ddf::driver::{Context, Driver, IoctlReply, ReadReply, SavedState, StartInfo, WriteReply};
 use ddf::ipc::PAYLOAD_MAX;
 use ddf::mem::MemError;
-use ddf::proto::{DeviceClass, DeviceId, Errno, Handle};
+use ddf::params::{ParamError, Size};
+use ddf::proto::{Access, DeviceClass, DeviceId, Errno, Handle, OpenFlags};
 use log::{info, warn};
+use serde::Deserialize;
 
 pub use disk::Disk;
 
@@ -73,17 +75,12 @@ pub const BLKGETSIZE64: u32 = 0x8008_1272;
 /// What can keep a RAM disk from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum RamdiskError {
-    /// The `size` parameter is not a capacity.
-    #[error("bad size {value:?}: {why}")]
-    Size {
-        /// What was given.
-        value: String,
-        /// What is wrong with it.
-        why: &'static str,
-    },
-    /// The `name` parameter is not a file name.
-    #[error("bad device name {0:?}: must be a non-empty file name without '/', not '.' or '..'")]
-    Name(String),
+    /// A parameter is missing a value it needs, or has one it cannot take.
+    #[error(transparent)]
+    Params(#[from] ParamError),
+    /// A capacity of zero bytes, or one larger than the address space.
+    #[error("a disk of {0} bytes cannot be made: the capacity must be at least one byte and fit the address space")]
+    Capacity(u64),
     /// Making or taking over the memfd failed.
     #[error("disk memory")]
     Memory(#[from] MemError),
@@ -114,56 +111,40 @@ pub fn disk_from_state(mut saved: SavedState, size: u64) -> Result<Disk, Ramdisk
     Disk::from_memfd(fd, size)
 }
 
-/// Parses a capacity: a number of bytes, optionally followed by a binary
-/// suffix `K`, `M`, `G` or `T` (powers of 1024), which may be spelled
-/// `KiB` ... too. Case does not matter; zero is refused.
-pub fn parse_size(value: &str) -> Result<u64, RamdiskError> {
-    let bad = |why| RamdiskError::Size { value: value.to_owned(), why };
-    let s = value.trim();
-    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, suffix) = s.split_at(digits);
-    if num.is_empty() {
-        return Err(bad("expected a number, like 64M or 1048576"));
-    }
-    let n: u64 = num.parse().map_err(|_| bad("number too large"))?;
-    let suffix = suffix.to_ascii_lowercase();
-    let unit = suffix.strip_suffix("ib").unwrap_or(&suffix);
-    let shift = match unit {
-        "" if suffix.is_empty() => 0,
-        "k" => 10,
-        "m" => 20,
-        "g" => 30,
-        "t" => 40,
-        _ => return Err(bad("unknown unit (use K, M, G or T)")),
-    };
-    let bytes = n.checked_mul(1u64 << shift).ok_or_else(|| bad("too large"))?;
-    if bytes == 0 {
-        return Err(bad("a disk needs at least one byte"));
-    }
-    Ok(bytes)
-}
-
 /// The driver's parameters.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Params {
     /// Device name on the bus.
     pub name: String,
-    /// Capacity in bytes.
-    pub size: u64,
+    /// Capacity.
+    pub size: Size,
+}
+
+impl Default for Params {
+    fn default() -> Params {
+        Params { name: DEFAULT_NAME.to_owned(), size: Size(DEFAULT_SIZE) }
+    }
 }
 
 impl Params {
     /// Reads `name` and `size` from the start parameters, with defaults.
     pub fn from_start(info: &StartInfo) -> Result<Params, RamdiskError> {
-        let name = info.param("name").unwrap_or(DEFAULT_NAME).to_owned();
-        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-            return Err(RamdiskError::Name(name));
-        }
-        let size = match info.param("size") {
-            Some(v) => parse_size(v)?,
-            None => DEFAULT_SIZE,
+        let p: Params = info.config()?;
+        let bad = |key: &str, value: String, reason: &str| ParamError {
+            instance: info.instance.clone(),
+            key: Some(key.to_owned()),
+            value: Some(value),
+            reason: reason.to_owned(),
         };
-        Ok(Params { name, size })
+        if p.name.is_empty() || p.name.contains('/') || p.name == "." || p.name == ".." {
+            let why = "must be a non-empty file name without '/', not '.' or '..'";
+            return Err(bad("name", p.name, why).into());
+        }
+        if p.size.bytes() == 0 {
+            return Err(bad("size", p.size.to_string(), "a disk needs at least one byte").into());
+        }
+        Ok(p)
     }
 }
 
@@ -188,7 +169,7 @@ impl RamDisk {
             disk,
             device: None,
             handles: HashSet::new(),
-            next_handle: 1,
+            next_handle: Handle(1),
             scratch: vec![0; PAYLOAD_MAX],
         }
     }
@@ -196,7 +177,7 @@ impl RamDisk {
     /// A driver with a fresh, empty disk as the start parameters say.
     pub fn from_start(info: &StartInfo) -> Result<RamDisk, RamdiskError> {
         let p = Params::from_start(info)?;
-        Ok(RamDisk::new(p.name, Disk::new(p.size)?))
+        Ok(RamDisk::new(p.name, Disk::new(p.size.bytes())?))
     }
 
     /// The disk (for its memfd: [`Disk::memfd`]).
@@ -221,11 +202,6 @@ impl RamDisk {
     }
 }
 
-/// An error and its causes on one line.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    ddf::error_chain(e)
-}
-
 /// A byte count for a reply (a transfer is at most one frame).
 fn count(n: Result<usize, Errno>, reply: WriteReply) {
     match n.map(u32::try_from) {
@@ -245,7 +221,7 @@ impl Driver for RamDisk {
                     info!("{instance}: {}: contents taken over from the previous incarnation", self.name);
                     self.disk = disk;
                 }
-                Err(e) => warn!("{instance}: {}: starting empty: {}", self.name, chain(&e)),
+                Err(e) => warn!("{instance}: {}: starting empty: {}", self.name, ddf::error_chain(&e)),
             }
         }
         ctx.save_state(STATE_KEY, &size.to_le_bytes(), &[self.disk.memfd()])?;
@@ -254,12 +230,12 @@ impl Driver for RamDisk {
         Ok(())
     }
 
-    fn open(&mut self, _ctx: &mut Context, device: DeviceId, _flags: i32) -> Result<Handle, Errno> {
+    fn open(&mut self, _ctx: &mut Context, device: DeviceId, _flags: OpenFlags) -> Result<Handle, Errno> {
         if self.device != Some(device) {
             return Err(Errno::ENXIO);
         }
         let handle = self.next_handle;
-        self.next_handle += 1;
+        self.next_handle.0 += 1;
         self.handles.insert(handle);
         Ok(handle)
     }
@@ -273,14 +249,14 @@ impl Driver for RamDisk {
     /// Opens that may write stay on the driver's path, because a write past
     /// the end must answer `ENOSPC`, where the sealed memfd would answer
     /// `EPERM`.
-    fn backing_file(&mut self, _ctx: &mut Context, _handle: Handle, flags: i32) -> Option<std::os::fd::OwnedFd> {
-        if flags & libc::O_ACCMODE != libc::O_RDONLY {
+    fn backing_file(&mut self, _ctx: &mut Context, _handle: Handle, flags: OpenFlags) -> Option<std::os::fd::OwnedFd> {
+        if flags.access() != Access::Read {
             return None;
         }
         match self.disk.try_clone_memfd() {
             Ok(fd) => Some(fd),
             Err(e) => {
-                warn!("{}: no passthrough: {}", self.name, chain(&e));
+                warn!("{}: no passthrough: {}", self.name, ddf::error_chain(&e));
                 None
             }
         }
@@ -372,34 +348,17 @@ mod tests {
     }
 
     #[test]
-    fn sizes_parse() {
-        for (s, n) in [
-            ("1", 1),
-            ("4096", 4096),
-            ("64M", 64 << 20),
-            ("64m", 64 << 20),
-            ("64MiB", 64 << 20),
-            ("512K", 512 << 10),
-            ("1G", 1 << 30),
-            ("2gib", 2 << 30),
-            ("1T", 1 << 40),
-            (" 8M ", 8 << 20),
-        ] {
-            assert_eq!(parse_size(s).unwrap(), n, "{s}");
-        }
-        for s in ["", "0", "0M", "M", "-1", "1.5G", "64MB", "64 M", "12X", "99999999999999999999", "20000000T", "ib"] {
-            assert!(parse_size(s).is_err(), "{s:?} should be refused");
-        }
-    }
-
-    #[test]
     fn params_have_defaults_and_are_checked() {
         let p = Params::from_start(&start(&[])).unwrap();
-        assert_eq!(p, Params { name: "ram0".into(), size: DEFAULT_SIZE });
+        assert_eq!(p, Params { name: "ram0".into(), size: Size(DEFAULT_SIZE) });
         let p = Params::from_start(&start(&[("size", "1M"), ("name", "ram1")])).unwrap();
-        assert_eq!(p, Params { name: "ram1".into(), size: 1 << 20 });
-        assert!(matches!(Params::from_start(&start(&[("name", "a/b")])), Err(RamdiskError::Name(_))));
-        assert!(matches!(Params::from_start(&start(&[("size", "lots")])), Err(RamdiskError::Size { .. })));
+        assert_eq!(p, Params { name: "ram1".into(), size: Size(1 << 20) });
+        for (key, value) in [("name", "a/b"), ("size", "lots"), ("size", "0"), ("colour", "red")] {
+            let err = Params::from_start(&start(&[(key, value)])).unwrap_err();
+            let RamdiskError::Params(e) = &err else { panic!("{err}") };
+            assert_eq!(e.key.as_deref(), Some(key), "{err}");
+            assert!(err.to_string().starts_with(&format!("parameters of ramdisk: {key} = ")), "{err}");
+        }
         let d = RamDisk::from_start(&start(&[("size", "1G")])).unwrap();
         assert_eq!(d.disk().size(), 1 << 30);
     }

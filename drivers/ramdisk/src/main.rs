@@ -4,9 +4,9 @@
 use std::process::ExitCode;
 
 use ddf::driver;
-use ddf_ramdisk::{chain, RamDisk};
+use ddf_ramdisk::RamDisk;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    driver::run(|info| RamDisk::from_start(info).map_err(|e| chain(&e)))
+    driver::init_logging();
+    driver::run(RamDisk::from_start)
 }

@@ -11,7 +11,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ddf::proto::{Answer, Call, DdmToDriver, DeviceClass, DeviceSpec, DriverToDdm, Errno, StateEntry};
+use ddf::proto::{
+    Answer, Call, DdmToDriver, DeviceClass, DeviceId, DeviceSpec, DriverToDdm, Errno, Handle, OpenFlags, StateEntry,
+};
 use ddf::testing::StandIn;
 use ddf_ramdisk::{BLKGETSIZE64, STATE_KEY};
 
@@ -52,16 +54,16 @@ impl Driver {
         (result, data)
     }
 
-    fn read(&mut self, handle: u64, offset: u64, len: u32) -> Result<Vec<u8>, Errno> {
+    fn read(&mut self, handle: Handle, offset: u64, len: u32) -> Result<Vec<u8>, Errno> {
         self.0.read(handle, offset, len).unwrap()
     }
 
-    fn write(&mut self, handle: u64, offset: u64, data: &[u8]) -> Result<u32, Errno> {
+    fn write(&mut self, handle: Handle, offset: u64, data: &[u8]) -> Result<u32, Errno> {
         self.0.write(handle, offset, data).unwrap()
     }
 
-    fn open(&mut self, device: u32) -> Result<u64, Errno> {
-        self.0.open(device, libc::O_RDWR).unwrap()
+    fn open(&mut self, device: DeviceId) -> Result<Handle, Errno> {
+        self.0.open(device, OpenFlags::READ_WRITE).unwrap()
     }
 }
 
@@ -76,9 +78,9 @@ fn scenario(pids: Arc<Mutex<Vec<u32>>>) {
     let (key, bytes, fds) = saved.remove(0);
     assert_eq!((key.as_str(), bytes.as_slice(), fds.len()), (STATE_KEY, &SIZE.to_le_bytes()[..], 1));
 
-    assert_eq!(d.open(spec.device + 1), Err(Errno::ENXIO));
+    assert_eq!(d.open(DeviceId(spec.device.0 + 1)), Err(Errno::ENXIO));
     let h = d.open(spec.device).unwrap();
-    assert_eq!(d.read(h + 100, 0, 1), Err(Errno::EBADF));
+    assert_eq!(d.read(Handle(h.0 + 100), 0, 1), Err(Errno::EBADF));
 
     // End of device: short write, ENOSPC, short read, EOF.
     assert_eq!(d.write(h, SIZE - 3, b"abcdef"), Ok(3));

@@ -25,10 +25,23 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 
 use ddf::driver::{self, Context, Driver, ReadReply, WriteReply};
-use ddf::proto::{BoundDevice, DeviceClass, DeviceId, DeviceSpec, Errno, Handle, RequestId};
+use ddf::proto::{BoundDevice, DeviceClass, DeviceId, DeviceSpec, Errno, Handle, OpenFlags, RequestId};
+use serde::Deserialize;
+
+/// The parameters (see the crate documentation).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Config {
+    name: Option<String>,
+    panic_on_init: bool,
+    hang_on_init: bool,
+    no_own_devices: bool,
+    probe: Option<String>,
+}
 
 #[derive(Debug, Default)]
 struct TestDriver {
+    config: Config,
     stall: DeviceId,
     info: DeviceId,
     incarnation: u64,
@@ -45,10 +58,10 @@ struct TestDriver {
 
 impl Driver for TestDriver {
     fn init(&mut self, ctx: &mut Context) -> Result<(), Errno> {
-        if ctx.param("panic_on_init") == Some("true") {
+        if self.config.panic_on_init {
             panic!("panic_on_init is set: crashing at start, as asked");
         }
-        if ctx.param("hang_on_init") == Some("true") {
+        if self.config.hang_on_init {
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(3600));
             }
@@ -56,7 +69,7 @@ impl Driver for TestDriver {
         let boots =
             ctx.state("boots").and_then(|s| s.bytes.as_slice().try_into().ok()).map(u64::from_le_bytes).unwrap_or(0);
         self.incarnation = boots + 1;
-        if let Some(path) = ctx.param("probe") {
+        if let Some(path) = &self.config.probe {
             let outcome = match std::fs::File::open(path) {
                 Ok(_) => "ok".to_owned(),
                 Err(e) => format!("denied ({e})"),
@@ -64,19 +77,19 @@ impl Driver for TestDriver {
             self.probe = Some(format!("probe {path}: {outcome}\n"));
         }
         ctx.save_state("boots", &self.incarnation.to_le_bytes(), &[])?;
-        if ctx.param("no_own_devices") == Some("true") {
-            self.stall = DeviceId::MAX;
-            self.info = DeviceId::MAX;
+        if self.config.no_own_devices {
+            self.stall = DeviceId(u32::MAX);
+            self.info = DeviceId(u32::MAX);
             return Ok(());
         }
-        let name = ctx.param("name").unwrap_or("stall").to_owned();
+        let name = self.config.name.clone().unwrap_or_else(|| "stall".to_owned());
         self.stall = ctx.add_device(&name, DeviceClass::Char, 0)?;
         self.info = ctx.add_device(&format!("{name}.info"), DeviceClass::Char, 0)?;
         Ok(())
     }
 
     fn bind(&mut self, ctx: &mut Context, dev: &BoundDevice) -> Result<(), Errno> {
-        let mut spec = DeviceSpec::new(0, &dev.name, DeviceClass::Char, 0);
+        let mut spec = DeviceSpec::new(DeviceId(0), &dev.name, DeviceClass::Char, 0);
         spec.serves = Some(dev.path.clone());
         let id = ctx.add(spec)?;
         let text = format!("bound {} by {}\n", dev.name, ctx.instance());
@@ -92,11 +105,11 @@ impl Driver for TestDriver {
         }
     }
 
-    fn open(&mut self, _ctx: &mut Context, device: DeviceId, _flags: i32) -> Result<Handle, Errno> {
+    fn open(&mut self, _ctx: &mut Context, device: DeviceId, _flags: OpenFlags) -> Result<Handle, Errno> {
         if device != self.stall && device != self.info && !self.bound.contains_key(&device) {
             return Err(Errno::ENXIO);
         }
-        self.next_handle += 1;
+        self.next_handle.0 += 1;
         self.handles.insert(self.next_handle, (device, 0));
         Ok(self.next_handle)
     }
@@ -152,6 +165,6 @@ impl Driver for TestDriver {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    driver::run(|_| Ok(TestDriver::default()))
+    driver::init_logging();
+    driver::run(|info| Ok::<_, ddf::params::ParamError>(TestDriver { config: info.config()?, ..TestDriver::default() }))
 }

@@ -302,7 +302,7 @@ pub fn parse_desc(pairs: &[&str]) -> Result<Desc, CmdError> {
                     other => return Err(CmdError::BadClass(other.to_owned())),
                 }
             }
-            "size" => size = Some(parse_size(value).ok_or_else(|| CmdError::BadSize(value.to_owned()))?),
+            "size" => size = Some(ddf::params::parse_size(value).map_err(|_| CmdError::BadSize(value.to_owned()))?),
             _ => desc.meta.push((key.to_owned(), value.to_owned())),
         }
     }
@@ -356,25 +356,6 @@ fn parse_count(s: &str) -> Result<usize, CmdError> {
         Ok(n) if (1..=DEVICES_MAX).contains(&n) => Ok(n),
         _ => Err(bad()),
     }
-}
-
-/// Bytes, or a number with a binary suffix `K`, `M`, `G`, `T` (case does
-/// not matter).
-fn parse_size(s: &str) -> Option<u64> {
-    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, suffix) = s.split_at(digits);
-    if num.is_empty() {
-        return None;
-    }
-    let shift = match suffix.to_ascii_lowercase().as_str() {
-        "" => 0,
-        "k" => 10,
-        "m" => 20,
-        "g" => 30,
-        "t" => 40,
-        _ => return None,
-    };
-    num.parse::<u64>().ok()?.checked_mul(1u64 << shift)
 }
 
 #[cfg(test)]

@@ -82,7 +82,7 @@ pub mod model;
 use std::collections::{BTreeMap, HashMap};
 
 use ddf::driver::{Context, Driver, ReadReply, WriteReply};
-use ddf::proto::{BusId, DeviceClass, DeviceId, DeviceSpec, Errno, Handle};
+use ddf::proto::{BusId, DeviceClass, DeviceId, DeviceSpec, Errno, Handle, OpenFlags};
 use log::{debug, info, warn};
 
 use crate::command::{describe, CmdError, Desc, CTL_NAME};
@@ -124,13 +124,13 @@ pub struct VBus {
 impl VBus {
     /// An empty bus; `init` restores saved devices.
     pub fn new() -> VBus {
-        VBus { next_handle: 1, ..VBus::default() }
+        VBus { next_handle: Handle(1), ..VBus::default() }
     }
 
     /// Reports device `name` to the DDM.
     fn report(&mut self, ctx: &mut Context, name: &str, desc: &Desc) {
         let spec = DeviceSpec {
-            device: 0,
+            device: DeviceId(0),
             name: name.to_owned(),
             class: desc.class,
             size: if desc.class == DeviceClass::Block { desc.size } else { 0 },
@@ -221,7 +221,7 @@ impl Driver for VBus {
     fn init(&mut self, ctx: &mut Context) -> Result<(), Errno> {
         let bus = ctx.add_bus(BUS_NAME, BUS_NAME, None)?;
         self.bus = Some(bus);
-        let mut ctl = DeviceSpec::new(0, CTL_NAME, DeviceClass::Char, 0);
+        let mut ctl = DeviceSpec::new(DeviceId(0), CTL_NAME, DeviceClass::Char, 0);
         ctl.bus = Some(bus);
         self.ctl = Some(ctx.add(ctl)?);
         if let Some(saved) = ctx.state(STATE_KEY) {
@@ -246,7 +246,7 @@ impl Driver for VBus {
         Ok(())
     }
 
-    fn open(&mut self, _ctx: &mut Context, device: DeviceId, _flags: i32) -> Result<Handle, Errno> {
+    fn open(&mut self, _ctx: &mut Context, device: DeviceId, _flags: OpenFlags) -> Result<Handle, Errno> {
         let target = if Some(device) == self.ctl {
             Target::Ctl
         } else if self.names.contains_key(&device) {
@@ -255,7 +255,7 @@ impl Driver for VBus {
             return Err(Errno::ENODEV);
         };
         let handle = self.next_handle;
-        self.next_handle += 1;
+        self.next_handle.0 += 1;
         self.handles.insert(handle, OpenNode { target, text: None, pos: 0 });
         Ok(handle)
     }

@@ -7,6 +7,6 @@ use ddf::driver;
 use ddf_vbus::VBus;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    driver::run(|_| Ok(VBus::new()))
+    driver::init_logging();
+    driver::run(|_| Ok::<_, std::convert::Infallible>(VBus::new()))
 }

@@ -7,7 +7,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use ddf::proto::{Answer, Call, DdmToDriver, DeviceClass, DeviceSpec, DriverToDdm, Errno, StateEntry};
+use ddf::proto::{
+    Answer, Call, DdmToDriver, DeviceClass, DeviceId, DeviceSpec, DriverToDdm, Errno, Handle, OpenFlags, StateEntry,
+};
 use ddf::testing::StandIn;
 use ddf_vbus::model::STATE_KEY;
 
@@ -31,17 +33,17 @@ impl Driver {
         self.0.start("vbus", &[], state, &[]).unwrap().into_iter().map(|s| s.msg).collect()
     }
 
-    fn open(&mut self, device: u32, flags: i32) -> Result<u64, Errno> {
-        self.0.open(device, flags).unwrap()
+    fn open(&mut self, device: DeviceId, flags: i32) -> Result<Handle, Errno> {
+        self.0.open(device, OpenFlags(flags)).unwrap()
     }
 
-    fn read(&mut self, handle: u64, offset: u64, len: u32) -> Result<Vec<u8>, Errno> {
+    fn read(&mut self, handle: Handle, offset: u64, len: u32) -> Result<Vec<u8>, Errno> {
         self.0.read(handle, offset, len).unwrap()
     }
 
     /// Writes `data`; the messages sent before the answer, and the answer.
-    fn write(&mut self, handle: u64, data: &str) -> (Said, Result<Answer, Errno>) {
-        let call = Call::Write { handle, offset: 0, flags: 0 };
+    fn write(&mut self, handle: Handle, data: &str) -> (Said, Result<Answer, Errno>) {
+        let call = Call::Write { handle, offset: 0, flags: OpenFlags::default() };
         let (before, result, _) = self.0.call(call, data.as_bytes()).unwrap();
         (pairs(before), result)
     }

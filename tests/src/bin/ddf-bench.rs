@@ -1161,7 +1161,7 @@ fn client_err(e: ddf::driver::ClientError) -> std::io::Error {
 
 impl Subject for DirectPath {
     fn open(&mut self) -> std::io::Result<()> {
-        self.handle = Some(self.client.open(libc::O_RDWR).map_err(client_err)?);
+        self.handle = Some(self.client.open(ddf::proto::OpenFlags::READ_WRITE).map_err(client_err)?);
         Ok(())
     }
 

@@ -71,7 +71,7 @@ fn run(args: &Args) -> Result<String, String> {
     let mut ddm = Ddm::connect(&args.socket).map_err(|e| e.to_string())?;
     let mut client = ddm.connect_device(&file).map_err(|e| e.to_string())?;
     let flags = if args.write { libc::O_RDWR } else { libc::O_RDONLY };
-    let h = client.open(flags).map_err(|e| format!("open: {e}"))?;
+    let h = client.open(ddf::proto::OpenFlags(flags)).map_err(|e| format!("open: {e}"))?;
     let out = match &args.op {
         Op::Read { offset, len } => {
             let mut buf = vec![0u8; *len];

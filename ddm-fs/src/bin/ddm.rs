@@ -15,19 +15,9 @@ use fuser::{Config, MountOption, SessionACL};
 use log::{error, info, warn};
 use nix::sys::signal::{SigSet, Signal};
 
-mod conn;
-mod control;
-mod core;
-mod fs;
-mod interrupt;
-mod manifest;
-mod plug;
-mod sandbox;
-mod supervise;
-mod tree;
-
-use crate::core::{spawn_named, Core};
-use crate::manifest::{Manifest, ManifestError};
+use ddm_fs::core::{spawn_named, Config as CoreConfig, Core};
+use ddm_fs::manifest::{Manifest, ManifestError};
+use ddm_fs::{control, fs, interrupt, plug, spawn, supervise};
 
 /// The device driver manager: mounts the ddf file system and runs drivers.
 #[derive(Debug, Parser)]
@@ -102,7 +92,7 @@ enum StartError {
     Signals(#[source] nix::Error),
     #[error("no group {0:?} (--admin-group takes a group name or number)")]
     AdminGroup(String),
-    #[error("bad rules, not starting: {0}")]
+    #[error("bad rules, not starting")]
     Rules(#[from] access_policy::RulesError),
     #[error("cannot create the state directory {0}")]
     StateDir(PathBuf, #[source] std::io::Error),
@@ -187,7 +177,10 @@ fn run(args: &Args) -> Result<(), StartError> {
         error!("{r}");
     }
     let listener = control::bind(&args.socket)?;
-    let core = Core::new(manifests, &driver_dir, policy, perms);
+    let start_timeout = Duration::from_secs(args.start_timeout);
+    let core = Core::new(manifests, CoreConfig { driver_dir, start_timeout }, policy, perms);
+    core.set_launcher(Arc::new(spawn::ProcessLauncher));
+    core.listen(Arc::new(plug::PlugManager));
 
     // Drivers first, so the tree is populated when the mount appears.
     for inst in core.all() {
@@ -196,10 +189,10 @@ fn run(args: &Args) -> Result<(), StartError> {
             continue;
         }
         if let Err(e) = core.start(inst) {
-            error!("driver {}: {e}", inst.name());
+            error!("driver {}: {}", inst.name(), ddf::error_chain(&e));
             continue;
         }
-        let state = core.wait_ready(inst, Duration::from_secs(args.start_timeout));
+        let state = inst.wait_ready(start_timeout);
         if state != ddf::proto::DriverState::Running {
             warn!("driver {}: not ready at start ({})", inst.name(), state.as_str());
         }
@@ -226,7 +219,7 @@ fn run(args: &Args) -> Result<(), StartError> {
         core.stop_all(Duration::from_secs(1));
         StartError::Mount(args.mountpoint.clone(), e)
     })?;
-    let _ = core.notifier.set(session.notifier());
+    core.set_notifier(Box::new(fs::KernelNotify(session.notifier())));
     let session = session.spawn().map_err(|e| StartError::Mount(args.mountpoint.clone(), e))?;
 
     let c = core.clone();
@@ -243,8 +236,7 @@ fn run(args: &Args) -> Result<(), StartError> {
     let c = core.clone();
     spawn_named("interrupts", move || interrupt::watch(c));
     let c = core.clone();
-    let start_timeout = Duration::from_secs(args.start_timeout);
-    spawn_named("watchdog", move || supervise::watchdog(c, start_timeout));
+    spawn_named("watchdog", move || supervise::watchdog(c));
 
     info!("serving {} (control socket {})", args.mountpoint.display(), args.socket.display());
     let sig = signals.wait().map_err(StartError::Signals)?;
@@ -271,4 +263,22 @@ fn shutdown(core: &Arc<Core>, mountpoint: &Path, socket: &Path) {
         Err(e) => error!("cannot unmount {}: {e}", mountpoint.display()),
     }
     let _ = std::fs::remove_file(socket);
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_bad_rules_file_is_named_once_with_its_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.rules");
+        std::fs::write(&path, "path /ddf/zero mode 999999\n").unwrap();
+        let err = access_policy::Policy::builtin().add_file(&path).unwrap_err();
+        let cause = err.to_string();
+        let said = ddf::error_chain(&StartError::from(err));
+        assert!(said.starts_with("bad rules, not starting: "), "{said}");
+        assert_eq!(said.matches(cause.as_str()).count(), 1, "{said}");
+    }
 }
