@@ -12,6 +12,7 @@
 //! own encoders (`cargo run --example make-seeds`).
 
 pub mod input;
+pub mod manifest;
 pub mod policy;
 pub mod proto;
 pub mod seeds;

@@ -10,8 +10,9 @@ use access_policy::{NodeKey, Perm, PermStore, Policy};
 use ddf::input::{text_to_events, InputEvent, KeyAction, EV_KEY, EV_LED, EV_MSC, EV_SYN, KEY_A, MSC_SCAN, SYN_DROPPED};
 use ddf::ipc::encode_frame;
 use ddf::proto::{
-    Answer, BoundDevice, Call, ControlRequest, ControlResponse, DdmInfo, DdmToDriver, DeviceClass, DeviceSpec,
-    DriverState, DriverStatus, DriverToDdm, Errno, Fault, Hello, NodeInfo, Query, RequestId, StateEntry,
+    Answer, BoundDevice, BusId, Call, ControlRequest, ControlResponse, DdmInfo, DdmToDriver, DeviceClass, DeviceId,
+    DeviceSpec, DriverState, DriverStatus, DriverToDdm, Errno, Fault, Handle, Hello, NodeInfo, OpenFlags, Query,
+    RequestId, StateEntry,
 };
 use ddf_vbus::model::Model;
 use serde::Serialize;
@@ -61,20 +62,20 @@ fn ddm_to_driver() -> Vec<(&'static str, DdmToDriver)> {
                 state: vec![StateEntry { key: s("devices"), bytes: b"ddf-vbus-state 1\nvdev0\n".to_vec(), fds: 1 }],
             },
         ),
-        ("open", call(1, Call::Open { device: 0, flags: libc::O_RDWR })),
-        ("close", call(2, Call::Close { handle: 7 })),
-        ("read", call(42, Call::Read { handle: 7, offset: 0, len: 4096, flags: libc::O_NONBLOCK })),
-        ("write", call(3, Call::Write { handle: 3, offset: 5, flags: 1 })),
-        ("ioctl", call(4, Call::Ioctl { handle: 7, cmd: ddf::input::keyboard::GET_STATS, out_len: 32 })),
-        ("poll", call(5, Call::Poll { handle: 7, events: libc::POLLIN as u32, notify: true })),
-        ("scatter", call(6, Call::Scatter { handle: 1, offset: 4096, lens: vec![512, 512, 3072] })),
-        ("gather", call(7, Call::Gather { handle: 1, offset: 1 << 20, lens: vec![4096, 4096] })),
+        ("open", call(1, Call::Open { device: DeviceId(0), flags: OpenFlags(libc::O_RDWR) })),
+        ("close", call(2, Call::Close { handle: Handle(7) })),
+        ("read", call(42, Call::Read { handle: Handle(7), offset: 0, len: 4096, flags: OpenFlags(libc::O_NONBLOCK) })),
+        ("write", call(3, Call::Write { handle: Handle(3), offset: 5, flags: OpenFlags(1) })),
+        ("ioctl", call(4, Call::Ioctl { handle: Handle(7), cmd: ddf::input::keyboard::GET_STATS, out_len: 32 })),
+        ("poll", call(5, Call::Poll { handle: Handle(7), events: libc::POLLIN as u32, notify: true })),
+        ("scatter", call(6, Call::Scatter { handle: Handle(1), offset: 4096, lens: vec![512, 512, 3072] })),
+        ("gather", call(7, Call::Gather { handle: Handle(1), offset: 1 << 20, lens: vec![4096, 4096] })),
         ("cancel", DdmToDriver::Cancel { id: RequestId(42) }),
         ("ping", DdmToDriver::Ping { seq: 9 }),
         ("shutdown", DdmToDriver::Shutdown),
         ("inject-exit", DdmToDriver::Inject(Fault::Exit(3))),
         ("inject-flood", DdmToDriver::Inject(Fault::Flood)),
-        ("attach", DdmToDriver::Attach { device: 1, access: libc::O_RDONLY }),
+        ("attach", DdmToDriver::Attach { device: DeviceId(1), access: OpenFlags(libc::O_RDONLY) }),
         (
             "bind",
             DdmToDriver::Bind(BoundDevice {
@@ -93,35 +94,38 @@ fn ddm_to_driver() -> Vec<(&'static str, DdmToDriver)> {
 /// Drivers' messages to the DDM, one of each kind.
 fn driver_to_ddm() -> Vec<(&'static str, DriverToDdm)> {
     let reply = |id, result| DriverToDdm::Reply { id: RequestId(id), result };
-    let mut pci = DeviceSpec::new(3, "0000:00:01.0", DeviceClass::Block, 256);
-    pci.bus = Some(0);
+    let mut pci = DeviceSpec::new(DeviceId(3), "0000:00:01.0", DeviceClass::Block, 256);
+    pci.bus = Some(BusId(0));
     pci.address = Some(s("0000:00:01.0"));
     pci.meta = pairs(&[("vendor", "0x1af4"), ("device", "0x1045"), ("class", "0x00ff00")]);
     pci.offer = true;
-    let mut bound = DeviceSpec::new(0, "vdev0", DeviceClass::Char, 0);
+    let mut bound = DeviceSpec::new(DeviceId(0), "vdev0", DeviceClass::Char, 0);
     bound.serves = Some(s("vbus/vdev0"));
     vec![
-        ("add-device", DriverToDdm::AddDevice(DeviceSpec::new(1, "zero", DeviceClass::Char, 0))),
+        ("add-device", DriverToDdm::AddDevice(DeviceSpec::new(DeviceId(1), "zero", DeviceClass::Char, 0))),
         ("add-pci-device", DriverToDdm::AddDevice(pci)),
         ("add-bound-device", DriverToDdm::AddDevice(bound)),
-        ("remove-device", DriverToDdm::RemoveDevice { device: 1 }),
+        ("remove-device", DriverToDdm::RemoveDevice { device: DeviceId(1) }),
         ("ready", DriverToDdm::Ready),
-        ("reply-opened", reply(1, Ok(Answer::Opened { handle: 7 }))),
+        ("reply-opened", reply(1, Ok(Answer::Opened { handle: Handle(7) }))),
         ("reply-closed", reply(2, Ok(Answer::Closed))),
         ("reply-data", reply(42, Ok(Answer::Data))),
         ("reply-written", reply(300, Ok(Answer::Written { len: 1 }))),
         ("reply-ioctl", reply(4, Ok(Answer::Ioctl { result: 0 }))),
         ("reply-polled", reply(5, Ok(Answer::Polled { revents: libc::POLLIN as u32 }))),
-        ("reply-backed", reply(6, Ok(Answer::OpenedBacked { handle: 8 }))),
+        ("reply-backed", reply(6, Ok(Answer::OpenedBacked { handle: Handle(8) }))),
         ("reply-eagain", reply(1, Err(Errno::EAGAIN))),
         ("pong", DriverToDdm::Pong { seq: 9 }),
-        ("poll-wake", DriverToDdm::PollWake { handle: 7 }),
+        ("poll-wake", DriverToDdm::PollWake { handle: Handle(7) }),
         ("save-state", DriverToDdm::SaveState { key: s("devices") }),
         ("drop-state", DriverToDdm::DropState { key: s("devices") }),
         ("counters", DriverToDdm::Counters(vec![(s("lost_bytes"), 904)])),
-        ("add-bus", DriverToDdm::AddBus { bus: 0, name: s("pci"), kind: s("pci"), parent: None }),
-        ("add-child-bus", DriverToDdm::AddBus { bus: 1, name: s("usb1"), kind: s("usb"), parent: Some(0) }),
-        ("remove-bus", DriverToDdm::RemoveBus { bus: 1 }),
+        ("add-bus", DriverToDdm::AddBus { bus: BusId(0), name: s("pci"), kind: s("pci"), parent: None }),
+        (
+            "add-child-bus",
+            DriverToDdm::AddBus { bus: BusId(1), name: s("usb1"), kind: s("usb"), parent: Some(BusId(0)) },
+        ),
+        ("remove-bus", DriverToDdm::RemoveBus { bus: BusId(1) }),
     ]
 }
 
@@ -199,7 +203,10 @@ fn control_responses() -> Vec<(&'static str, ControlResponse)> {
         ("error", ControlResponse::Error(s("no driver named \"nul\"; ddmctl status lists them"))),
         ("info", ControlResponse::Info(DdmInfo { mountpoint: s("/ddf"), version: s("0.1.0"), pid: 4242 })),
         ("done", ControlResponse::Done(s("null: injected Segv"))),
-        ("direct", ControlResponse::Direct { device: 0, access: libc::O_RDWR, driver: s("ramdisk") }),
+        (
+            "direct",
+            ControlResponse::Direct { device: DeviceId(0), access: OpenFlags(libc::O_RDWR), driver: s("ramdisk") },
+        ),
     ]
 }
 
@@ -370,6 +377,48 @@ fn i8042() -> Vec<Seed> {
     ]
 }
 
+/// Manifests: the built-in drivers' own, every key of `ddm_fs::manifest`'s
+/// documentation, and a driver that serves bus devices, as the tests use.
+fn manifests() -> Vec<Seed> {
+    let every_key = r#"name = "null"          # instance name, unique in one ddm
+exec = "ddf-null"      # executable; relative names are looked up in the driver directory
+autostart = true       # start when ddm starts
+handles_survive_restart = true   # open files are re-opened on a new incarnation
+[params]               # key = "value" pairs handed to the driver at start
+size = "64M"
+count = 2
+[supervision]          # optional overrides of the restart policy
+max_failures = 5       # deaths within `window_secs` that quarantine it
+window_secs = 60
+backoff_ms = 100       # wait before the 2nd restart; doubles each time
+backoff_max_ms = 5000
+heartbeat_ms = 1000    # ping period
+heartbeat_timeout_ms = 3000   # no pong for this long: hung, killed
+request_timeout_ms = 5000     # open/ioctl/poll unanswered this long: hung
+blocking_calls = ["read", "write"]   # calls that may wait forever
+[sandbox]              # how the process is confined
+user = "nobody"        # run as this user (default: ddm's)
+landlock = true        # open no file but these (default: true)
+read = ["/sys"]        # and below
+write = []
+"#;
+    vec![
+        seed("manifest", "null", include_str!("../../drivers/null/manifest.toml")),
+        seed("manifest", "keyboard", include_str!("../../drivers/keyboard/manifest.toml")),
+        seed("manifest", "ramdisk", include_str!("../../drivers/ramdisk/manifest.toml")),
+        seed("manifest", "pci", include_str!("../../drivers/pci/manifest.toml")),
+        seed("manifest", "vbus", include_str!("../../drivers/vbus/manifest.toml")),
+        seed("manifest", "every-key", every_key),
+        seed(
+            "manifest",
+            "bus-device-driver",
+            "name = \"vdrv\"\nexec = \"ddf-testdrv\"\n[params]\nno_own_devices = \"true\"\n\
+             [match]\nbus = \"vbus\"\nclass = \"char\"\n[match.ids]\nvendor = \"12*\"\ndevice = \"[0-9]???\"\n",
+        ),
+        seed("manifest", "crash-loop", "name = \"t\"\nexec = \"x\"\n[supervision]\nmax_failures = 3\nwindow_secs = 10\nbackoff_ms = 100\nbackoff_max_ms = 250\n"),
+    ]
+}
+
 /// Every seed of every target. `scratch` is an empty directory to make
 /// state files in.
 pub fn all(scratch: &Path) -> Vec<Seed> {
@@ -392,14 +441,23 @@ pub fn all(scratch: &Path) -> Vec<Seed> {
         "frame",
         "read",
         frame(
-            &DdmToDriver::Call { id: RequestId(42), call: Call::Read { handle: 7, offset: 0, len: 4096, flags: 0 } },
+            &DdmToDriver::Call {
+                id: RequestId(42),
+                call: Call::Read { handle: Handle(7), offset: 0, len: 4096, flags: OpenFlags(0) },
+            },
             b"",
         ),
     ));
     out.push(seed(
         "frame",
         "write-hi",
-        frame(&DdmToDriver::Call { id: RequestId(1), call: Call::Write { handle: 3, offset: 5, flags: 1 } }, b"hi"),
+        frame(
+            &DdmToDriver::Call {
+                id: RequestId(1),
+                call: Call::Write { handle: Handle(3), offset: 5, flags: OpenFlags(1) },
+            },
+            b"hi",
+        ),
     ));
     out.push(seed(
         "frame",
@@ -429,5 +487,6 @@ pub fn all(scratch: &Path) -> Vec<Seed> {
     out.extend(vbus());
     out.extend(evdev());
     out.extend(i8042());
+    out.extend(manifests());
     out
 }
