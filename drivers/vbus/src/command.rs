@@ -206,12 +206,7 @@ pub fn parse_line(line: &str) -> Result<Option<Command>, CmdError> {
     let cmd = match cmd {
         "add" => {
             let (&name, pairs) = args.split_first().ok_or(CmdError::Usage(USAGE_ADD))?;
-            check_name(name)?;
-            let mut desc = parse_desc(pairs)?;
-            if desc.address.as_deref() == Some(name) {
-                desc.address = None;
-            }
-            Command::Add { name: name.to_owned(), desc }
+            Command::Add { name: name.to_owned(), desc: parse_device(name, pairs)? }
         }
         "remove" => match args {
             [name] => {
@@ -268,6 +263,19 @@ pub fn check_name(name: &str) -> Result<(), CmdError> {
         return Err(CmdError::Reserved);
     }
     Ok(())
+}
+
+/// A device as an `add` line and a line of the saved list give it: `name`
+/// checked ([`check_name`]), the words after it parsed ([`parse_desc`]),
+/// and an `address=` equal to the name dropped, since that is the default:
+/// one device has one description, and [`describe`] of it parses back to it.
+pub fn parse_device(name: &str, pairs: &[&str]) -> Result<Desc, CmdError> {
+    check_name(name)?;
+    let mut desc = parse_desc(pairs)?;
+    if desc.address.as_deref() == Some(name) {
+        desc.address = None;
+    }
+    Ok(desc)
 }
 
 /// Parses the `key=value` words after a name.
