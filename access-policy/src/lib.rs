@@ -69,11 +69,3 @@ pub enum NodeKind {
     /// A block device.
     BlockDevice,
 }
-
-/// The built-in default for one node: the same as
-/// `Policy::builtin().perm_for(path, kind)`. It looks the built-in groups up
-/// on every call; build one [`Policy`] and ask it instead when there are
-/// many nodes.
-pub fn default_perm(path: &str, kind: NodeKind) -> Perm {
-    Policy::builtin().perm_for(path, kind)
-}

@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use ddf::ipc::{encode_frame, Channel, IpcError};
@@ -62,6 +63,8 @@ pub struct Conn {
     failed: Mutex<Vec<String>>,
     blocking: Vec<String>,
     request_timeout: Duration,
+    /// The fast path, once the driver has its ring.
+    pub(crate) fast: OnceLock<crate::fast::LinkRing>,
 }
 
 /// The name of a call, as manifests' `blocking_calls` use it.
@@ -92,29 +95,42 @@ impl Conn {
             out: Mutex::new(Rank::Out, OutQueue::default()),
             out_cv: Condvar::new(),
             dead: AtomicBool::new(false),
+            fast: OnceLock::new(),
         }
     }
 
-    /// Sends `call` and parks `parked` until the driver answers. Never
-    /// blocks on the driver. On failure the parked reply is failed here.
+    /// Sends `call` by the socket and parks `parked` until the driver
+    /// answers. Never blocks on the driver. On failure the parked reply is
+    /// failed here.
     pub fn call(&self, call: Call, payload: &[u8], parked: Parked, pid: u32) -> Option<RequestId> {
+        let id = self.register(&call, parked, pid)?;
+        self.send_call(id, call, payload);
+        Some(id)
+    }
+
+    /// Registers a call as in flight (before it is sent, so that an answer
+    /// always finds it); `None` if the link is dead (the reply is failed).
+    pub(crate) fn register(&self, call: &Call, parked: Parked, pid: u32) -> Option<RequestId> {
         if self.dead.load(Ordering::Acquire) {
             parked.fail(Errno::EIO);
             return None;
         }
         let id = RequestId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let name = call_name(&call);
+        let name = call_name(call);
         let now = Instant::now();
         let deadline = (!self.blocking.iter().any(|b| b == name)).then(|| now + self.request_timeout);
         self.pending.lock().insert(id, Pending { parked, pid, since: now, deadline, call: name });
+        Some(id)
+    }
+
+    /// Sends registered call `id` by the socket.
+    pub(crate) fn send_call(&self, id: RequestId, call: Call, payload: &[u8]) {
         let msg = DdmToDriver::Call { id, call };
         if let Err(err) = self.send(&msg, payload) {
             if let Some(p) = self.pending.lock().remove(&id) {
                 p.parked.fail(err);
             }
-            return None;
         }
-        Some(id)
     }
 
     /// Queues a message to the driver in FIFO order, without blocking.
@@ -203,6 +219,11 @@ impl Conn {
     /// The socket (for the reader thread).
     pub fn chan(&self) -> &Channel {
         &self.chan
+    }
+
+    /// Calls made on the link so far.
+    pub fn calls(&self) -> u64 {
+        self.next_id.load(Ordering::Relaxed)
     }
 
     /// Whether the link is gone.

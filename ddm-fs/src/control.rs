@@ -106,7 +106,7 @@ fn client(core: &Arc<Core>, fd: OwnedFd, rights: &Rights) -> Result<(), IpcError
         let fds = frame.fds;
         let (answer, give) = match decoded {
             Ok(ControlRequest::Direct) => match direct(core, rights, fds) {
-                Ok((answer, fd)) => (answer, vec![fd]),
+                Ok((answer, fds)) => (answer, fds),
                 Err(why) => {
                     warn!("control: direct connection refused to uid {} (pid {}): {why}", cred.uid, cred.pid);
                     (ControlResponse::Error(why), Vec::new())
@@ -202,7 +202,7 @@ fn handle(core: &Arc<Core>, req: ControlRequest, rights: &Rights) -> ControlResp
 /// Grants a direct link to a device's driver. The proof is a descriptor of
 /// the device file opened on our mount: the kernel checked the caller's
 /// rights when it was opened, and its access mode is what is granted.
-fn direct(core: &Core, rights: &Rights, fds: Vec<OwnedFd>) -> Result<(ControlResponse, OwnedFd), String> {
+fn direct(core: &Core, rights: &Rights, fds: Vec<OwnedFd>) -> Result<(ControlResponse, Vec<OwnedFd>), String> {
     let [proof]: [OwnedFd; 1] =
         fds.try_into().map_err(|_| "a direct connection needs exactly one open device file as proof".to_owned())?;
     let st = nix::sys::stat::fstat(&proof).map_err(|e| format!("cannot stat the proof: {e}"))?;
@@ -220,11 +220,38 @@ fn direct(core: &Core, rights: &Rights, fds: Vec<OwnedFd>) -> Result<(ControlRes
     let conn = inst.conn().ok_or_else(|| format!("driver {} is not running", inst.name()))?;
     let (ours, theirs) = Channel::pair().map_err(|e| format!("socketpair: {e}"))?;
     let theirs: OwnedFd = theirs.into();
-    let msg = ddf::proto::DdmToDriver::Attach { device: dref.device, access };
-    conn.chan().send(&msg, &[], &[theirs.as_fd()]).map_err(|e| format!("driver {}: {e}", inst.name()))?;
+    // The fast path: a ring ddm makes and hands to both ends.
+    let fast = if core.config.fast_path { client_ring() } else { None };
+    let spec = fast.as_ref().map(|(r, _)| r.spec());
+    let mut to_driver = vec![theirs.as_fd()];
+    let mut to_client: Vec<OwnedFd> = vec![ours.into()];
+    if let Some((ring, bell)) = &fast {
+        to_driver.extend([ring.fd(), bell.as_fd()]);
+        let dup = |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned().map_err(|e| format!("dup: {e}"));
+        to_client.extend([dup(ring.fd())?, dup(bell.as_fd())?]);
+    }
+    let msg = ddf::proto::DdmToDriver::Attach { device: dref.device, access, ring: spec };
+    conn.chan().send(&msg, &[], &to_driver).map_err(|e| format!("driver {}: {e}", inst.name()))?;
     log::info!("direct link to driver {} for device {} (access {:?})", inst.name(), dref.device, access.access());
-    let answer = ControlResponse::Direct { device: dref.device, access, driver: inst.name().to_owned() };
-    Ok((answer, ours.into()))
+    let answer = ControlResponse::Direct { device: dref.device, access, driver: inst.name().to_owned(), ring: spec };
+    Ok((answer, to_client))
+}
+
+/// A ring and its doorbell for a direct client's link (`None`: the link
+/// takes the socket only; logged).
+fn client_ring() -> Option<(ddf::ring::Ring, ddf::ring::Doorbell)> {
+    let spec = ddf::proto::RingSpec { slots: 2, slot_size: ddf::ring::DEFAULT_SLOT_SIZE };
+    let made = ddf::ring::Ring::create(spec).and_then(|r| {
+        r.set_spin_allowed(true);
+        Ok((r, ddf::ring::Doorbell::new()?))
+    });
+    match made {
+        Ok(m) => Some(m),
+        Err(e) => {
+            warn!("direct link without a fast path: {}", ddf::error_chain(&e));
+            None
+        }
+    }
 }
 
 /// The tree as the control socket shows it.
@@ -305,6 +332,7 @@ pub fn status(core: &Core) -> Vec<DriverStatus> {
                 restarts: live.restarts,
                 devices,
                 counters: inst.counters.lock().iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                fast_calls: live.conn.as_ref().map_or(0, |c| c.fast_calls()),
             }
         })
         .collect()

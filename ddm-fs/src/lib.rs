@@ -15,7 +15,7 @@
 //! | [`ids`] | inodes, file handles, instance ids: each a type of its own |
 //! | [`tree`], [`manifest`] | plain data: the device tree, driver manifests |
 //! | [`reply`] | how the core answers a caller without knowing FUSE |
-//! | [`conn`] | one incarnation's link: requests in flight, the FIFO |
+//! | [`conn`], [`fast`] | one incarnation's link: requests in flight, the FIFO; the ring and its spinning |
 //! | [`core`] | the state machine: instances, registration, open files, answers |
 //! | [`interrupt`] | parked and waiting calls whose caller was signalled end with `EINTR` |
 //! | [`sandbox`], [`spawn`] | starting driver processes, confined |
@@ -29,6 +29,7 @@
 pub mod conn;
 pub mod control;
 pub mod core;
+pub mod fast;
 pub mod fs;
 pub mod ids;
 pub mod interrupt;

@@ -133,6 +133,13 @@ pub fn reap(core: &Arc<Core>, inst: &Arc<Instance>, mut child: Child, conn: &Arc
         format!("{} in flight failed with EIO: {}", ended.in_flight.len(), ended.in_flight.join(", "))
     };
     match decision {
+        Decision::StayDown if !core.is_stopping() && has_bound_nodes(core, inst) => {
+            // Stopped because it served nothing, but handed a device since
+            // (a rescan while it was on its way out): it is needed again.
+            info!("driver {} ({paths}): {how}; a device was bound to it meanwhile: starting it again", inst.name());
+            inst.live.lock().state = DriverState::Restarting;
+            restart_later(core, inst, Duration::ZERO);
+        }
         Decision::StayDown => info!("driver {} ({paths}): {how}", inst.name()),
         Decision::Restart(delay) => {
             error!("driver {} ({paths}) died: {how}; {flight}; restarting in {} ms", inst.name(), delay.as_millis());
@@ -146,6 +153,11 @@ pub fn reap(core: &Arc<Core>, inst: &Arc<Instance>, mut child: Child, conn: &Arc
             inst.name()
         ),
     }
+}
+
+/// Whether the plugin manager has handed `inst` a node.
+fn has_bound_nodes(core: &Core, inst: &Instance) -> bool {
+    core.bindings.lock().values().any(|b| *b == crate::core::Binding::Bound(inst.id))
 }
 
 /// Starts the next incarnation after `delay`, on a thread of its own.
@@ -244,6 +256,8 @@ pub fn watchdog(core: Arc<Core>) {
 /// One look of the watchdog at every driver, at `now`.
 fn check(core: &Core, now: Instant, seq: &mut u64) {
     let start_timeout = core.config.start_timeout;
+    let conns: Vec<Arc<Conn>> = core.all().iter().filter_map(|i| i.conn()).collect();
+    crate::fast::govern(conns.iter().filter_map(|c| c.fast.get().map(|f| (f, c.calls()))));
     for inst in core.all() {
         let policy = &inst.manifest.supervision;
         let mut verdict = None;

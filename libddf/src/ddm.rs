@@ -89,11 +89,21 @@ impl Ddm {
         use std::os::fd::AsFd;
         let (answer, mut fds) = self.call_fds(&ControlRequest::Direct, &[file.as_fd()])?;
         match answer {
-            ControlResponse::Direct { device, access, .. } => {
-                let fd = fds.pop().ok_or_else(|| DdmError::Unexpected("Direct without a socket".into()))?;
-                let chan = Channel::from_fd(fd)?;
-                crate::driver::Client::new(chan, device, access.access())
-                    .map_err(|e| DdmError::Unexpected(e.to_string()))
+            ControlResponse::Direct { device, access, ring, .. } => {
+                if fds.is_empty() {
+                    return Err(DdmError::Unexpected("Direct without a socket".into()));
+                }
+                let chan = Channel::from_fd(fds.remove(0))?;
+                let unexpected = |e: &dyn std::error::Error| DdmError::Unexpected(crate::error_chain(e));
+                match (ring, <[std::os::fd::OwnedFd; 2]>::try_from(fds)) {
+                    (Some(spec), Ok([ring, bell])) => {
+                        let ring = crate::ring::Ring::accept(ring, spec).map_err(|e| unexpected(&e))?;
+                        let bell = crate::ring::Doorbell::from_fd(bell);
+                        crate::driver::Client::with_ring(chan, device, access.access(), ring, bell)
+                            .map_err(|e| unexpected(&e))
+                    }
+                    _ => crate::driver::Client::new(chan, device, access.access()).map_err(|e| unexpected(&e)),
+                }
             }
             other => Err(DdmError::Unexpected(format!("{other:?}"))),
         }

@@ -162,6 +162,15 @@ pub fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     Ok(value)
 }
 
+/// Encodes a frame's header (postcard) into `buf`, replacing what it held:
+/// the header of a frame whose payload travels apart (a ring slot).
+pub fn encode_header<T: Serialize>(header: &T, buf: &mut Vec<u8>) -> Result<()> {
+    buf.clear();
+    let v = postcard::to_extend(header, std::mem::take(buf)).map_err(IpcError::Encode)?;
+    *buf = v;
+    Ok(())
+}
+
 /// Encodes a frame as it goes on the wire (used by tests and by tools that
 /// want to see the bytes; [`Channel::send`] does not copy the payload).
 pub fn encode_frame<T: Serialize>(header: &T, payload: &[u8]) -> Result<Vec<u8>> {

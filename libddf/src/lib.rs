@@ -19,6 +19,9 @@
 //! record, key codes, and the US keyboard layout both ways. [`testing`] is a
 //! stand-in for the DDM, to test a driver process over the real protocol.
 //!
+//! [`ring`] is the fast path: calls through shared memory, with bounded
+//! spinning, beside the socket.
+//!
 //! The messages themselves live in [`proto`], in one place, so that the wire
 //! format can be read (and is pinned by tests) without reading the transport.
 //!
@@ -35,6 +38,7 @@ pub mod ipc;
 pub mod mem;
 pub mod params;
 pub mod proto;
+pub mod ring;
 pub mod testing;
 
 pub use proto::Errno;

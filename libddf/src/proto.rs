@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 pub const PROTOCOL_MAGIC: [u8; 4] = *b"DDF\x01";
 
 /// Version of the messages in this module.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The first message each way on every link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -332,6 +332,10 @@ pub enum DdmToDriver {
         device: DeviceId,
         /// The access it may open it with.
         access: OpenFlags,
+        /// The shape of the client's ring, when the frame also carries one
+        /// (after the socket: the ring's memfd and its doorbell), as
+        /// [`DdmToDriver::Ring`].
+        ring: Option<RingSpec>,
     },
     /// The plugin manager hands this driver a device its manifest matches:
     /// it should register a device with [`DeviceSpec::serves`] set to the
@@ -345,6 +349,19 @@ pub enum DdmToDriver {
     /// Enumerate the bus again: report devices that appeared, remove those
     /// that went (bus drivers).
     Rescan,
+    /// The fast path: calls may come in this shared-memory ring too
+    /// ([`crate::ring`]). The frame carries its memfd and its doorbell (an
+    /// eventfd), in that order.
+    Ring(RingSpec),
+}
+
+/// The shape of a ring ([`crate::ring`]): how many slots of how many bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingSpec {
+    /// Slots.
+    pub slots: u32,
+    /// Bytes per slot, control words included.
+    pub slot_size: u32,
 }
 
 /// A fault the driver runtime injects into itself on request.
@@ -366,6 +383,19 @@ pub enum Fault {
     Flood,
     /// Answer a request that was never made.
     StrayReply,
+    /// Answer the next call that comes by the ring with garbage in its slot
+    /// (if none comes within 2 s, the next answer by the socket: a garbage
+    /// frame).
+    RingGarbage,
+    /// Answer the next call that comes by the ring with a reply to a
+    /// request never made (or, after 2 s, by the socket: the same).
+    RingStray,
+    /// Answer the next call that comes by the ring with a length beyond its
+    /// slot (or, after 2 s, by the socket: a header longer than its frame).
+    RingOverlong,
+    /// Die in the middle of the next answer in a ring slot (or, after 2 s,
+    /// of the next answer).
+    RingDeath,
 }
 
 impl Fault {
@@ -380,6 +410,10 @@ impl Fault {
             "exit" => Fault::Exit(0),
             "flood" => Fault::Flood,
             "stray-reply" => Fault::StrayReply,
+            "ring-garbage" => Fault::RingGarbage,
+            "ring-stray" => Fault::RingStray,
+            "ring-overlong" => Fault::RingOverlong,
+            "ring-death" => Fault::RingDeath,
             other => Fault::Exit(other.strip_prefix("exit:")?.parse().ok()?),
         })
     }
@@ -681,6 +715,9 @@ pub enum ControlResponse {
         access: OpenFlags,
         /// The driver instance.
         driver: String,
+        /// The shape of the ring shared with the driver, when the frame also
+        /// carries one (after the socket: its memfd and the doorbell).
+        ring: Option<RingSpec>,
     },
 }
 
@@ -768,6 +805,8 @@ pub struct DriverStatus {
     pub devices: Vec<String>,
     /// The driver's own counters (see [`DriverToDdm::Counters`]).
     pub counters: Vec<(String, u64)>,
+    /// Calls of the current incarnation that took the fast path (its ring).
+    pub fast_calls: u64,
 }
 
 #[cfg(test)]
@@ -781,7 +820,7 @@ mod tests {
 
     #[test]
     fn hello_is_pinned() {
-        assert_eq!(enc(&Hello::ours()), [b'D', b'D', b'F', 1, 2]);
+        assert_eq!(enc(&Hello::ours()), [b'D', b'D', b'F', 1, 3]);
     }
 
     #[test]

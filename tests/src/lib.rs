@@ -34,6 +34,30 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 
+/// Locks a mutex, also after a panic of another holder (the tools' data is
+/// counters and lists, still good after a panic).
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whether this process runs as root (the end-to-end tests mount FUSE file
+/// systems and switch users).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Ends a test that needs root with one line, instead of failing, when it
+/// runs as another user (`cargo test` as a normal user runs the unit tests).
+#[macro_export]
+macro_rules! needs_root {
+    () => {
+        if !$crate::is_root() {
+            eprintln!("skipped: {} needs root (FUSE mounts, other users)", module_path!());
+            return;
+        }
+    };
+}
+
 /// The directory holding the workspace's binaries.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -230,7 +254,7 @@ pub struct Launched {
 static LAUNCHED: Mutex<Vec<Launched>> = Mutex::new(Vec::new());
 
 fn launched() -> MutexGuard<'static, Vec<Launched>> {
-    LAUNCHED.lock().unwrap_or_else(|e| e.into_inner())
+    lock(&LAUNCHED)
 }
 
 /// Takes the list of the ddm processes this program started that are not

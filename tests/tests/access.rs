@@ -47,6 +47,7 @@ fn sh_ok(cmd: &str) {
 
 #[test]
 fn the_kernel_enforces_mode_owner_and_groups_for_other_users() {
+    ddf_tests::needs_root!();
     let rules_dir = tempfile::tempdir().unwrap();
     let rules = rules_dir.path().join("rules");
     std::fs::write(&rules, "zero root:root 0600\n").unwrap();
@@ -78,6 +79,7 @@ fn the_kernel_enforces_mode_owner_and_groups_for_other_users() {
 
 #[test]
 fn chmod_survives_a_ddm_restart_and_a_driver_restart() {
+    ddf_tests::needs_root!();
     let state = tempfile::tempdir().unwrap();
     {
         let ddm = Ddm::builder().state_dir(state.path()).start();
@@ -108,6 +110,7 @@ fn status_pid(ddm: &Ddm, name: &str) -> u32 {
 
 #[test]
 fn rules_defaults_and_later_rules_win() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::builder().manifest(STALL).wait_for("stall").start();
     // Built-in defaults.
     assert_eq!(mode(&ddm.path("null")), 0o666);
@@ -127,6 +130,7 @@ fn rules_defaults_and_later_rules_win() {
 
 #[test]
 fn a_rules_file_with_an_error_stops_ddm_with_the_line_number() {
+    ddf_tests::needs_root!();
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("bad.rules");
     std::fs::write(&rules, "null root:root 0666\n\nzero root:root rw-rw-rw-\n").unwrap();
@@ -146,6 +150,7 @@ fn a_rules_file_with_an_error_stops_ddm_with_the_line_number() {
 
 #[test]
 fn a_corrupt_state_file_is_kept_aside_and_reported_and_ddm_starts() {
+    ddf_tests::needs_root!();
     let state = tempfile::tempdir().unwrap();
     std::fs::write(state.path().join("permissions.json"), b"{ this is not json").unwrap();
     let ddm = Ddm::builder().state_dir(state.path()).start();
@@ -167,6 +172,7 @@ fn a_corrupt_state_file_is_kept_aside_and_reported_and_ddm_starts() {
 
 #[test]
 fn the_tree_belongs_to_the_drivers() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::start();
     let eperm = |cmd: &str| {
         let out = ddf_tests::sh(cmd);
@@ -189,6 +195,7 @@ fn the_tree_belongs_to_the_drivers() {
 
 #[test]
 fn posix_acls_are_stored_and_enforced() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::builder().manifest(STALL).wait_for("stall.info").start();
     let info = ddm.path("stall.info");
     sh_ok(&format!("chmod 600 {}", info.display()));
@@ -208,6 +215,7 @@ fn posix_acls_are_stored_and_enforced() {
 
 #[test]
 fn a_change_that_cannot_be_saved_is_refused_not_lost() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::start();
     // Make the state directory unwritable for the store: replace it by a file.
     std::fs::remove_dir_all(&ddm.state).unwrap();

@@ -23,6 +23,7 @@ fn bench_mounts() -> BTreeSet<String> {
 
 #[test]
 fn short_run_completes_and_prints_the_table() {
+    ddf_tests::needs_root!();
     let before = bench_mounts();
     let out_path = tempfile::NamedTempFile::new().unwrap();
     let err_path = tempfile::NamedTempFile::new().unwrap();

@@ -56,6 +56,7 @@ fn sysfs_functions() -> BTreeSet<String> {
 
 #[test]
 fn the_pci_bus_shows_every_function_with_its_config_space() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::builder().wait_for("pci").start();
     let want = sysfs_functions();
     let got = ls(&ddm.path("pci"));
@@ -89,6 +90,7 @@ fn the_pci_bus_shows_every_function_with_its_config_space() {
 
 #[test]
 fn find_answers_the_papers_query() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::builder().wait_for("pci").start();
     let out = ddm.ddmctl_ok(&["find", "--bus", "pci", "--json"]);
     let nodes: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
@@ -122,6 +124,7 @@ fn find_answers_the_papers_query() {
 
 #[test]
 fn vbus_hotplug_binds_matching_drivers_and_unplug_ends_their_handles() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::builder().manifest(VDRV).wait_for("vbus/ctl").start();
     assert!(status(&ddm, "vdrv").is_none(), "the matched driver runs before its device exists");
     ctl_ok(&ddm, "add vdev0 vendor=1234 device=0001");
@@ -174,6 +177,7 @@ fn vbus_hotplug_binds_matching_drivers_and_unplug_ends_their_handles() {
 
 #[test]
 fn load_unload_and_rescan_work_for_root_and_are_refused_to_others() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::builder().manifest(VDRV).wait_for("vbus/ctl").start();
     let user = |args: &[&str]| {
         Command::new("setpriv")
@@ -228,6 +232,7 @@ fn load_unload_and_rescan_work_for_root_and_are_refused_to_others() {
 
 #[test]
 fn a_thousand_vbus_devices() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::builder().wait_for("vbus/ctl").start();
     ctl_ok(&ddm, "add-many v 1000 vendor=4242");
     let names = ls(&ddm.path("vbus"));
@@ -248,6 +253,7 @@ fn a_thousand_vbus_devices() {
 
 #[test]
 fn a_bound_driver_in_a_crash_loop_gives_its_devices_back() {
+    ddf_tests::needs_root!();
     let loopy = "name = \"loopy\"\nexec = \"ddf-testdrv\"\n\
         [params]\nno_own_devices = \"true\"\npanic_on_init = \"true\"\n\
         [supervision]\nmax_failures = 2\nbackoff_ms = 20\n\

@@ -99,3 +99,35 @@ fn ddm_page_documents_every_option() {
 fn ddmctl_page_documents_every_command_and_option() {
     assert_documented("ddmctl", "ddmctl.8");
 }
+
+/// The code blocks (`.nf` ... `.fi`) of a man page section, unescaped.
+fn code_blocks(page: &str, section: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(repo_root().join("man").join(page)).unwrap();
+    let start = text.find(&format!("\n{section}\n")).unwrap_or_else(|| panic!("{page} has no {section}"));
+    let rest = &text[start + section.len() + 2..];
+    let end = rest.find("\n.SS ").or_else(|| rest.find("\n.SH ")).unwrap_or(rest.len());
+    let mut blocks = Vec::new();
+    let mut lines = rest[..end].lines();
+    while lines.by_ref().any(|l| l == ".nf") {
+        let body: Vec<String> = lines
+            .by_ref()
+            .take_while(|l| *l != ".fi")
+            .filter(|l| *l != ".RS" && *l != ".RE")
+            .map(|l| l.strip_prefix("\\&").unwrap_or(l).replace("\\-", "-").replace("\\e", "\\"))
+            .collect();
+        blocks.push(body.join("\n") + "\n");
+    }
+    blocks
+}
+
+#[test]
+fn ddf_driver_7_shows_the_whole_c_hello_driver_and_its_manifest() {
+    let file = |rel: &str| std::fs::read_to_string(repo_root().join(rel)).unwrap();
+    let hint = "update the C section of man/ddf-driver.7 from drivers/hello/";
+    let driver = code_blocks("ddf-driver.7", ".SS The hello driver");
+    assert_eq!(driver, [format!("{}\n{}", file("drivers/hello/hello.h"), file("drivers/hello/hello.c"))], "{hint}");
+    let manifest = code_blocks("ddf-driver.7", ".SS Its manifest");
+    assert_eq!(manifest, [file("drivers/hello/manifest.toml")], "{hint}");
+    let build = code_blocks("ddf-driver.7", ".SS Building");
+    assert_eq!(build, ["cc -o ddf-hello hello.c $(pkg-config --cflags --libs ddf)\n"]);
+}

@@ -252,6 +252,7 @@ fn lost_bytes(ddm: &Ddm, driver: &str) -> Option<u64> {
 
 #[test]
 fn cat_prints_exactly_what_is_typed() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::start();
     let kbd = ddm.path("keyboard0");
     let cat = Reader::cat(&kbd);
@@ -267,6 +268,7 @@ fn cat_prints_exactly_what_is_typed() {
 
 #[test]
 fn two_readers_get_every_key_and_a_late_reader_only_later_ones() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::start();
     let kbd = ddm.path("keyboard0");
     let a = Reader::cat(&kbd);
@@ -306,6 +308,7 @@ fn two_readers_get_every_key_and_a_late_reader_only_later_ones() {
 
 #[test]
 fn a_long_text_from_stdin_arrives_whole_and_in_order() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::start();
     let cat = Reader::cat(&ddm.path("keyboard0"));
     // Every printable ASCII character, Tab and Enter, 40 times: 3880 bytes
@@ -335,6 +338,7 @@ fn a_long_text_from_stdin_arrives_whole_and_in_order() {
 
 #[test]
 fn ddmctl_type_says_what_is_wrong() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::start();
     // Outside ASCII: refused, nothing typed.
     let out = ddm.ddmctl(&["type", "caf\u{e9}"]);
@@ -366,6 +370,7 @@ fn ddmctl_type_says_what_is_wrong() {
 
 #[test]
 fn timeout_ends_a_blocked_cat_with_124() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::start();
     let mut child =
         Command::new("timeout").arg("1").arg("cat").arg(ddm.path("keyboard0")).stdout(Stdio::piped()).spawn().unwrap();
@@ -412,6 +417,7 @@ fn wait_blocked(r: &Reader, marker: &str) {
 
 #[test]
 fn select_and_poll_wake_when_a_key_is_typed() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::start();
     let kbd = ddm.path("keyboard0");
     let mut cmd = Command::new("python3");
@@ -443,6 +449,7 @@ fn select_and_poll_wake_when_a_key_is_typed() {
 
 #[test]
 fn i8042_on_emulated_ports_decodes_scancodes() {
+    ddf_tests::needs_root!();
     let manifest = format!(
         "name = \"ps2\"\nexec = \"ddf-keyboard\"\nautostart = true\n[params]\n\
          source = \"i8042\"\nname = \"ps2kbd\"\nscancodes = \"{HELLO_SCANCODES}\"\n"
@@ -471,6 +478,7 @@ fn i8042_on_emulated_ports_decodes_scancodes() {
 
 #[test]
 fn a_slow_reader_loses_its_oldest_bytes_and_the_loss_is_counted() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::builder().manifest(SMALL_BUFFER_MANIFEST).wait_for("slow0").start();
     let slow = ddm.path("slow0");
     assert_eq!(lost_bytes(&ddm, "slowkbd"), Some(0), "the counter is there from the start");
@@ -504,6 +512,7 @@ fn a_slow_reader_loses_its_oldest_bytes_and_the_loss_is_counted() {
 
 #[test]
 fn raw_mode_gives_whole_key_event_records() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::start();
     let mut f = open_nonblocking(&ddm.path("keyboard0"));
     let mut mode = MODE_RAW;
@@ -597,6 +606,7 @@ impl Drop for Tmux {
 
 #[test]
 fn ctrl_c_ends_cat_in_a_terminal() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::start();
     let kbd = ddm.path("keyboard0");
     // An interactive shell with job control, as in a terminal: cat runs in
@@ -657,6 +667,7 @@ fn ctrl_c_ends_cat_in_a_terminal() {
 /// `EBADF` is a unit test of `hub.rs`.)
 #[test]
 fn a_reader_killed_in_a_parked_read_ends_and_its_handle_is_closed() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::builder()
         .manifest(SMALL_BUFFER_MANIFEST)
         .env("RUST_LOG", "info,fuser=warn,ddf_keyboard::hub=debug")
@@ -689,6 +700,7 @@ fn a_reader_killed_in_a_parked_read_ends_and_its_handle_is_closed() {
 
 #[test]
 fn stopping_ddm_with_a_blocked_reader_does_not_hang() {
+    ddf_tests::needs_root!();
     let mut ddm = Ddm::start();
     let kbd = ddm.path("keyboard0");
     let mut cat = Reader::cat(&kbd);

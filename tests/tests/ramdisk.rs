@@ -39,6 +39,7 @@ fn driver_json(ddm: &Ddm, name: &str) -> serde_json::Value {
 
 #[test]
 fn size_is_the_capacity_and_random_io_matches_a_model() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::builder().manifest(&ramdisk_manifest("4M")).wait_for("rd0").start();
     let path = ddm.path("rd0");
     let size = 4 * MIB;
@@ -82,6 +83,7 @@ fn size_is_the_capacity_and_random_io_matches_a_model() {
 
 #[test]
 fn readv_and_writev_become_scatter_and_gather() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::builder().manifest(&ramdisk_manifest("1M")).wait_for("rd0").start();
     let f = OpenOptions::new().read(true).write(true).open(ddm.path("rd0")).unwrap();
     let a = [1u8; 100];
@@ -108,6 +110,7 @@ fn readv_and_writev_become_scatter_and_gather() {
 
 #[test]
 fn end_of_device_behaves_like_a_block_device() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::builder().manifest(&ramdisk_manifest("64K")).wait_for("rd0").start();
     let f = OpenOptions::new().read(true).write(true).open(ddm.path("rd0")).unwrap();
     let size = 64 * 1024;
@@ -129,6 +132,7 @@ fn end_of_device_behaves_like_a_block_device() {
 
 #[test]
 fn contents_survive_a_kill_9_of_the_driver() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::builder().manifest(&ramdisk_manifest("8M")).wait_for("rd0").start();
     let path = ddm.path("rd0");
     let mut data = vec![0u8; 3 * MIB as usize];
@@ -157,6 +161,7 @@ fn contents_survive_a_kill_9_of_the_driver() {
 
 #[test]
 fn large_reads_take_the_zero_copy_path() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::builder().manifest(&ramdisk_manifest("16M")).wait_for("rd0").start();
     let before = driver_json(&ddm, "rd")["requests"].as_u64().unwrap();
     let f = File::open(ddm.path("rd0")).unwrap();
@@ -176,6 +181,7 @@ fn large_reads_take_the_zero_copy_path() {
 
 #[test]
 fn mkfs_ext4_and_a_loop_mount_work_on_the_ramdisk() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::builder().manifest(&ramdisk_manifest("32M")).wait_for("rd0").start();
     let dev = ddm.path("rd0");
     let out = Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&dev).output().unwrap();
@@ -218,6 +224,7 @@ fn direct(ddm: &Ddm, pre: &[&str], args: &[&str]) -> std::process::Output {
 
 #[test]
 fn the_direct_client_path_works_and_refuses_whom_the_file_refuses() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::builder().manifest(&ramdisk_manifest("1M")).wait_for("rd0").start();
     let dev = ddm.path("rd0");
     let d = dev.to_str().unwrap();

@@ -33,6 +33,7 @@ fn manifest(name: &str, sandbox: &str) -> String {
 
 #[test]
 fn builtin_drivers_that_need_no_privilege_run_as_nobody_without_new_privileges() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::start();
     for d in ["null", "ramdisk", "vbus"] {
         let pid = pid_of(&ddm, d);
@@ -48,6 +49,7 @@ fn builtin_drivers_that_need_no_privilege_run_as_nobody_without_new_privileges()
 
 #[test]
 fn landlock_lets_a_driver_open_only_what_its_manifest_names() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::builder()
         .manifest(&manifest("confined", ""))
         .manifest(&manifest("allowed", "[sandbox]\nread = [\"/etc/hostname\"]\n"))
@@ -64,6 +66,7 @@ fn landlock_lets_a_driver_open_only_what_its_manifest_names() {
 
 #[test]
 fn an_unknown_sandbox_user_is_a_clear_error() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::builder().manifest(&manifest("nouser", "[sandbox]\nuser = \"no-such-user-here\"\n")).start();
     assert!(
         wait_until(Duration::from_secs(10), || ddm.log().contains("no user \"no-such-user-here\"")),

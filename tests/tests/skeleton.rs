@@ -17,6 +17,7 @@ autostart = true
 
 #[test]
 fn root_lists_null_and_zero_as_empty_regular_files() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::start();
     let out = sh(&format!("ls {}", ddm.mnt.display()));
     let names = String::from_utf8(out.stdout).unwrap();
@@ -36,6 +37,7 @@ fn root_lists_null_and_zero_as_empty_regular_files() {
 
 #[test]
 fn zero_reads_zeros_and_null_swallows_writes() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::start();
     let data = read_n(&ddm.path("zero"), 1 << 20).unwrap();
     assert_eq!(data.len(), 1 << 20);
@@ -67,6 +69,7 @@ fn zero_reads_zeros_and_null_swallows_writes() {
 
 #[test]
 fn the_driver_is_its_own_process() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::start();
     let json = ddm.ddmctl_ok(&["status", "--json"]);
     let pid: u32 = json
@@ -97,6 +100,7 @@ fn the_driver_is_its_own_process() {
 
 #[test]
 fn a_stuck_driver_holds_up_nothing_else() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::builder().manifest(STALL_MANIFEST).wait_for("stall").start();
     // A reader blocks on the stalling device.
     let mut reader =
@@ -135,6 +139,7 @@ fn a_stuck_driver_holds_up_nothing_else() {
 
 #[test]
 fn bad_mountpoints_are_refused_with_a_clear_error() {
+    ddf_tests::needs_root!();
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("s.sock");
     let run = |mnt: &std::path::Path| {
@@ -182,6 +187,7 @@ fn bad_mountpoints_are_refused_with_a_clear_error() {
 
 #[test]
 fn missing_mountpoint_is_created() {
+    ddf_tests::needs_root!();
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("new/ddf");
     let sock = dir.path().join("s.sock");
@@ -207,6 +213,7 @@ fn missing_mountpoint_is_created() {
 
 #[test]
 fn sigterm_unmounts_and_exits_zero() {
+    ddf_tests::needs_root!();
     let mut ddm = Ddm::start();
     let mnt = ddm.mnt.clone();
     assert!(is_mounted(&mnt));

@@ -50,6 +50,7 @@ fn getfattr(path: &std::path::Path, name: &str) -> String {
 
 #[test]
 fn kill_9_fails_the_blocked_read_with_eio_and_the_driver_comes_back() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::builder().manifest(STALL).wait_for("stall").start();
     let (pid, _, _, _) = driver(&ddm, "stall");
     let pid = pid.unwrap();
@@ -91,6 +92,7 @@ fn kill_9_fails_the_blocked_read_with_eio_and_the_driver_comes_back() {
 
 #[test]
 fn a_zero_handle_survives_its_driver_restart() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::start();
     let mut zero = std::fs::File::open(ddm.path("zero")).unwrap();
     let mut null = std::fs::OpenOptions::new().write(true).open(ddm.path("null")).unwrap();
@@ -109,6 +111,7 @@ fn a_zero_handle_survives_its_driver_restart() {
 
 #[test]
 fn a_handle_that_does_not_survive_gets_eio_and_a_new_open_works() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::builder().manifest(STALL).wait_for("stall.info").start();
     let mut info = std::fs::File::open(ddm.path("stall.info")).unwrap();
     let (pid, _, _, _) = driver(&ddm, "stall");
@@ -122,6 +125,7 @@ fn a_handle_that_does_not_survive_gets_eio_and_a_new_open_works() {
 
 #[test]
 fn a_crash_loop_ends_in_failed_and_restart_retries() {
+    ddf_tests::needs_root!();
     let manifest = "name = \"loopy\"\nexec = \"ddf-testdrv\"\nautostart = true\n\
         [params]\nname = \"loopy\"\npanic_on_init = \"true\"\n\
         [supervision]\nmax_failures = 3\nbackoff_ms = 50\n";
@@ -151,6 +155,7 @@ fn a_crash_loop_ends_in_failed_and_restart_retries() {
 
 #[test]
 fn hung_and_garbage_sending_drivers_are_killed_and_restarted_while_ls_works() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::builder().manifest(STALL).wait_for("stall").start();
     let (pid, _, _, _) = driver(&ddm, "stall");
     let pid = pid.unwrap();
@@ -176,6 +181,7 @@ fn hung_and_garbage_sending_drivers_are_killed_and_restarted_while_ls_works() {
 
 #[test]
 fn flooding_and_stray_replies_are_protocol_violations() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::builder().manifest(STALL).wait_for("stall").start();
     let (pid, _, _, _) = driver(&ddm, "stall");
     ddm.ddmctl_ok(&["inject", "stall", "flood"]);
@@ -196,6 +202,7 @@ fn flooding_and_stray_replies_are_protocol_violations() {
 
 #[test]
 fn other_drivers_see_no_error_while_one_crashes_repeatedly() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::builder().manifest(STALL).wait_for("stall").start();
     let zero = ddm.path("zero");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -226,6 +233,7 @@ fn other_drivers_see_no_error_while_one_crashes_repeatedly() {
 
 #[test]
 fn unprivileged_users_may_look_but_not_restart() {
+    ddf_tests::needs_root!();
     let ddm = Ddm::start();
     let run = |args: &[&str]| {
         Command::new("setpriv")
@@ -251,6 +259,7 @@ fn unprivileged_users_may_look_but_not_restart() {
 
 #[test]
 fn the_stuck_reader_test_driver_can_be_signalled_out() {
+    ddf_tests::needs_root!();
     // A signalled reader of a parked request leaves promptly (EINTR), the
     // driver is told, and the driver keeps serving.
     let ddm = Ddm::builder().manifest(STALL).wait_for("stall").start();
@@ -258,4 +267,21 @@ fn the_stuck_reader_test_driver_can_be_signalled_out() {
     let st = wait_timeout(&mut child, Duration::from_secs(15)).expect("timeout 1 cat hung");
     assert_eq!(st.code(), Some(124));
     assert_eq!(driver(&ddm, "stall").1, "running");
+}
+
+#[test]
+fn a_driver_that_removes_the_device_being_written_is_not_taken_for_hung() {
+    ddf_tests::needs_root!();
+    // The writer holds the file while its write waits for the driver, and
+    // the kernel's notice of the removal waits for the file: the notice
+    // must not be sent from the thread the write's answer needs.
+    let ddm = Ddm::builder().manifest(STALL).wait_for("stall.info").start();
+    let (pid, _, restarts, _) = driver(&ddm, "stall");
+    let start = std::time::Instant::now();
+    std::fs::write(ddm.path("stall.info"), "remove\n").unwrap();
+    assert!(start.elapsed() < Duration::from_secs(3), "the write took {:?}", start.elapsed());
+    assert!(wait_until(Duration::from_secs(5), || !ddm.path("stall.info").exists()));
+    // Past the heartbeat timeout, the driver is the same process.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(driver(&ddm, "stall"), (pid, "running".to_owned(), restarts, driver(&ddm, "stall").3));
 }

@@ -65,6 +65,11 @@ pub struct Args {
     /// Where the permission state (chmod, chown, ACLs made on the mount) is kept.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/ddf")]
     pub state_dir: PathBuf,
+
+    /// The shared-memory fast path for calls to drivers (`off`: every call
+    /// takes the driver's socket).
+    #[arg(long, value_name = "on|off", env = "DDF_FAST_PATH", default_value = "on", value_parser = ["on", "off"])]
+    pub fast_path: String,
 }
 
 /// Why ddm could not start.
@@ -178,7 +183,10 @@ fn run(args: &Args) -> Result<(), StartError> {
     }
     let listener = control::bind(&args.socket)?;
     let start_timeout = Duration::from_secs(args.start_timeout);
-    let core = Core::new(manifests, CoreConfig { driver_dir, start_timeout }, policy, perms);
+    let fast_path = args.fast_path == "on";
+    let max_spinners = ddm_fs::fast::default_spinners();
+    let config = CoreConfig { driver_dir, start_timeout, fast_path, max_spinners, fixed_spin: None };
+    let core = Core::new(manifests, config, policy, perms);
     core.set_launcher(Arc::new(spawn::ProcessLauncher));
     core.listen(Arc::new(plug::PlugManager));
 
@@ -219,7 +227,7 @@ fn run(args: &Args) -> Result<(), StartError> {
         core.stop_all(Duration::from_secs(1));
         StartError::Mount(args.mountpoint.clone(), e)
     })?;
-    core.set_notifier(Box::new(fs::KernelNotify(session.notifier())));
+    core.set_notifier(Box::new(fs::KernelNotify::start(session.notifier())));
     let session = session.spawn().map_err(|e| StartError::Mount(args.mountpoint.clone(), e))?;
 
     let c = core.clone();

@@ -54,7 +54,7 @@ enum Command {
     /// Make a driver misbehave on purpose, to test supervision (root or admin group).
     ///
     /// FAULT is one of: panic, abort, segv, hang, garbage, flood, stray-reply,
-    /// exit, exit:CODE.
+    /// ring-garbage, ring-stray, ring-overlong, ring-death, exit, exit:CODE.
     Inject {
         /// Driver name.
         driver: String,
@@ -238,7 +238,7 @@ fn run(args: &Args) -> Result<(), CtlError> {
         Command::Inject { driver, fault } => {
             let f = Fault::parse(fault).ok_or_else(|| {
                 DdmError::Refused(format!(
-                    "unknown fault {fault:?}: use panic, abort, segv, hang, garbage, flood, stray-reply, exit or exit:CODE"
+                    "unknown fault {fault:?}: use panic, abort, segv, hang, garbage, flood, stray-reply, ring-garbage, ring-stray, ring-overlong, ring-death, exit or exit:CODE"
                 ))
             })?;
             println!("{}", ddm.inject(driver, f)?);

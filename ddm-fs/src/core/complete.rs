@@ -2,14 +2,16 @@
 //! the passthrough backing files that zero-copy opens share per node.
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use ddf::proto::{Answer, Call, Errno, RequestId};
-use log::{debug, warn};
+use ddf::proto::{Answer, Call, DriverToDdm, Errno, RequestId};
+use log::{debug, error, warn};
 
 use super::{Core, Instance, Link, OpenFile, ProtocolError};
 use crate::conn::Conn;
-use crate::ids::Ino;
+use crate::fast::FastError;
+use crate::ids::{Ino, InstanceId};
 use crate::reply::{Backing, OpenReply, Opened, Parked};
 
 /// A driver's reply to one request, as it came.
@@ -45,6 +47,56 @@ fn sane(e: Errno) -> Errno {
 }
 
 impl Core {
+    /// Makes a call on incarnation `conn` of instance `instance`: by the
+    /// ring when that pays (an answer that comes within the spin budget is
+    /// completed here, on the caller's thread), else by the socket.
+    pub(super) fn call_link(
+        &self,
+        instance: InstanceId,
+        conn: &Arc<Conn>,
+        call: Call,
+        payload: &[u8],
+        parked: Parked,
+        pid: u32,
+    ) {
+        let outcome = conn.call_fast(call, payload, parked, pid, |id, parked, frame| {
+            let Some(inst) = self.inst(instance) else {
+                parked.fail(Errno::EIO);
+                return Ok(());
+            };
+            let reply =
+                ddf::ipc::Frame::parse(frame, Vec::new()).and_then(|f| Ok((f.decode::<DriverToDdm>()?, f.payload)));
+            let (result, payload) = match reply {
+                Ok((DriverToDdm::Reply { id: got, result }, payload)) if got == id => (result, payload),
+                Ok((other, _)) => {
+                    parked.fail(Errno::EIO);
+                    return Err(ProtocolError::Ring(format!("request {} answered in the ring with {other:?}", id.0)));
+                }
+                Err(e) => {
+                    parked.fail(Errno::EIO);
+                    return Err(ProtocolError::Ring(ddf::error_chain(&e)));
+                }
+            };
+            inst.requests.fetch_add(1, Ordering::Relaxed);
+            if result.is_err() {
+                inst.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            self.complete(&inst, conn, parked, DriverAnswer { id, result, payload, backing: None })
+        });
+        let why = match outcome {
+            Ok(()) => return,
+            Err(FastError::Ring(why)) => ProtocolError::Ring(why),
+            Err(FastError::Answer(why)) => why,
+        };
+        if let Some(inst) = self.inst(instance) {
+            if !conn.is_dead() {
+                error!("driver {}: protocol violation: {why}; killing it", inst.name());
+                inst.kill(super::Cause::Protocol(why));
+            }
+        }
+        conn.kill();
+    }
+
     /// Completes a parked reply with the driver's answer. An answer that does
     /// not fit its request fails the request and is a protocol violation.
     pub(super) fn complete(

@@ -101,6 +101,9 @@ pub enum ProtocolError {
     /// More devices than one instance may have.
     #[error("more than {0} devices")]
     TooManyDevices(usize),
+    /// What the driver left in the ring is no answer to the call there.
+    #[error("ring: {0}")]
+    Ring(String),
     /// A bound driver claims a node that is not bound to it.
     #[error("serves {0:?}, which is not bound to it")]
     NotBound(String),

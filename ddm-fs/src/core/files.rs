@@ -93,7 +93,7 @@ impl std::fmt::Debug for OpenFile {
 
 /// What to do with a call, decided under the `files` lock and done after it.
 enum Next {
-    Call(Arc<Conn>, Handle),
+    Call(InstanceId, Arc<Conn>, Handle),
     Fail(Errno),
     /// The incarnation died under the file: decide with the instance's state.
     Revive(InstanceId),
@@ -127,7 +127,7 @@ impl Core {
             }
         };
         let parked = Parked::Open { reply, ino, class, flags };
-        conn.call(Call::Open { device, flags }, &[], parked, pid);
+        self.call_link(instance, &conn, Call::Open { device, flags }, &[], parked, pid);
     }
 
     /// Makes a call on open file `fh`: at once on a live link, after the
@@ -148,7 +148,9 @@ impl Core {
             let mut files = self.files.lock();
             match files.get_mut(&fh).map(|f| (f.instance, &mut f.link)) {
                 None => Next::Fail(Errno::EBADF),
-                Some((_, Link::Live { conn, handle })) if !conn.is_dead() => Next::Call(conn.clone(), *handle),
+                Some((instance, Link::Live { conn, handle })) if !conn.is_dead() => {
+                    Next::Call(instance, conn.clone(), *handle)
+                }
                 Some((_, Link::Waiting { waiters, .. })) => {
                     waiters.push(waiter(make, parked));
                     return;
@@ -159,8 +161,8 @@ impl Core {
             }
         };
         let instance = match next {
-            Next::Call(conn, handle) => {
-                conn.call(make(handle), payload, parked, pid);
+            Next::Call(instance, conn, handle) => {
+                self.call_link(instance, &conn, make(handle), payload, parked, pid);
                 return;
             }
             Next::Fail(e) => return parked.fail(e),
@@ -184,7 +186,7 @@ impl Core {
             Link::Live { conn: c, handle } if !c.is_dead() => {
                 let (c, handle) = (c.clone(), *handle);
                 drop(files);
-                c.call(make(handle), payload, parked, pid);
+                self.call_link(instance, &c, make(handle), payload, parked, pid);
             }
             Link::Waiting { waiters, .. } => waiters.push(waiter(make, parked)),
             Link::Dead => {

@@ -35,6 +35,8 @@
 
 mod complete;
 mod error;
+#[cfg(test)]
+mod fast_tests;
 mod files;
 mod instance;
 mod perms;
@@ -192,6 +194,14 @@ pub struct Config {
     pub driver_dir: PathBuf,
     /// How long a driver may take to become ready.
     pub start_timeout: Duration,
+    /// Whether calls may take the shared-memory fast path ([`crate::fast`]).
+    pub fast_path: bool,
+    /// The most ddm threads that spin on rings at once
+    /// ([`crate::fast::default_spinners`]).
+    pub max_spinners: usize,
+    /// A fixed time a worker spins for an answer, instead of the adaptive
+    /// budget (tests, where threads start slowly).
+    pub fixed_spin: Option<Duration>,
 }
 
 /// Everything the DDM knows.

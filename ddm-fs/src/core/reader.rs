@@ -73,6 +73,9 @@ impl Core {
         let outcome = (|| -> Result<(), ProtocolError> {
             conn.chan().handshake(&mut buf).map_err(|e| ProtocolError::Handshake(ddf::error_chain(&e)))?;
             self.send_start(inst, conn)?;
+            if self.config.fast_path {
+                self.give_ring(inst, conn);
+            }
             loop {
                 let frame = match conn.chan().recv(&mut buf) {
                     Ok(f) => f,
@@ -124,6 +127,24 @@ impl Core {
         }
         let start = DdmToDriver::Start { instance: inst.name().to_owned(), params: inst.manifest.param_pairs(), state };
         conn.chan().send(&start, &[], &fds).map_err(|e| ProtocolError::Start(ddf::error_chain(&e)))
+    }
+
+    /// Makes the fast path's ring for this incarnation and hands it over.
+    /// Without one, calls take the socket; a failure is logged, not fatal.
+    fn give_ring(&self, inst: &Instance, conn: &Conn) {
+        let fast = match crate::fast::LinkRing::new(self.config.max_spinners, self.config.fixed_spin) {
+            Ok(f) => f,
+            Err(e) => {
+                warn!("driver {}: no fast path: {}", inst.name(), ddf::error_chain(&e));
+                return;
+            }
+        };
+        let msg = DdmToDriver::Ring(fast.ring.spec());
+        if let Err(e) = conn.chan().send(&msg, &[], &[fast.ring.fd(), fast.bell.as_fd()]) {
+            warn!("driver {}: no fast path: {}", inst.name(), ddf::error_chain(&e));
+            return;
+        }
+        let _ = conn.fast.set(fast);
     }
 
     /// Acts on one message of a driver.

@@ -206,6 +206,7 @@ impl Launcher for FakeLauncher {
             next_device: 0,
             state: Vec::new(),
             fds: Vec::new(),
+            ring: None,
         };
         self.0.lock().unwrap().send(fake).unwrap();
         Ok(())
@@ -237,12 +238,24 @@ impl Harness {
         Harness::with_timeout(manifests, Duration::from_secs(2))
     }
 
+    /// The same, with the fast path: each incarnation gets a ring, which
+    /// its fake driver takes ([`FakeDriver::ring`]).
+    pub fn fast(manifests: &[String]) -> Harness {
+        Harness::make(manifests, Duration::from_secs(2), true)
+    }
+
     /// The same, with this start timeout.
     pub fn with_timeout(manifests: &[String], start_timeout: Duration) -> Harness {
+        Harness::make(manifests, start_timeout, false)
+    }
+
+    fn make(manifests: &[String], start_timeout: Duration, fast_path: bool) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let catalog = manifests.iter().map(|m| Manifest::parse(m, "test").unwrap()).collect();
         let (perms, _) = PermStore::open(dir.path().join("permissions.json"));
-        let config = Config { driver_dir: dir.path().to_owned(), start_timeout };
+        let fixed_spin = Some(Duration::from_millis(200));
+        let config =
+            Config { driver_dir: dir.path().to_owned(), start_timeout, fast_path, max_spinners: 64, fixed_spin };
         let core = Core::new(catalog, config, Policy::builtin(), perms);
         let told = Arc::new(Told::default());
         core.set_notifier(Box::new(FakeNotify(told.clone())));
@@ -271,10 +284,16 @@ impl Harness {
             DdmToDriver::Start { state, .. } => {
                 d.state = state;
                 d.fds = f.fds;
-                d
             }
             other => panic!("expected Start, got {other:?}"),
         }
+        if self.core.config.fast_path {
+            let f = d.chan.recv(&mut d.buf).unwrap();
+            let DdmToDriver::Ring(spec) = f.decode().unwrap() else { panic!("expected the ring") };
+            let [ring, bell]: [OwnedFd; 2] = f.fds.try_into().unwrap();
+            d.ring = Some((Arc::new(ddf::ring::Ring::accept(ring, spec).unwrap()), ddf::ring::Doorbell::from_fd(bell)));
+        }
+        d
     }
 
     /// Starts `name` with devices `names` (char), ready; returns the driver
@@ -366,9 +385,16 @@ pub struct FakeDriver {
     pub state: Vec<StateEntry>,
     /// The descriptors that came with it.
     pub fds: Vec<OwnedFd>,
+    /// Its ring and doorbell (with the fast path).
+    pub ring: Option<(Arc<ddf::ring::Ring>, ddf::ring::Doorbell)>,
 }
 
 impl FakeDriver {
+    /// Its socket, for another thread (the same socket, a second descriptor).
+    pub fn socket(&self) -> Channel {
+        Channel::from_fd(self.chan.as_fd().try_clone_to_owned().unwrap()).unwrap()
+    }
+
     /// Receives the next message from the core.
     pub fn recv(&mut self) -> (DdmToDriver, Vec<u8>) {
         let f = self.chan.recv(&mut self.buf).expect("the core sent nothing");

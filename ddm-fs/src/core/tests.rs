@@ -198,9 +198,7 @@ fn a_file_that_does_not_survive_restarts_answers_eio_after_one() {
     let (mut d, inos) = h.running("kbd", &["keyboard0"]);
     let (fh, _) = h.open(&mut d, inos[0]);
     h.die(d, DriverState::Restarting);
-    let mut d2 = h.start("kbd");
-    d2.add_device("keyboard0", DeviceClass::Char);
-    d2.ready();
+    let (mut d2, _) = h.running("kbd", &["keyboard0"]);
     assert_eq!(h.read(fh, 1, 0).get(), Outcome::Error(Errno::EIO));
     assert!(d2.quiet(SHORT), "the new incarnation heard of the dead file");
 }
@@ -211,9 +209,7 @@ fn a_surviving_file_is_reopened_lazily_on_the_new_incarnation() {
     let (mut d, inos) = h.running("null", &["zero"]);
     let (fh, old) = h.open(&mut d, inos[0]);
     h.die(d, DriverState::Restarting);
-    let mut d2 = h.start("null");
-    d2.add_device("zero", DeviceClass::Char);
-    d2.ready();
+    let (mut d2, _) = h.running("null", &["zero"]);
     // Ready re-opens it with the flags of the first open.
     let (id, call, _) = d2.expect_call();
     assert_eq!(call, Call::Open { device: DeviceId(0), flags: OpenFlags::READ_WRITE });
@@ -235,9 +231,7 @@ fn calls_made_while_the_driver_restarts_wait_and_go_after_the_reopen() {
     // Not running: the call waits on the file.
     let w = h.write(fh, b"queued");
     assert_eq!(w.within(SHORT), None);
-    let mut d2 = h.start("null");
-    d2.add_device("zero", DeviceClass::Char);
-    d2.ready();
+    let (mut d2, _) = h.running("null", &["zero"]);
     let (id, call, _) = d2.expect_call();
     assert!(matches!(call, Call::Open { .. }), "{call:?}");
     d2.reply(id, Ok(Answer::Opened { handle: Handle(5) }), &[]);
@@ -286,9 +280,7 @@ fn a_failed_reopen_gives_the_waiting_calls_the_drivers_errno() {
     let (fh, _) = h.open(&mut d, inos[0]);
     h.die(d, DriverState::Restarting);
     let w = h.write(fh, b"x");
-    let mut d2 = h.start("null");
-    d2.add_device("zero", DeviceClass::Char);
-    d2.ready();
+    let (mut d2, _) = h.running("null", &["zero"]);
     let (id, _, _) = d2.expect_call();
     d2.reply(id, Err(Errno(libc::EBUSY)), &[]);
     assert_eq!(w.get(), Outcome::Error(Errno(libc::EBUSY)));
@@ -302,9 +294,7 @@ fn a_file_closed_while_it_was_reopened_closes_the_new_handle_too() {
     let (mut d, inos) = h.running("null", &["zero"]);
     let (fh, _) = h.open(&mut d, inos[0]);
     h.die(d, DriverState::Restarting);
-    let mut d2 = h.start("null");
-    d2.add_device("zero", DeviceClass::Char);
-    d2.ready();
+    let (mut d2, _) = h.running("null", &["zero"]);
     let (id, _, _) = d2.expect_call();
     h.core.release(fh);
     d2.reply(id, Ok(Answer::Opened { handle: Handle(3) }), &[]);
@@ -329,9 +319,7 @@ fn quarantine_kills_the_files_and_a_restart_brings_opens_back() {
     h.core.open(inos[0], OpenFlags::READ, r, 0);
     assert_eq!(a.get(), Outcome::Error(Errno::ENXIO));
     // `ddmctl restart`: a new incarnation, and opens work again.
-    let mut d3 = h.start("null");
-    d3.add_device("zero", DeviceClass::Char);
-    d3.ready();
+    let (mut d3, _) = h.running("null", &["zero"]);
     let (fh2, _) = h.open(&mut d3, inos[0]);
     assert_ne!(fh, fh2);
     assert!(h.events().iter().any(|e| matches!(e, Event::Died { next: DriverState::Failed, .. })));
@@ -342,9 +330,7 @@ fn a_restarted_driver_gets_its_old_nodes_back_and_loses_the_ones_it_forgets() {
     let h = Harness::new(&[surviving()]);
     let (d, inos) = h.running("null", &["null", "zero"]);
     h.die(d, DriverState::Restarting);
-    let mut d2 = h.start("null");
-    d2.add_device("zero", DeviceClass::Char);
-    d2.ready();
+    let (_d2, _) = h.running("null", &["zero"]);
     assert_eq!(h.ino("zero"), inos[1], "zero kept its inode");
     assert!(!h.exists("null"), "null was not registered again");
     assert!(h.told.deleted.lock().unwrap().iter().any(|(p, i, n)| *p == ROOT && *i == inos[0] && n == "null"));
@@ -646,13 +632,18 @@ fn load_waits_no_longer_than_the_start_timeout() {
 // ---------------------------------------------------------------------------
 // Passthrough backing files.
 
-#[test]
-fn opens_with_a_backing_file_share_one_registration_per_node() {
-    let h = Harness::new(&[manifest("rd", "")]);
+/// A driver with one block device, `ram0`, running.
+fn ramdisk(h: &Harness) -> (FakeDriver, Ino) {
     let mut d = h.start("rd");
     d.add_device("ram0", DeviceClass::Block);
     d.ready();
-    let ino = h.ino("ram0");
+    (d, h.ino("ram0"))
+}
+
+#[test]
+fn opens_with_a_backing_file_share_one_registration_per_node() {
+    let h = Harness::new(&[manifest("rd", "")]);
+    let (mut d, ino) = ramdisk(&h);
     let disk = memfd("disk");
     let mut fhs = Vec::new();
     for _ in 0..2 {
@@ -675,10 +666,7 @@ fn opens_with_a_backing_file_share_one_registration_per_node() {
 #[test]
 fn an_open_is_served_through_the_driver_when_passthrough_is_refused_or_mixed() {
     let h = Harness::new(&[manifest("rd", "")]);
-    let mut d = h.start("rd");
-    d.add_device("ram0", DeviceClass::Block);
-    d.ready();
-    let ino = h.ino("ram0");
+    let (mut d, ino) = ramdisk(&h);
     // The kernel refuses the backing file.
     let (r, a) = fake_no_passthrough();
     h.core.open(ino, OpenFlags::READ, r, 0);

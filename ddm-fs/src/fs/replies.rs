@@ -91,20 +91,51 @@ impl PollWaker for fuser::PollNotifier {
     }
 }
 
-/// The kernel's side of tree changes: fuser's notifier.
+/// The kernel's side of tree changes: fuser's notifier, on a thread of its
+/// own. A notification can wait in the kernel for an inode lock that a
+/// caller holds while its request waits on ddm (a write to the device being
+/// removed), so the thread that tells the kernel must never be one the
+/// answer depends on (a driver's reader): notices queue, in order, for this
+/// thread.
 #[derive(Debug)]
-pub struct KernelNotify(pub fuser::Notifier);
+pub struct KernelNotify(std::sync::mpsc::Sender<Notice>);
+
+/// One thing to tell the kernel.
+#[derive(Debug)]
+pub enum Notice {
+    /// An entry appeared or changed.
+    Inval(Ino, String),
+    /// An entry went.
+    Delete(Ino, Ino, String),
+}
+
+impl KernelNotify {
+    /// Starts the notifying thread over fuser's notifier.
+    pub fn start(notifier: fuser::Notifier) -> KernelNotify {
+        let (tx, rx) = std::sync::mpsc::channel::<Notice>();
+        crate::core::spawn_named("kernel-notify", move || {
+            for n in rx {
+                let r = match &n {
+                    Notice::Inval(parent, name) => notifier.inval_entry(fuser::INodeNo(parent.0), name.as_ref()),
+                    Notice::Delete(parent, ino, name) => {
+                        notifier.delete(fuser::INodeNo(parent.0), fuser::INodeNo(ino.0), name.as_ref())
+                    }
+                };
+                if let Err(e) = r {
+                    debug!("{n:?}: {e}");
+                }
+            }
+        });
+        KernelNotify(tx)
+    }
+}
 
 impl Notify for KernelNotify {
     fn inval_entry(&self, parent: Ino, name: &str) {
-        if let Err(e) = self.0.inval_entry(fuser::INodeNo(parent.0), name.as_ref()) {
-            debug!("inval entry {name}: {e}");
-        }
+        let _ = self.0.send(Notice::Inval(parent, name.to_owned()));
     }
 
     fn delete(&self, parent: Ino, ino: Ino, name: &str) {
-        if let Err(e) = self.0.delete(fuser::INodeNo(parent.0), fuser::INodeNo(ino.0), name.as_ref()) {
-            debug!("inval {name}: {e}");
-        }
+        let _ = self.0.send(Notice::Delete(parent, ino, name.to_owned()));
     }
 }

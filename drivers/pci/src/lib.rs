@@ -401,25 +401,7 @@ impl Driver for PciBus {
         }
     }
 
-    fn scatter(&mut self, ctx: &mut Context, handle: Handle, offset: u64, _lens: &[u32], reply: ReadReply) {
-        // One run of bytes, as long as all the buffers together.
-        let len = reply.max_len();
-        self.read(ctx, handle, offset, len, reply);
-    }
-
     fn write(&mut self, _ctx: &mut Context, _handle: Handle, _offset: u64, _data: &[u8], reply: WriteReply) {
-        reply.error(EROFS);
-    }
-
-    fn gather(
-        &mut self,
-        _ctx: &mut Context,
-        _handle: Handle,
-        _offset: u64,
-        _lens: &[u32],
-        _data: &[u8],
-        reply: WriteReply,
-    ) {
         reply.error(EROFS);
     }
 
@@ -448,10 +430,7 @@ mod tests {
     use super::*;
 
     fn start(params: &[(&str, &str)]) -> StartInfo {
-        StartInfo {
-            instance: "pci".into(),
-            params: params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
-        }
+        StartInfo::new("pci", params)
     }
 
     #[test]

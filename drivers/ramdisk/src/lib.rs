@@ -341,10 +341,7 @@ mod tests {
     use super::*;
 
     fn start(params: &[(&str, &str)]) -> StartInfo {
-        StartInfo {
-            instance: "ramdisk".into(),
-            params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        }
+        StartInfo::new("ramdisk", params)
     }
 
     #[test]

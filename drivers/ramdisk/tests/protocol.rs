@@ -146,3 +146,72 @@ fn ramdisk_over_the_protocol_survives_kill_9() {
         std::panic::resume_unwind(e);
     }
 }
+
+#[test]
+fn the_client_proxy_reads_and_writes_vectored_within_its_access() {
+    let pids = Mutex::new(Vec::new());
+    let mut d = Driver::spawn(&pids);
+    let (devices, _) = d.start(Vec::new(), &[]);
+    let device = devices[0].device;
+    // What ddm does for `Ddm::connect_device`: a socket pair, one end to the
+    // driver with the device and the access granted.
+    let link = |d: &mut Driver, access: OpenFlags| {
+        let (ours, theirs) = ddf::ipc::Channel::pair().unwrap();
+        d.0.send(&DdmToDriver::Attach { device, access, ring: None }, &[], &[theirs.as_fd()]).unwrap();
+        ddf::driver::Client::new(ours, device, access.access()).unwrap()
+    };
+    let mut c = link(&mut d, OpenFlags::READ_WRITE);
+    let h = c.open(OpenFlags::READ_WRITE).unwrap();
+    let parts = [std::io::IoSlice::new(b"scat"), std::io::IoSlice::new(b"ter")];
+    assert_eq!(c.write_vectored(h, 10, &parts).unwrap(), 7);
+    let (mut a, mut b) = ([0u8; 3], [0u8; 6]);
+    let mut bufs = [std::io::IoSliceMut::new(&mut a), std::io::IoSliceMut::new(&mut b)];
+    assert_eq!(c.read_vectored(h, 9, &mut bufs).unwrap(), 9);
+    assert_eq!((&a, &b), (b"\0sc", b"atter\0"));
+    let too_long = vec![0u8; ddf::ipc::PAYLOAD_MAX + 1];
+    assert!(matches!(
+        c.write_vectored(h, 0, &[std::io::IoSlice::new(&too_long)]),
+        Err(ddf::driver::ClientError::TooLong(_))
+    ));
+    // A read-only link may not open for writing, nor write on its handle.
+    let mut ro = link(&mut d, OpenFlags::READ);
+    assert!(matches!(ro.open(OpenFlags::READ_WRITE), Err(ddf::driver::ClientError::Errno(Errno::EPERM))));
+    let rh = ro.open(OpenFlags::READ).unwrap();
+    let err = ro.write_vectored(rh, 0, &[std::io::IoSlice::new(b"x")]).unwrap_err();
+    assert!(matches!(err, ddf::driver::ClientError::Errno(Errno::EBADF)), "{err}");
+    let mut one = [0u8; 4];
+    assert_eq!(ro.read_vectored(rh, 10, &mut [std::io::IoSliceMut::new(&mut one)]).unwrap(), 4);
+    assert_eq!(&one, b"scat");
+}
+
+#[test]
+fn the_client_proxy_gets_the_same_answers_through_a_ring() {
+    let pids = Mutex::new(Vec::new());
+    let mut d = Driver::spawn(&pids);
+    let (devices, _) = d.start(Vec::new(), &[]);
+    let device = devices[0].device;
+    let spec = ddf::proto::RingSpec { slots: 2, slot_size: ddf::ring::DEFAULT_SLOT_SIZE };
+    let ring = ddf::ring::Ring::create(spec).unwrap();
+    ring.set_spin_allowed(true);
+    let bell = ddf::ring::Doorbell::new().unwrap();
+    let (ours, theirs) = ddf::ipc::Channel::pair().unwrap();
+    let fds = [theirs.as_fd(), ring.fd(), bell.as_fd()];
+    d.0.send(&DdmToDriver::Attach { device, access: OpenFlags::READ_WRITE, ring: Some(spec) }, &[], &fds).unwrap();
+    let mine = ddf::ring::Ring::accept(ring.fd().try_clone_to_owned().unwrap(), spec).unwrap();
+    let my_bell = ddf::ring::Doorbell::from_fd(bell.as_fd().try_clone_to_owned().unwrap());
+    let mut c = ddf::driver::Client::with_ring(ours, device, ddf::proto::Access::ReadWrite, mine, my_bell).unwrap();
+    let h = c.open(OpenFlags::READ_WRITE).unwrap();
+    // Many calls: whether each goes by the ring or the socket depends on
+    // where the driver spins; every answer must be right either way.
+    for i in 0..2000u64 {
+        let data = i.to_le_bytes();
+        assert_eq!(c.write(h, i * 8, &data).unwrap(), 8);
+        let mut back = [0u8; 8];
+        assert_eq!(c.read(h, i * 8, &mut back).unwrap(), 8);
+        assert_eq!(back, data, "call {i}");
+    }
+    assert_eq!(c.read(h, SIZE, &mut [0u8; 4]).unwrap(), 0);
+    let err = c.write(h, SIZE, b"x").unwrap_err();
+    assert!(matches!(err, ddf::driver::ClientError::Errno(Errno::ENOSPC)), "{err}");
+    eprintln!("{} of the calls went by the ring", c.fast_calls());
+}

@@ -8,7 +8,8 @@
 //!
 //! Its second device, `stall.info`, reads as `incarnation N`: the driver
 //! counts its own starts in the DDM's state store, so N shows that state
-//! survives a restart.
+//! survives a restart. Writing `remove` to it removes it, before the write
+//! is answered.
 //!
 //! It also serves devices the plugin manager hands it (a manifest with a
 //! `[match]` table): each reads as `bound NAME by INSTANCE`, once per open.
@@ -153,7 +154,14 @@ impl Driver for TestDriver {
         self.parked.insert(reply.id(), (handle, reply));
     }
 
-    fn write(&mut self, _ctx: &mut Context, _handle: Handle, _offset: u64, data: &[u8], reply: WriteReply) {
+    fn write(&mut self, ctx: &mut Context, handle: Handle, _offset: u64, data: &[u8], reply: WriteReply) {
+        // `remove` written to the info device removes that very device
+        // before the write is answered (the writer holds the file meanwhile).
+        if data.trim_ascii() == b"remove" && self.handles.get(&handle).is_some_and(|(d, _)| *d == self.info) {
+            if let Err(e) = ctx.remove_device(self.info) {
+                return reply.error(e);
+            }
+        }
         reply.written(data.len() as u32);
     }
 

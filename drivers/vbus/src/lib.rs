@@ -301,11 +301,6 @@ impl Driver for VBus {
         reply.data(&text[start..end]);
     }
 
-    fn scatter(&mut self, ctx: &mut Context, handle: Handle, offset: u64, _lens: &[u32], reply: ReadReply) {
-        let len = reply.max_len();
-        self.read(ctx, handle, offset, len, reply);
-    }
-
     fn write(&mut self, ctx: &mut Context, handle: Handle, _offset: u64, data: &[u8], reply: WriteReply) {
         match self.handles.get(&handle).map(|o| o.target) {
             None => reply.error(Errno::EBADF),
@@ -315,17 +310,5 @@ impl Driver for VBus {
                 Err(e) => reply.error(e),
             },
         }
-    }
-
-    fn gather(
-        &mut self,
-        ctx: &mut Context,
-        handle: Handle,
-        offset: u64,
-        _lens: &[u32],
-        data: &[u8],
-        reply: WriteReply,
-    ) {
-        self.write(ctx, handle, offset, data, reply);
     }
 }

@@ -1,7 +1,14 @@
 //! The libDriver client proxy: a driver call that looks like a local call.
+//!
+//! A call goes by the ring the DDM made for the link ([`crate::ring`]) while
+//! the driver spins on another CPU, and by the socket otherwise; an answer
+//! late in the ring is taken from the socket.
 
-use crate::ipc::{Channel, IpcError, RecvBuf, PAYLOAD_MAX};
+use std::time::Duration;
+
+use crate::ipc::{Channel, Frame, IpcError, RecvBuf, PAYLOAD_MAX};
 use crate::proto::{Access, Answer, Call, DdmToDriver, DeviceId, DriverToDdm, Errno, Handle, OpenFlags, RequestId};
+use crate::ring::{current_cpu, spin_until, Doorbell, Ring, SlotState, SpinBudget};
 
 /// What can go wrong calling a driver directly.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +25,9 @@ pub enum ClientError {
     /// The buffers of a vectored call hold more than one call carries.
     #[error("{0} bytes in one vectored call; at most {PAYLOAD_MAX}")]
     TooLong(usize),
+    /// The ring shared with the driver holds something that is no answer.
+    #[error("the ring shared with the driver is broken")]
+    Ring(#[from] crate::ring::RingError),
 }
 
 /// The libDriver client proxy: calls to one device's driver that look like
@@ -34,6 +44,27 @@ pub struct Client {
     next: u64,
     device: DeviceId,
     access: Access,
+    ring: Option<ClientRing>,
+}
+
+/// The fast path of a client link.
+#[derive(Debug)]
+struct ClientRing {
+    ring: Ring,
+    bell: Doorbell,
+    budget: SpinBudget,
+    header: Vec<u8>,
+    frame: Vec<u8>,
+    /// Calls answered by the ring.
+    answered: u64,
+}
+
+/// How a call sent by the ring went on.
+enum Fast {
+    /// Answered in the ring: the reply frame is in the ring's `frame`.
+    Answered,
+    /// The answer comes by the socket.
+    BySocket,
 }
 
 impl Client {
@@ -41,7 +72,81 @@ impl Client {
     pub fn new(chan: Channel, device: DeviceId, access: Access) -> Result<Client, ClientError> {
         let mut buf = RecvBuf::default();
         chan.handshake(&mut buf)?;
-        Ok(Client { chan, buf, next: 1, device, access })
+        Ok(Client { chan, buf, next: 1, device, access, ring: None })
+    }
+
+    /// The same, with the ring the DDM made for this link and its doorbell.
+    pub fn with_ring(
+        chan: Channel,
+        device: DeviceId,
+        access: Access,
+        ring: Ring,
+        bell: Doorbell,
+    ) -> Result<Client, ClientError> {
+        let mut c = Client::new(chan, device, access)?;
+        let budget = SpinBudget::new(Duration::from_micros(50), Duration::from_micros(10), Duration::from_micros(500));
+        c.ring = Some(ClientRing { ring, bell, budget, header: Vec::new(), frame: Vec::new(), answered: 0 });
+        Ok(c)
+    }
+
+    /// Sends call `id` by the ring when the driver spins on another CPU;
+    /// `None`: not by the ring (send it by the socket).
+    fn call_by_ring(&mut self, id: RequestId, call: &Call, payload: &[u8]) -> Result<Option<Fast>, ClientError> {
+        let Some(r) = &mut self.ring else { return Ok(None) };
+        let cpu = current_cpu();
+        if !r.ring.driver_spinning() || r.ring.driver_cpu() == cpu {
+            return Ok(None);
+        }
+        let Some(slot) = r.ring.claim() else { return Ok(None) };
+        crate::ipc::encode_header(&DdmToDriver::Call { id, call: call.clone() }, &mut r.header)?;
+        if !r.ring.write_frame(slot, &r.header, payload) {
+            r.ring.set(slot, SlotState::Free);
+            return Ok(None);
+        }
+        r.ring.set_caller_cpu(cpu);
+        r.ring.set(slot, SlotState::Request);
+        if r.ring.take_doorbell() {
+            r.bell.ring()?;
+        }
+        let ring = &r.ring;
+        let (seen, waited) = spin_until(r.budget.get(), || match ring.state(slot) {
+            Ok(SlotState::Reply | SlotState::Deferred) => Some(()),
+            Ok(_) => None,
+            Err(_) => Some(()),
+        });
+        let state = match seen {
+            Some(()) => {
+                r.budget.hit(waited);
+                r.ring.state(slot)?
+            }
+            None => {
+                r.budget.miss();
+                let gave_up = r.ring.transition(slot, SlotState::Request, SlotState::Orphan).is_ok()
+                    || r.ring.transition(slot, SlotState::Busy, SlotState::Orphan).is_ok();
+                if gave_up {
+                    return Ok(Some(Fast::BySocket));
+                }
+                r.ring.state(slot)?
+            }
+        };
+        match state {
+            SlotState::Reply => {
+                r.ring.read_frame(slot, &mut r.frame)?;
+                r.ring.set(slot, SlotState::Free);
+                r.answered += 1;
+                Ok(Some(Fast::Answered))
+            }
+            SlotState::Deferred => {
+                r.ring.set(slot, SlotState::Free);
+                Ok(Some(Fast::BySocket))
+            }
+            other => Err(ClientError::Protocol(format!("ring slot {slot} went {other:?}"))),
+        }
+    }
+
+    /// How many calls were answered by the ring so far.
+    pub fn fast_calls(&self) -> u64 {
+        self.ring.as_ref().map_or(0, |r| r.answered)
     }
 
     /// The access this link was granted.
@@ -53,17 +158,17 @@ impl Client {
     pub fn call(&mut self, call: Call, payload: &[u8], out: &mut [u8]) -> Result<(Answer, usize), ClientError> {
         let id = RequestId(self.next);
         self.next += 1;
-        self.chan.send(&DdmToDriver::Call { id, call }, payload, &[])?;
-        let frame = self.chan.recv(&mut self.buf)?;
-        match frame.decode::<DriverToDdm>()? {
-            DriverToDdm::Reply { id: got, result } if got == id => {
-                let answer = result.map_err(ClientError::Errno)?;
-                let n = frame.payload.len().min(out.len());
-                out[..n].copy_from_slice(&frame.payload[..n]);
-                Ok((answer, n))
+        match self.call_by_ring(id, &call, payload)? {
+            Some(Fast::Answered) => {
+                let Some(r) = &self.ring else { return Err(ClientError::Protocol("no ring".into())) };
+                let frame = Frame::parse(&r.frame, Vec::new())?;
+                return answer_of(id, frame.decode::<DriverToDdm>()?, frame.payload, out);
             }
-            other => Err(ClientError::Protocol(format!("{other:?}"))),
+            Some(Fast::BySocket) => {}
+            None => self.chan.send(&DdmToDriver::Call { id, call }, payload, &[])?,
         }
+        let frame = self.chan.recv(&mut self.buf)?;
+        answer_of(id, frame.decode::<DriverToDdm>()?, frame.payload, out)
     }
 
     /// Opens the device with `open(2)` flags (within the granted access).
@@ -164,5 +269,18 @@ impl Client {
             (Answer::Closed, _) => Ok(()),
             (other, _) => Err(ClientError::Protocol(format!("{other:?}"))),
         }
+    }
+}
+
+/// The answer to call `id`, its payload copied into `out`.
+fn answer_of(id: RequestId, msg: DriverToDdm, payload: &[u8], out: &mut [u8]) -> Result<(Answer, usize), ClientError> {
+    match msg {
+        DriverToDdm::Reply { id: got, result } if got == id => {
+            let answer = result.map_err(ClientError::Errno)?;
+            let n = payload.len().min(out.len());
+            out[..n].copy_from_slice(&payload[..n]);
+            Ok((answer, n))
+        }
+        other => Err(ClientError::Protocol(format!("{other:?}"))),
     }
 }

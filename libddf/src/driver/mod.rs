@@ -359,6 +359,12 @@ pub struct StartInfo {
 }
 
 impl StartInfo {
+    /// Start parameters for instance `instance` (a driver's unit tests).
+    pub fn new(instance: &str, params: &[(&str, &str)]) -> StartInfo {
+        let params = params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        StartInfo { instance: instance.to_owned(), params }
+    }
+
     /// The value of parameter `key`, if given (the last one wins).
     pub fn param(&self, key: &str) -> Option<&str> {
         self.params.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())

@@ -73,12 +73,12 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::{Parser, ValueEnum};
-use ddf_tests::{is_mounted, wait_timeout, wait_until, DdmProcess, LaunchError};
+use ddf_tests::{is_mounted, lock, wait_timeout, wait_until, DdmProcess, LaunchError};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
     OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, ReplyXattr,
@@ -235,7 +235,7 @@ impl std::fmt::Display for BenchError {
         match self {
             BenchError::NotRoot => write!(f, "needs root to mount ddm and the FUSE floor; run it with sudo"),
             BenchError::Usage(why) => write!(f, "{why}"),
-            BenchError::Launch(e) => write!(f, "{}", chain(e)),
+            BenchError::Launch(e) => write!(f, "{}", ddf::error_chain(e)),
             BenchError::Setup(what, e) => write!(f, "{what}: {e}"),
             BenchError::NotUp(why) => write!(f, "ddm: {why}"),
             BenchError::Control(why) => write!(f, "ddm's control socket: {why}"),
@@ -248,16 +248,6 @@ impl std::fmt::Display for BenchError {
 fn setup(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError {
     let what = what.into();
     move |e| BenchError::Setup(what, e)
-}
-
-/// Locks a mutex, also after a panic of another holder.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// An error with its sources, on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    ddf::error_chain(e)
 }
 
 // ---------------------------------------------------------------------------
@@ -594,8 +584,8 @@ fn start_ddm(bins: &Path, dir: &Path, clients: usize, log: Option<&Path>) -> Res
 
 /// The driver processes: (instance name, pid).
 fn drivers(ddm: &DdmProcess) -> Result<Vec<(String, u32)>, BenchError> {
-    let mut link = ddf::ddm::Ddm::connect(ddm.socket()).map_err(|e| BenchError::Control(chain(&e)))?;
-    let status = link.status().map_err(|e| BenchError::Control(chain(&e)))?;
+    let mut link = ddf::ddm::Ddm::connect(ddm.socket()).map_err(|e| BenchError::Control(ddf::error_chain(&e)))?;
+    let status = link.status().map_err(|e| BenchError::Control(ddf::error_chain(&e)))?;
     Ok(status.into_iter().filter_map(|d| d.pid.map(|p| (d.name, p))).collect())
 }
 
@@ -1146,8 +1136,8 @@ impl DirectPath {
             .write(true)
             .open(&path)
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        let mut link = ddf::ddm::Ddm::connect(ddm.socket()).map_err(|e| chain(&e))?;
-        let client = link.connect_device(&proof).map_err(|e| chain(&e))?;
+        let mut link = ddf::ddm::Ddm::connect(ddm.socket()).map_err(|e| ddf::error_chain(&e))?;
+        let client = link.connect_device(&proof).map_err(|e| ddf::error_chain(&e))?;
         Ok(DirectPath { client, handle: None, _proof: proof })
     }
 }
@@ -1155,7 +1145,7 @@ impl DirectPath {
 fn client_err(e: ddf::driver::ClientError) -> std::io::Error {
     match e {
         ddf::driver::ClientError::Errno(n) => std::io::Error::from_raw_os_error(n.0),
-        other => std::io::Error::other(chain(&other)),
+        other => std::io::Error::other(ddf::error_chain(&other)),
     }
 }
 

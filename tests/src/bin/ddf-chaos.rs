@@ -20,8 +20,11 @@
 //! `null` (even i) or `stall` (odd i) with the next fault of `--faults`, in
 //! turn: `kill` is a SIGKILL of the pid the DDM's status shows; the others
 //! are the DDM's fault injection (`ddmctl inject`: panic, abort, segv, hang,
-//! garbage, exit), sent through libDDM like `ddmctl` does. A round starts
-//! only once its victim is running.
+//! garbage, exit, and the fast path's ring-garbage, ring-stray,
+//! ring-overlong, ring-death, which break the driver's next answer in its
+//! ring slot, or in its socket frame when that answer takes the socket),
+//! sent through libDDM like `ddmctl` does. A round starts only once its
+//! victim is running.
 //!
 //! **Measures.**
 //! - restart latency: from the fault to the DDM's status showing the victim
@@ -64,14 +67,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use ddf::ddm::{Ddm as DdmLink, DdmError};
 use ddf::proto::{DriverState, DriverStatus, Fault};
-use ddf_tests::{is_mounted, wait_until, DdmProcess, LaunchError, Stopped};
+use ddf_tests::{is_mounted, lock, wait_until, DdmProcess, LaunchError, Stopped};
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::unistd::Pid;
 
@@ -123,7 +126,12 @@ struct Args {
     duration: Option<u64>,
 
     /// Faults to use, in turn.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "kill,panic,abort,segv,hang,garbage,exit")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "kill,panic,abort,segv,hang,garbage,exit,ring-garbage,ring-stray,ring-overlong,ring-death"
+    )]
     faults: Vec<FaultKind>,
 
     /// A smoke run: 4 clients, 4 rounds, 20 s (explicit options win).
@@ -157,6 +165,14 @@ enum FaultKind {
     Garbage,
     /// `ddmctl inject DRIVER exit` (a clean exit nobody asked for).
     Exit,
+    /// `ddmctl inject DRIVER ring-garbage` (garbage in a ring slot).
+    RingGarbage,
+    /// `ddmctl inject DRIVER ring-stray` (a ring answer to a request never made).
+    RingStray,
+    /// `ddmctl inject DRIVER ring-overlong` (a length beyond the slot).
+    RingOverlong,
+    /// `ddmctl inject DRIVER ring-death` (dies in the middle of an answer).
+    RingDeath,
 }
 
 impl FaultKind {
@@ -169,6 +185,10 @@ impl FaultKind {
             FaultKind::Hang => "hang",
             FaultKind::Garbage => "garbage",
             FaultKind::Exit => "exit",
+            FaultKind::RingGarbage => "ring-garbage",
+            FaultKind::RingStray => "ring-stray",
+            FaultKind::RingOverlong => "ring-overlong",
+            FaultKind::RingDeath => "ring-death",
         }
     }
 
@@ -182,6 +202,10 @@ impl FaultKind {
             FaultKind::Hang => Some(Fault::Hang),
             FaultKind::Garbage => Some(Fault::Garbage),
             FaultKind::Exit => Some(Fault::Exit(0)),
+            FaultKind::RingGarbage => Some(Fault::RingGarbage),
+            FaultKind::RingStray => Some(Fault::RingStray),
+            FaultKind::RingOverlong => Some(Fault::RingOverlong),
+            FaultKind::RingDeath => Some(Fault::RingDeath),
         }
     }
 }
@@ -218,7 +242,7 @@ impl std::fmt::Display for SetupError {
         match self {
             SetupError::NotRoot => write!(f, "needs root to mount ddm's FUSE file system; run it with sudo"),
             SetupError::Plan(why) => write!(f, "{why}"),
-            SetupError::Launch(e) => write!(f, "{}", chain(e)),
+            SetupError::Launch(e) => write!(f, "{}", ddf::error_chain(e)),
             SetupError::NotUp(why) => write!(f, "ddm did not come up: {why}"),
             SetupError::Signals(e) => write!(f, "cannot set up signal handling: {e}"),
             SetupError::Drivers(why) => write!(f, "drivers not ready at start: {why}"),
@@ -275,16 +299,6 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// Locks a mutex, also after a panic of another holder (the data is counters).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// An error with its sources, on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    ddf::error_chain(e)
 }
 
 fn errno_name(e: i32) -> String {
@@ -443,7 +457,7 @@ impl Ctl {
 
     fn serve(socket: &Path, link: &mut Option<DdmLink>, req: CtlReq) -> Result<CtlAns, String> {
         if link.is_none() {
-            *link = Some(DdmLink::connect(socket).map_err(|e| chain(&e))?);
+            *link = Some(DdmLink::connect(socket).map_err(|e| ddf::error_chain(&e))?);
         }
         let Some(l) = link.as_mut() else {
             return Err("not connected".into());
@@ -460,7 +474,7 @@ impl Ctl {
                 if !matches!(e, DdmError::Refused(_)) {
                     *link = None;
                 }
-                Err(chain(&e))
+                Err(ddf::error_chain(&e))
             }
         }
     }
