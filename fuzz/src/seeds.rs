@@ -12,7 +12,7 @@ use ddf::ipc::encode_frame;
 use ddf::proto::{
     Answer, BoundDevice, BusId, Call, ControlRequest, ControlResponse, DdmInfo, DdmToDriver, DeviceClass, DeviceId,
     DeviceSpec, DriverState, DriverStatus, DriverToDdm, Errno, Fault, Handle, Hello, NodeInfo, OpenFlags, Query,
-    RequestId, StateEntry,
+    RequestId, RingSpec, StateEntry,
 };
 use ddf_vbus::model::Model;
 use serde::Serialize;
@@ -75,7 +75,17 @@ fn ddm_to_driver() -> Vec<(&'static str, DdmToDriver)> {
         ("shutdown", DdmToDriver::Shutdown),
         ("inject-exit", DdmToDriver::Inject(Fault::Exit(3))),
         ("inject-flood", DdmToDriver::Inject(Fault::Flood)),
-        ("attach", DdmToDriver::Attach { device: DeviceId(1), access: OpenFlags(libc::O_RDONLY) }),
+        ("attach", DdmToDriver::Attach { device: DeviceId(1), access: OpenFlags(libc::O_RDONLY), ring: None }),
+        (
+            "attach-with-ring",
+            DdmToDriver::Attach {
+                device: DeviceId(1),
+                access: OpenFlags(libc::O_RDWR),
+                ring: Some(RingSpec { slots: 8, slot_size: 4096 }),
+            },
+        ),
+        ("ring", DdmToDriver::Ring(RingSpec { slots: 64, slot_size: 8192 })),
+        ("inject-ring-garbage", DdmToDriver::Inject(Fault::RingGarbage)),
         (
             "bind",
             DdmToDriver::Bind(BoundDevice {
@@ -196,6 +206,7 @@ fn control_responses() -> Vec<(&'static str, ControlResponse)> {
         restarts: 1,
         devices: vec![s("keyboard0")],
         counters: vec![(s("lost_bytes"), 904)],
+        fast_calls: 5_219_792,
     };
     vec![
         ("tree", ControlResponse::Tree(vec![root, node])),
@@ -205,7 +216,12 @@ fn control_responses() -> Vec<(&'static str, ControlResponse)> {
         ("done", ControlResponse::Done(s("null: injected Segv"))),
         (
             "direct",
-            ControlResponse::Direct { device: DeviceId(0), access: OpenFlags(libc::O_RDWR), driver: s("ramdisk") },
+            ControlResponse::Direct {
+                device: DeviceId(0),
+                access: OpenFlags(libc::O_RDWR),
+                driver: s("ramdisk"),
+                ring: Some(RingSpec { slots: 8, slot_size: 4096 }),
+            },
         ),
     ]
 }
