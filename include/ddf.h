@@ -194,6 +194,54 @@ typedef struct ddf_node {
 } ddf_node;
 
 /**
+ * The DMA memory ddm granted this driver (see `ddf_dma`).
+ */
+typedef struct ddf_dma_info {
+  /**
+   * Where it is mapped in this process, read-write: valid until
+   * `ddf_driver_run` returns, from any thread.
+   */
+  void *addr;
+  /**
+   * Its size in bytes (a whole number of pages).
+   */
+  size_t len;
+  /**
+   * The size of its pages; each page is physically contiguous.
+   */
+  size_t page_size;
+  /**
+   * How many segments it has: one per page (see `ddf_dma_segment_at`).
+   */
+  size_t segments;
+  /**
+   * 1 if ddm holds the pages with a long-term pin (neither swapped nor
+   * migrated), 0 if they are locked only.
+   */
+  int pinned;
+} ddf_dma_info;
+
+/**
+ * One physically contiguous piece of the DMA memory (see
+ * `ddf_dma_segment_at`).
+ */
+typedef struct ddf_dma_segment {
+  /**
+   * Its offset in the region.
+   */
+  size_t offset;
+  /**
+   * Its physical address: the bus address a device is given, without an
+   * IOMMU.
+   */
+  uint64_t addr;
+  /**
+   * Its length in bytes.
+   */
+  size_t len;
+} ddf_dma_segment;
+
+/**
  * The operations of a C driver. Every entry may be NULL: the runtime then
  * answers as a device without that operation (below). `data` is the
  * pointer given to `ddf_driver_run`; `ctx` is valid during the call only.
@@ -526,6 +574,59 @@ const struct ddf_node *ddf_nodes_get(const struct ddf_nodes *nodes,
  * None beyond the handle rules.
  */
 void ddf_nodes_free(struct ddf_nodes *nodes);
+
+/**
+ * Fills `*info` with where the driver's DMA memory is mapped, its size,
+ * page size, number of segments and whether it is pinned. Returns 0, or
+ * `-ENOENT` if the driver has none (its manifest has no `[dma]` table).
+ * Runtime thread, in a callback. API violations: `ctx` or `info` NULL.
+ *
+ * # Safety
+ * `info` points to a writable `struct ddf_dma_info`.
+ */
+int ddf_dma(struct ddf_ctx *ctx,
+            struct ddf_dma_info *info);
+
+/**
+ * Fills `*segment` with segment `index` of the DMA memory (in the
+ * region's order: its offset, physical address and length). Returns 0,
+ * `-ENOENT` if the driver has no DMA memory, `-ERANGE` if `index` is not
+ * below `ddf_dma_info::segments`. Runtime thread, in a callback. API
+ * violations: `ctx` or `segment` NULL.
+ *
+ * # Safety
+ * `segment` points to a writable `struct ddf_dma_segment`.
+ */
+int ddf_dma_segment_at(struct ddf_ctx *ctx,
+                       size_t index,
+                       struct ddf_dma_segment *segment);
+
+/**
+ * Stores in `*addr` the bus address of the byte at `offset` in the DMA
+ * memory. Returns 0, `-ENOENT` if the driver has no DMA memory, `-ERANGE`
+ * if `offset` is not inside it. Runtime thread, in a callback. API
+ * violations: `ctx` or `addr` NULL.
+ *
+ * # Safety
+ * `addr` points to a writable `uint64_t`.
+ */
+int ddf_dma_bus_addr(struct ddf_ctx *ctx,
+                     size_t offset,
+                     uint64_t *addr);
+
+/**
+ * Whether the `len` bytes at `offset` in the DMA memory are physically
+ * contiguous (one bus address and a length describe them to a device):
+ * 1 if they are, 0 if not, `-ENOENT` if the driver has no DMA memory,
+ * `-ERANGE` if they are not all inside it. Runtime thread, in a callback.
+ * API violations: `ctx` NULL.
+ *
+ * # Safety
+ * None beyond the context rules.
+ */
+int ddf_dma_contiguous(struct ddf_ctx *ctx,
+                       size_t offset,
+                       size_t len);
 
 /**
  * Serves the driver described by `ops` until ddm tells it to stop or goes

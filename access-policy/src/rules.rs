@@ -274,6 +274,7 @@ const BUILTIN: &[(KindFilter, &str, &str, u32)] = &[
     (KindFilter::Device, "null", "root", 0o666),
     (KindFilter::Device, "zero", "root", 0o666),
     (KindFilter::Device, "**/keyboard*", "input", 0o640),
+    (KindFilter::Device, "**/input*/event*", "input", 0o640),
 ];
 
 impl Policy {
@@ -287,6 +288,7 @@ impl Policy {
     /// device  null           root:root   0666
     /// device  zero           root:root   0666
     /// device  **/keyboard*   root:input  0640
+    /// device  **/input*/event*  root:input  0640   # evdev nodes, as the kernel's
     /// ```
     ///
     /// If the group `disk` or `input` does not exist on this machine (or the
@@ -608,6 +610,9 @@ mod tests {
         assert_eq!(p.perm_for("vbus/null", NodeKind::CharDevice), perm(0, 0, 0o600));
         assert_eq!(p.perm_for("keyboard0", NodeKind::CharDevice), perm(0, 104, 0o640));
         assert_eq!(p.perm_for("usb/keyboard1", NodeKind::CharDevice), perm(0, 104, 0o640));
+        assert_eq!(p.perm_for("input/event0", NodeKind::CharDevice), perm(0, 104, 0o640));
+        assert_eq!(p.perm_for("input-slowkbd/event3", NodeKind::CharDevice), perm(0, 104, 0o640));
+        assert_eq!(p.perm_for("event0", NodeKind::CharDevice), perm(0, 0, 0o600));
         assert_eq!(p.perm_for("ram0", NodeKind::BlockDevice), perm(0, 6, 0o660));
         assert_eq!(p.perm_for("pci/x/disk0", NodeKind::BlockDevice), perm(0, 6, 0o660));
         assert_eq!(p.perm_for("pci/0000:00:03.0", NodeKind::CharDevice), perm(0, 0, 0o600));

@@ -65,6 +65,9 @@ pub struct Conn {
     request_timeout: Duration,
     /// The fast path, once the driver has its ring.
     pub(crate) fast: OnceLock<crate::fast::LinkRing>,
+    /// Whether the link's reader has stopped (it read the socket's end).
+    read_all: Mutex<bool>,
+    read_all_cv: Condvar,
 }
 
 /// The name of a call, as manifests' `blocking_calls` use it.
@@ -96,7 +99,31 @@ impl Conn {
             out_cv: Condvar::new(),
             dead: AtomicBool::new(false),
             fast: OnceLock::new(),
+            read_all: Mutex::new(Rank::Leaf, false),
+            read_all_cv: Condvar::new(),
         }
+    }
+
+    /// The reader says it read everything the driver sent (or stopped).
+    pub fn reader_done(&self) {
+        *self.read_all.lock() = true;
+        self.read_all_cv.notify_all();
+    }
+
+    /// Waits, at most `timeout`, for the reader to have read everything the
+    /// driver sent before it died: an answer it gave just before its end is
+    /// an answer, not a loss.
+    pub fn wait_reader(&self, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        let mut done = self.read_all.lock();
+        while !*done {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            done = self.read_all_cv.wait_timeout(done, left);
+        }
+        true
     }
 
     /// Sends `call` by the socket and parks `parked` until the driver

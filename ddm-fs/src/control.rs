@@ -320,6 +320,7 @@ pub fn status(core: &Core) -> Vec<DriverStatus> {
         .iter()
         .map(|inst| {
             let devices = core.device_paths(inst);
+            let dma = inst.dma.lock().as_ref().map(|r| r.status());
             let live = inst.live.lock();
             DriverStatus {
                 name: inst.name().to_owned(),
@@ -333,6 +334,7 @@ pub fn status(core: &Core) -> Vec<DriverStatus> {
                 devices,
                 counters: inst.counters.lock().iter().map(|(k, v)| (k.clone(), *v)).collect(),
                 fast_calls: live.conn.as_ref().map_or(0, |c| c.fast_calls()),
+                dma,
             }
         })
         .collect()

@@ -89,7 +89,7 @@ impl LinkRing {
                         return Ok(Some(slot));
                     }
                 }
-                SlotState::Orphan | SlotState::OrphanBusy | SlotState::Claimed => {}
+                SlotState::Orphan | SlotState::OrphanBusy | SlotState::Abandoned | SlotState::Claimed => {}
                 other => {
                     // Another worker may have claimed it since `owned` was
                     // read: it sets its bit before it publishes anything.
@@ -229,9 +229,7 @@ impl Conn {
                 }
                 None => {
                     fast.budget.lock().miss();
-                    let gave_up = ring.transition(slot, SlotState::Request, SlotState::Orphan).is_ok()
-                        || ring.transition(slot, SlotState::Busy, SlotState::Orphan).is_ok();
-                    if gave_up {
+                    if ring.give_up(slot) {
                         // The answer comes by the socket; the call is parked.
                         return Ok(());
                     }

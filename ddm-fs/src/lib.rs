@@ -14,6 +14,7 @@
 //! | [`sync`] | locks that recover from poisoning and check the lock order |
 //! | [`ids`] | inodes, file handles, instance ids: each a type of its own |
 //! | [`tree`], [`manifest`] | plain data: the device tree, driver manifests |
+//! | [`dma`] | DMA memory for drivers: huge pages, pinned, their physical addresses, the budget |
 //! | [`reply`] | how the core answers a caller without knowing FUSE |
 //! | [`conn`], [`fast`] | one incarnation's link: requests in flight, the FIFO; the ring and its spinning |
 //! | [`core`] | the state machine: instances, registration, open files, answers |
@@ -29,6 +30,7 @@
 pub mod conn;
 pub mod control;
 pub mod core;
+pub mod dma;
 pub mod fast;
 pub mod fs;
 pub mod ids;

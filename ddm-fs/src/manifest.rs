@@ -22,6 +22,9 @@
 //! landlock = true        # open no file but these (default: true)
 //! read = ["/sys"]        # and below
 //! write = []
+//! [dma]                  # DMA memory ddm allocates for it (see `crate::dma`)
+//! bytes = "4M"           # how much (rounded up to whole pages)
+//! contiguous = "2M"      # the longest run that must be physically contiguous
 //! ```
 //!
 //! The built-in drivers' manifests are compiled into `ddm` (so it needs no
@@ -31,6 +34,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use ddf::params::Size;
+use ddf::proto::DMA_PAGES_MAX;
 use serde::Deserialize;
 
 /// A parsed manifest.
@@ -62,6 +67,10 @@ pub struct Manifest {
     /// How the driver's process is confined.
     #[serde(default)]
     pub sandbox: Sandbox,
+    /// DMA memory the driver needs: ddm allocates, pins and resolves it,
+    /// and hands it to every incarnation.
+    #[serde(default)]
+    pub dma: Option<Dma>,
     /// Where it came from, for messages.
     #[serde(skip)]
     pub source: String,
@@ -124,6 +133,49 @@ pub struct Sandbox {
 impl Default for Sandbox {
     fn default() -> Self {
         Sandbox { user: None, landlock: true, read: Vec::new(), write: Vec::new() }
+    }
+}
+
+/// A driver's request for DMA memory (its `[dma]` table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dma {
+    /// Bytes wanted; rounded up to whole pages of the size used.
+    pub bytes: Size,
+    /// The longest run that must be physically contiguous: a power of two
+    /// of at least 4K [default: 2M, one huge page]. Every run of this many
+    /// bytes that starts at a multiple of it is contiguous. `4K` (the base
+    /// page) also accepts ordinary locked pages when no huge page can be had.
+    #[serde(default = "Dma::default_contiguous")]
+    pub contiguous: Size,
+}
+
+impl Dma {
+    /// One huge page of the usual size.
+    fn default_contiguous() -> Size {
+        Size(2 << 20)
+    }
+
+    /// What is wrong with the request, if anything.
+    fn check(&self) -> Result<(), String> {
+        let (bytes, contiguous) = (self.bytes.bytes(), self.contiguous.bytes());
+        if bytes == 0 {
+            return Err("[dma] bytes must be more than 0".into());
+        }
+        if contiguous < 4096 || !contiguous.is_power_of_two() {
+            return Err(format!(
+                "[dma] contiguous = \"{}\" must be a power of two of at least 4K (4K, 64K, 2M, ...)",
+                self.contiguous
+            ));
+        }
+        let runs = bytes.div_ceil(contiguous);
+        if runs > DMA_PAGES_MAX as u64 {
+            return Err(format!(
+                "[dma] bytes = \"{}\" is {runs} runs of {}; at most {DMA_PAGES_MAX} fit one grant: ask for less, or for longer runs",
+                self.bytes, self.contiguous
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -210,6 +262,9 @@ impl Manifest {
                 message: format!("name {:?} must be non-empty and have no '/'", m.name),
             });
         }
+        if let Some(dma) = &m.dma {
+            dma.check().map_err(|message| ManifestError::Parse { source_name: source_name.to_owned(), message })?;
+        }
         m.source = source_name.to_owned();
         Ok(m)
     }
@@ -284,6 +339,28 @@ mod tests {
         assert!(!mm.matches("vbus", "block", &meta));
         assert!(!mm.matches("vbus", "char", &[("vendor".into(), "9999".into())]));
         assert!(!mm.matches("vbus", "char", &[]));
+    }
+
+    #[test]
+    fn dma_requests_parse_with_a_default_contiguity_and_bad_ones_are_named() {
+        let m = Manifest::parse("name = \"d\"\nexec = \"e\"\n[dma]\nbytes = \"4M\"\n", "t").unwrap();
+        assert_eq!(m.dma, Some(Dma { bytes: Size(4 << 20), contiguous: Size(2 << 20) }));
+        let m = Manifest::parse("name = \"d\"\nexec = \"e\"\n[dma]\nbytes = 8192\ncontiguous = \"4K\"\n", "t").unwrap();
+        assert_eq!(m.dma, Some(Dma { bytes: Size(8192), contiguous: Size(4096) }));
+        assert_eq!(Manifest::parse("name = \"d\"\nexec = \"e\"\n", "t").unwrap().dma, None);
+        for (table, why) in [
+            ("bytes = \"0\"", "more than 0"),
+            ("bytes = \"4M\"\ncontiguous = \"3K\"", "power of two"),
+            ("bytes = \"4M\"\ncontiguous = \"1K\"", "at least 4K"),
+            ("bytes = \"65M\"\ncontiguous = \"4K\"", "16640 runs of 4K"),
+            ("bytes = \"lots\"", "not a size"),
+            ("byte = \"4M\"", "unknown field"),
+            ("contiguous = \"2M\"", "missing field `bytes`"),
+        ] {
+            let text = format!("name = \"d\"\nexec = \"e\"\n[dma]\n{table}\n");
+            let e = Manifest::parse(&text, "t.toml").unwrap_err().to_string();
+            assert!(e.contains("t.toml") && e.contains(why), "{table}: {e}");
+        }
     }
 
     #[test]

@@ -262,6 +262,11 @@ pub fn unload(core: &Arc<Core>, path: &str) -> Result<String, PlugError> {
     }
     let inst = owner.and_then(|o| core.inst(o)).ok_or_else(|| PlugError::NoDriverFor(path.into()))?;
     stop(&inst);
+    if inst.live.lock().pid.is_none() {
+        // No process to stop (quarantined, or waiting to restart): its DMA
+        // memory goes now; a running one's goes when it has stopped.
+        inst.free_dma();
+    }
     let nodes: Vec<Ino> = inst.live.lock().names.values().copied().collect();
     for n in nodes {
         core.remove_node(n);

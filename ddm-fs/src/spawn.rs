@@ -6,6 +6,10 @@
 //! its own user, `PR_SET_PDEATHSIG`, `PR_SET_NO_NEW_PRIVS` and Landlock
 //! ([`crate::sandbox`]). A reaper thread per process waits for it and hands
 //! its end to [`crate::supervise::reap`].
+//!
+//! A driver whose manifest asks for DMA memory (`[dma]`) gets it allocated
+//! before its first incarnation starts ([`crate::dma`]); later incarnations
+//! find it held for the instance, checked, and get the same memory.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -16,10 +20,11 @@ use std::time::Duration;
 
 use ddf::driver::{INSTANCE_ENV, SOCKET_FD_ENV};
 use ddf::ipc::Channel;
-use log::info;
+use log::{error, info};
 
 use crate::conn::Conn;
 use crate::core::{spawn_named, Core, Instance, Launcher, SpawnError};
+use crate::dma::Allocator;
 use crate::sync::{Mutex, Rank};
 
 /// The descriptor number a driver finds its socket under.
@@ -49,9 +54,62 @@ fn spawn_child(cmd: Command) -> std::io::Result<Child> {
     reply_rx.recv().map_err(|_| std::io::Error::other("the spawner thread is gone"))?
 }
 
-/// Starts drivers as processes.
-#[derive(Debug, Default)]
-pub struct ProcessLauncher;
+/// Starts drivers as processes, and allocates their DMA memory.
+#[derive(Debug)]
+pub struct ProcessLauncher {
+    dma: Allocator,
+}
+
+impl Default for ProcessLauncher {
+    fn default() -> Self {
+        ProcessLauncher::new(Allocator::new(crate::dma::DEFAULT_LIMIT, false))
+    }
+}
+
+impl ProcessLauncher {
+    /// A launcher that takes drivers' DMA memory from `dma`.
+    pub fn new(dma: Allocator) -> ProcessLauncher {
+        ProcessLauncher { dma }
+    }
+}
+
+/// Makes sure `inst` holds the DMA memory its manifest asks for: allocated
+/// at its first start, checked at each later one (and replaced if the
+/// driver took pages out of it). Returns whether it was allocated now. No
+/// lock is held while it allocates (which may wait for another ddm's hold
+/// on the huge-page pool): `ddmctl status` and the xattrs look meanwhile.
+fn ensure_dma(alloc: &Allocator, inst: &Instance) -> Result<bool, SpawnError> {
+    let Some(req) = &inst.manifest.dma else { return Ok(false) };
+    let stale = {
+        let mut held = inst.dma.lock();
+        match held.as_ref() {
+            Some(r) if r.intact() => return Ok(false),
+            Some(_) => held.take(),
+            None => None,
+        }
+    };
+    if stale.is_some() {
+        error!(
+            "driver {}: its DMA memory is not what ddm pinned any more (pages were taken out of its memfd); it gets new memory, and loses what was in it",
+            inst.name()
+        );
+        drop(stale);
+    }
+    let region = alloc.allocate(inst.name(), req).map_err(|e| {
+        let e = SpawnError::Dma(Arc::new(e));
+        // Shown by `ddmctl status` also when this was the first start.
+        inst.live.lock().last_exit = Some(format!("could not start: {}", ddf::error_chain(&e)));
+        e
+    })?;
+    info!("driver {}: DMA memory: {}", inst.name(), region.describe());
+    let mut held = inst.dma.lock();
+    if held.is_some() {
+        // Another start of the same instance got there first: keep that one.
+        return Ok(false);
+    }
+    *held = Some(region);
+    Ok(true)
+}
 
 impl Launcher for ProcessLauncher {
     fn launch(&self, core: &Arc<Core>, inst: &Arc<Instance>) -> Result<(), SpawnError> {
@@ -84,7 +142,14 @@ impl Launcher for ProcessLauncher {
         let policy = &inst.manifest.supervision;
         let conn =
             Arc::new(Conn::new(ours, policy.blocking_calls.clone(), Duration::from_millis(policy.request_timeout_ms)));
-        let child = spawn_child(cmd).map_err(|e| SpawnError::Exec(inst.exec.clone(), Arc::new(e)))?;
+        let fresh_dma = ensure_dma(&self.dma, inst)?;
+        let child = spawn_child(cmd).map_err(|e| {
+            if fresh_dma {
+                // Not for an instance that never ran.
+                inst.free_dma();
+            }
+            SpawnError::Exec(inst.exec.clone(), Arc::new(e))
+        })?;
         drop(theirs);
         let pid = child.id();
         core.begin_incarnation(inst, conn.clone(), Some(pid));

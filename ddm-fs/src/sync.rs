@@ -40,8 +40,8 @@ pub enum Rank {
     /// `Conn::out`.
     Out,
     /// Leaves, taken under anything, nothing under them: `Core::bindings`,
-    /// `Core::instances`, the permission store, a driver's state store and
-    /// counters, the event listeners.
+    /// `Core::instances`, the permission store, a driver's state store,
+    /// counters and DMA memory, the event listeners.
     Leaf,
 }
 

@@ -145,7 +145,7 @@ pub struct ddf_driver_ops {
 
 /// What a run keeps for the C side: the strings its context hands out.
 #[derive(Debug)]
-struct Run {
+pub(crate) struct Run {
     instance: CString,
     params: Vec<(CString, CString)>,
 }
@@ -157,7 +157,7 @@ thread_local! {
 
 /// Runs `f` with the context `ctx` stands for; ends the process if `ctx` is
 /// not the context of a callback running on this thread now.
-fn with_ctx<R>(func: &str, ctx: *mut ddf_ctx, f: impl FnOnce(&mut Context, &Run) -> R) -> R {
+pub(crate) fn with_ctx<R>(func: &str, ctx: *mut ddf_ctx, f: impl FnOnce(&mut Context, &Run) -> R) -> R {
     if ctx.is_null() {
         violation(func, format_args!("ctx is NULL"));
     }

@@ -13,6 +13,7 @@
 //! | [`driver`] | libDriver's runtime: a table of C operations served by `ddf::driver::run`, and what a callback may do with its context |
 //! | [`reply`]  | deferred replies: a read, write or ioctl answered now or later, from any thread |
 //! | [`client`] | libDDM (`find`, `tree`) and libDriver's client proxy (`ddf_connect_device`) |
+//! | [`dma`]    | libMem's DMA memory: the region ddm granted a driver, its segments, bus addresses |
 //! | [`log`]    | logging into ddm's log |
 //!
 //! ## The rules at the boundary
@@ -43,6 +44,7 @@
 #![allow(non_camel_case_types)]
 
 pub mod client;
+pub mod dma;
 pub mod driver;
 mod ffi;
 mod handles;

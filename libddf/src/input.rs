@@ -1,4 +1,4 @@
-//! Keyboard input: Linux evdev records, key codes, and a US-layout decoder.
+//! Keyboard input: Linux evdev records, key codes, layouts, and evdev nodes.
 //!
 //! Everything a keyboard driver and its clients share:
 //!
@@ -7,13 +7,19 @@
 //!   returns it), and [`InputEvent::parse_records`] for a byte stream of them.
 //! - The event types and key codes of `linux/input-event-codes.h` that a
 //!   keyboard uses ([`EV_KEY`], [`KEY_A`], ...).
-//! - [`UsDecoder`]: key events in, bytes out, for a US layout, with Shift,
-//!   Caps Lock and Ctrl; and its reverse, [`text_to_events`], which turns
-//!   text into the key presses that type it (what `ddmctl type` sends to a
-//!   virtual keyboard).
-//! - [`keyboard`]: the ioctl ABI of the `ddf-keyboard` devices (raw mode,
-//!   loss counters), so programs need not depend on the driver.
-//! - [`evdev`]: finding and reading keyboards under `/dev/input`.
+//! - [`layout`]: keyboard layouts (US, German). A [`Decoder`] turns key
+//!   events into text with Shift, AltGr, Caps Lock, Ctrl and dead keys;
+//!   its reverse, [`Layout::text_to_events`] (and [`text_to_events`] for
+//!   US), turns text into the key presses that type it (what `ddmctl type`
+//!   sends to a virtual keyboard).
+//! - [`keyboard`]: the ioctl ABI of the `ddf-keyboard` text devices (raw
+//!   mode, loss counters, layout), so programs need not depend on the driver.
+//! - [`evio`]: the kernel's evdev ABI (the `EVIOC*` ioctls, matched the way
+//!   the kernel matches them, `struct input_id`, bitmaps, clocks).
+//! - [`evnode`]: serving evdev nodes as the kernel's `evdev.c` does: a
+//!   device's identity and state, each open file's event queue (packets,
+//!   `SYN_DROPPED`, clocks, masks), and the answers to every ioctl.
+//! - [`evdev`]: finding and reading the kernel's keyboards under `/dev/input`.
 //!
 //! 32-bit hosts, where `struct input_event` is 16 bytes, are not supported.
 
@@ -184,13 +190,15 @@ pub enum InputError {
         /// How many bytes there were.
         len: usize,
     },
-    /// [`text_to_events`]: a character no key of a US keyboard types.
-    #[error("{ch:?} (at byte {at}) cannot be typed on a US keyboard")]
+    /// [`Layout::text_to_events`]: a character no key of the layout types.
+    #[error("{ch:?} (at byte {at}) cannot be typed on a {layout} keyboard")]
     Untypeable {
         /// The character.
         ch: char,
         /// Its byte offset in the text.
         at: usize,
+        /// The layout.
+        layout: Layout,
     },
 }
 
@@ -337,279 +345,18 @@ fn records(bytes: &[u8]) -> impl Iterator<Item = &[u8; EVENT_SIZE]> {
 }
 
 // ---------------------------------------------------------------------------
-// The US layout.
+// Layouts.
 
-/// Every key that types a character on a US keyboard: (key, unshifted,
-/// shifted). Letters are the entries whose unshifted byte is a lower-case
-/// letter; Caps Lock affects those only. Main-block keys come before the
-/// keypad, so that [`text_to_events`] prefers them (`+` is Shift-`=`, not
-/// the keypad's `+`).
-const US_KEYS: &[(u16, u8, u8)] = &[
-    (KEY_A, b'a', b'A'),
-    (KEY_B, b'b', b'B'),
-    (KEY_C, b'c', b'C'),
-    (KEY_D, b'd', b'D'),
-    (KEY_E, b'e', b'E'),
-    (KEY_F, b'f', b'F'),
-    (KEY_G, b'g', b'G'),
-    (KEY_H, b'h', b'H'),
-    (KEY_I, b'i', b'I'),
-    (KEY_J, b'j', b'J'),
-    (KEY_K, b'k', b'K'),
-    (KEY_L, b'l', b'L'),
-    (KEY_M, b'm', b'M'),
-    (KEY_N, b'n', b'N'),
-    (KEY_O, b'o', b'O'),
-    (KEY_P, b'p', b'P'),
-    (KEY_Q, b'q', b'Q'),
-    (KEY_R, b'r', b'R'),
-    (KEY_S, b's', b'S'),
-    (KEY_T, b't', b'T'),
-    (KEY_U, b'u', b'U'),
-    (KEY_V, b'v', b'V'),
-    (KEY_W, b'w', b'W'),
-    (KEY_X, b'x', b'X'),
-    (KEY_Y, b'y', b'Y'),
-    (KEY_Z, b'z', b'Z'),
-    (KEY_1, b'1', b'!'),
-    (KEY_2, b'2', b'@'),
-    (KEY_3, b'3', b'#'),
-    (KEY_4, b'4', b'$'),
-    (KEY_5, b'5', b'%'),
-    (KEY_6, b'6', b'^'),
-    (KEY_7, b'7', b'&'),
-    (KEY_8, b'8', b'*'),
-    (KEY_9, b'9', b'('),
-    (KEY_0, b'0', b')'),
-    (KEY_MINUS, b'-', b'_'),
-    (KEY_EQUAL, b'=', b'+'),
-    (KEY_LEFTBRACE, b'[', b'{'),
-    (KEY_RIGHTBRACE, b']', b'}'),
-    (KEY_SEMICOLON, b';', b':'),
-    (KEY_APOSTROPHE, b'\'', b'"'),
-    (KEY_GRAVE, b'`', b'~'),
-    (KEY_BACKSLASH, b'\\', b'|'),
-    (KEY_COMMA, b',', b'<'),
-    (KEY_DOT, b'.', b'>'),
-    (KEY_SLASH, b'/', b'?'),
-    (KEY_SPACE, b' ', b' '),
-    (KEY_TAB, b'\t', b'\t'),
-    (KEY_ENTER, b'\n', b'\n'),
-    (KEY_BACKSPACE, 0x08, 0x08),
-    (KEY_ESC, 0x1b, 0x1b),
-    (KEY_102ND, b'\\', b'|'),
-    (KEY_KPENTER, b'\n', b'\n'),
-    (KEY_KPSLASH, b'/', b'/'),
-    (KEY_KPASTERISK, b'*', b'*'),
-    (KEY_KPMINUS, b'-', b'-'),
-    (KEY_KPPLUS, b'+', b'+'),
-];
+pub mod evio;
+pub mod evnode;
+pub mod layout;
 
-/// Keypad keys that type only while Num Lock is on.
-const US_KEYPAD_NUM: &[(u16, u8)] = &[
-    (KEY_KP0, b'0'),
-    (KEY_KP1, b'1'),
-    (KEY_KP2, b'2'),
-    (KEY_KP3, b'3'),
-    (KEY_KP4, b'4'),
-    (KEY_KP5, b'5'),
-    (KEY_KP6, b'6'),
-    (KEY_KP7, b'7'),
-    (KEY_KP8, b'8'),
-    (KEY_KP9, b'9'),
-    (KEY_KPDOT, b'.'),
-];
+pub use layout::{Decoder, Layout};
 
-/// The control code Ctrl turns `byte` into, as a terminal does: `@`, the
-/// letters (either case) and `[ \ ] ^ _` become 0x00-0x1f, `?` becomes DEL
-/// (0x7f) and space NUL. Anything else is left alone.
-fn with_ctrl(byte: u8) -> u8 {
-    match byte {
-        b'a'..=b'z' | b'@'..=b'_' => byte & 0x1f,
-        b'?' => 0x7f,
-        b' ' => 0x00,
-        other => other,
-    }
-}
-
-/// Turns key events into bytes, as a US keyboard types them.
-///
-/// Feed it every event of one keyboard, in order ([`UsDecoder::feed`]); it
-/// keeps the state that spans events:
-///
-/// - **Shift** (either) selects the upper character of a key: `A`, `!`,
-///   `{`, ... **Caps Lock** (toggled by each press) inverts Shift for
-///   letters only.
-/// - **Ctrl** (either) turns the character into its ASCII control code, as a
-///   terminal does: letters give 0x01-0x1a (`Ctrl-C` is 0x03), `@ [ \ ] ^ _`
-///   give 0x00 and 0x1b-0x1f, `?` gives DEL (0x7f), Space gives NUL. Ctrl
-///   with any other key gives the plain character.
-/// - **Alt** and the Meta keys are tracked but change nothing.
-/// - **Num Lock** (toggled by each press, off at first) makes the keypad's
-///   digits and `.` type; the keypad's `/ * - + Enter` always type.
-/// - Enter gives `\n`, Tab `\t`, Backspace 0x08, Escape 0x1b.
-///
-/// A press and an autorepeat type; a release only updates modifiers. Keys
-/// with no character (arrows, function keys, ...) and events other than
-/// [`EV_KEY`] give nothing.
-#[derive(Debug, Clone, Default)]
-pub struct UsDecoder {
-    left_shift: bool,
-    right_shift: bool,
-    left_ctrl: bool,
-    right_ctrl: bool,
-    left_alt: bool,
-    right_alt: bool,
-    caps_lock: bool,
-    num_lock: bool,
-}
-
-impl UsDecoder {
-    /// A decoder with no key held and both locks off.
-    pub fn new() -> UsDecoder {
-        UsDecoder::default()
-    }
-
-    /// Takes one event; returns the byte it types, if any.
-    pub fn feed(&mut self, event: &InputEvent) -> Option<u8> {
-        let (code, action) = event.key_action()?;
-        let down = action != KeyAction::Release;
-        match code {
-            KEY_LEFTSHIFT => self.left_shift = down,
-            KEY_RIGHTSHIFT => self.right_shift = down,
-            KEY_LEFTCTRL => self.left_ctrl = down,
-            KEY_RIGHTCTRL => self.right_ctrl = down,
-            KEY_LEFTALT => self.left_alt = down,
-            KEY_RIGHTALT => self.right_alt = down,
-            KEY_CAPSLOCK if action == KeyAction::Press => self.caps_lock = !self.caps_lock,
-            KEY_NUMLOCK if action == KeyAction::Press => self.num_lock = !self.num_lock,
-            _ if down => return self.char_of(code),
-            _ => {}
-        }
-        None
-    }
-
-    /// Feeds every event; returns the bytes they type.
-    pub fn decode(&mut self, events: &[InputEvent]) -> Vec<u8> {
-        events.iter().filter_map(|e| self.feed(e)).collect()
-    }
-
-    fn char_of(&self, code: u16) -> Option<u8> {
-        let byte = if let Some(&(_, lower, upper)) = US_KEYS.iter().find(|(k, _, _)| *k == code) {
-            let mut shifted = self.shift();
-            if lower.is_ascii_lowercase() && self.caps_lock {
-                shifted = !shifted;
-            }
-            if shifted {
-                upper
-            } else {
-                lower
-            }
-        } else if self.num_lock {
-            US_KEYPAD_NUM.iter().find(|(k, _)| *k == code)?.1
-        } else {
-            return None;
-        };
-        Some(if self.ctrl() { with_ctrl(byte) } else { byte })
-    }
-
-    /// Whether either Shift is held.
-    pub fn shift(&self) -> bool {
-        self.left_shift || self.right_shift
-    }
-
-    /// Whether either Ctrl is held.
-    pub fn ctrl(&self) -> bool {
-        self.left_ctrl || self.right_ctrl
-    }
-
-    /// Whether either Alt is held.
-    pub fn alt(&self) -> bool {
-        self.left_alt || self.right_alt
-    }
-
-    /// Whether Caps Lock is on.
-    pub fn caps_lock(&self) -> bool {
-        self.caps_lock
-    }
-
-    /// Whether Num Lock is on.
-    pub fn num_lock(&self) -> bool {
-        self.num_lock
-    }
-
-    /// Sets Caps Lock (for example from a keyboard's LED state at start).
-    pub fn set_caps_lock(&mut self, on: bool) {
-        self.caps_lock = on;
-    }
-
-    /// Sets Num Lock.
-    pub fn set_num_lock(&mut self, on: bool) {
-        self.num_lock = on;
-    }
-}
-
-/// How to type one byte: the key, and whether Shift and Ctrl are held.
-fn us_key_for(byte: u8) -> Option<(u16, bool, bool)> {
-    let direct = US_KEYS.iter().find_map(|&(key, lower, upper)| {
-        if lower == byte {
-            Some((key, false, false))
-        } else if upper == byte {
-            Some((key, true, false))
-        } else {
-            None
-        }
-    });
-    if direct.is_some() {
-        return direct;
-    }
-    // Control codes, through Ctrl: 0x01 is Ctrl-a, 0x1c Ctrl-\, 0x00
-    // Ctrl-@ (Shift-2), 0x7f Ctrl-? (Shift-/).
-    let plain = match byte {
-        0x01..=0x1a => byte | 0x60,
-        0x00 | 0x1b..=0x1f => byte | 0x40,
-        0x7f => b'?',
-        _ => return None,
-    };
-    let (key, shift, _) = us_key_for(plain)?;
-    Some((key, shift, true))
-}
-
-/// The key events that type `text` on a US keyboard with Caps Lock off:
-/// for each character a press and a release of its key, each followed by a
-/// `SYN_REPORT`, inside presses and releases of Left Shift and Left Ctrl as
-/// it needs them. `\n` is Enter, `\t` Tab, 0x08 Backspace, 0x1b Escape, and
-/// other ASCII control codes are typed with Ctrl as [`UsDecoder`] reads
-/// them, so that decoding the events gives `text` back. Events carry no
-/// time stamp. Fails on the first character outside ASCII (or otherwise
-/// untypeable), producing nothing.
+/// The key events that type `text` on a US keyboard: see
+/// [`Layout::text_to_events`].
 pub fn text_to_events(text: &str) -> Result<Vec<InputEvent>, InputError> {
-    let mut events = Vec::with_capacity(text.len() * 4);
-    for (at, ch) in text.char_indices() {
-        let typed = u8::try_from(ch).ok().and_then(us_key_for);
-        let Some((key, shift, ctrl)) = typed else {
-            return Err(InputError::Untypeable { ch, at });
-        };
-        let mut tap = |code, action| {
-            events.push(InputEvent::key(code, action));
-            events.push(InputEvent::syn());
-        };
-        if ctrl {
-            tap(KEY_LEFTCTRL, KeyAction::Press);
-        }
-        if shift {
-            tap(KEY_LEFTSHIFT, KeyAction::Press);
-        }
-        tap(key, KeyAction::Press);
-        tap(key, KeyAction::Release);
-        if shift {
-            tap(KEY_LEFTSHIFT, KeyAction::Release);
-        }
-        if ctrl {
-            tap(KEY_LEFTCTRL, KeyAction::Release);
-        }
-    }
-    Ok(events)
+    Layout::Us.text_to_events(text)
 }
 
 /// Encodes an ioctl request number (`_IOC`), the arch-specific way.
@@ -634,6 +381,7 @@ pub mod keyboard {
     //! | [`SET_MODE`]  | `0x40044401` `_IOW('D', 1, u32)` | `u32` in: [`MODE_TEXT`] or [`MODE_RAW`] | switch this handle's read format; pending bytes are discarded when the mode changes |
     //! | [`GET_MODE`]  | `0x80044402` `_IOR('D', 2, u32)` | `u32` out | this handle's mode |
     //! | [`GET_STATS`] | `0x80204403` `_IOR('D', 3, [u64; 4])` | [`Stats`] out | loss counters |
+    //! | [`GET_LAYOUT`] | `0x80044404` `_IOR('D', 4, u32)` | `u32` out: [`Layout::as_u32`](super::Layout::as_u32) | the keyboard's layout (what `ddmctl type` types with) |
     //!
     //! The argument is a pointer, as for any `_IOW`/`_IOR` request: in C,
     //! `uint32_t m = 1; ioctl(fd, 0x40044401, &m);`.
@@ -650,6 +398,25 @@ pub mod keyboard {
     pub const GET_MODE: u32 = ioc!(read, b'D', 2, 4) as u32;
     /// `_IOR('D', 3, [u64; 4])`: get the loss counters ([`Stats`]).
     pub const GET_STATS: u32 = ioc!(read, b'D', 3, Stats::SIZE) as u32;
+    /// `_IOR('D', 4, u32)`: get the keyboard's layout
+    /// ([`Layout::from_u32`](super::Layout::from_u32)).
+    pub const GET_LAYOUT: u32 = ioc!(read, b'D', 4, 4) as u32;
+
+    /// The layout of the keyboard open as `file`, asked with [`GET_LAYOUT`]:
+    /// `None` if the device does not say (an evdev node, another driver,
+    /// an older keyboard driver) or names a layout this library does not
+    /// know.
+    pub fn layout_of(file: &std::fs::File) -> Option<super::Layout> {
+        use std::os::fd::AsRawFd;
+        let mut n = 0u32;
+        // SAFETY: GET_LAYOUT encodes a 4-byte argument, so the kernel
+        // writes at most 4 bytes into `n`, which is live for the call.
+        let rc = unsafe { libc::ioctl(file.as_raw_fd(), GET_LAYOUT as _, &mut n as *mut u32) };
+        if rc < 0 {
+            return None;
+        }
+        super::Layout::from_u32(n)
+    }
 
     /// How a handle's reads are formatted.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -735,6 +502,8 @@ pub mod evdev {
     use std::os::unix::fs::OpenOptionsExt;
     use std::path::{Path, PathBuf};
 
+    use super::evio::{self, AbsInfo, InputId, EV_FF, INPUT_PROP_MAX};
+    use super::evnode::{Bits, Caps, Identity, State};
     use super::{InputEvent, EVENT_SIZE, EV_KEY, EV_MAX, KEY_ESC, KEY_MAX, KEY_S, LED_CAPSL, LED_MAX, LED_NUML};
 
     /// Where the kernel's event devices live.
@@ -862,6 +631,75 @@ pub mod evdev {
             Ok((bit(&leds, LED_CAPSL), bit(&leds, LED_NUML)))
         }
 
+        /// What the device says it is, read with the ioctls its evdev node
+        /// answers (name, `phys`, `uniq`, ids, properties, every
+        /// capability bitmap, the absolute axes), for a node that mirrors
+        /// it. Force feedback is left out: a mirror does not carry it.
+        pub fn identity(&self) -> Result<Identity, EvdevError> {
+            let mut id = [0u8; InputId::SIZE];
+            self.ioctl_read("EVIOCGID", evio::EVIOCGID as _, &mut id)?;
+            let mut identity = Identity::new(&self.name, InputId::from_bytes(&id));
+            identity.phys = self.string("EVIOCGPHYS", evio::eviocgphys)?;
+            identity.uniq = self.string("EVIOCGUNIQ", evio::eviocguniq)?;
+            identity.props = self.bitmap("EVIOCGPROP", evio::eviocgprop, INPUT_PROP_MAX)?;
+            let mut caps = Caps::default();
+            for (ev, max) in Caps::TYPES {
+                let bits = self.bitmap("EVIOCGBIT", |len| evio::eviocgbit(ev, len), max)?;
+                if let Some(slot) = caps.for_type_mut(ev) {
+                    *slot = bits;
+                }
+            }
+            caps.ev.set(EV_FF, false);
+            caps.ff = Bits::new(evio::FF_MAX);
+            for abs in caps.abs.iter().collect::<Vec<_>>() {
+                let mut info = [0u8; AbsInfo::SIZE];
+                self.ioctl_read("EVIOCGABS", evio::eviocgabs(abs) as _, &mut info)?;
+                identity.absinfo.insert(abs, AbsInfo::from_bytes(&info));
+            }
+            identity.caps = caps;
+            Ok(identity)
+        }
+
+        /// What is down, lit and on now, and the autorepeat settings
+        /// (`EVIOCGKEY`, `EVIOCGLED`, `EVIOCGSND`, `EVIOCGSW`, `EVIOCGREP`).
+        pub fn state(&self) -> Result<State, EvdevError> {
+            let mut state = State {
+                key: self.bitmap("EVIOCGKEY", evio::eviocgkey, KEY_MAX)?,
+                led: self.bitmap("EVIOCGLED", evio::eviocgled, LED_MAX)?,
+                snd: self.bitmap("EVIOCGSND", evio::eviocgsnd, evio::SND_MAX)?,
+                sw: self.bitmap("EVIOCGSW", evio::eviocgsw, evio::SW_MAX)?,
+                ..State::default()
+            };
+            let mut rep = [0u8; 8];
+            // A device without EV_REP answers ENOSYS: the defaults stay.
+            if self.ioctl_read("EVIOCGREP", evio::EVIOCGREP as _, &mut rep).is_ok() {
+                let word = |i: usize| u32::from_ne_bytes([rep[i], rep[i + 1], rep[i + 2], rep[i + 3]]);
+                state.rep = [word(0), word(4)];
+            }
+            Ok(state)
+        }
+
+        /// A string ioctl; `ENOENT` (the device has none) is `None`.
+        fn string(&self, what: &'static str, cmd: fn(usize) -> u32) -> Result<Option<String>, EvdevError> {
+            let mut buf = [0u8; 256];
+            match self.ioctl_read(what, cmd(buf.len()) as _, &mut buf) {
+                Ok(n) => {
+                    let got = buf.get(..n).unwrap_or_default();
+                    let end = got.iter().position(|b| *b == 0).unwrap_or(got.len());
+                    Ok(Some(String::from_utf8_lossy(&got[..end]).into_owned()))
+                }
+                Err(EvdevError::Ioctl { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+
+        /// A bitmap ioctl for codes `0..=max`.
+        fn bitmap(&self, what: &'static str, cmd: impl Fn(usize) -> u32, max: u16) -> Result<Bits, EvdevError> {
+            let mut buf = vec![0u8; Bits::new(max).to_user(max).len()];
+            let n = self.ioctl_read(what, cmd(buf.len()) as _, &mut buf)?;
+            Ok(Bits::from_user(buf.get(..n).unwrap_or_default(), max))
+        }
+
         /// Appends the events waiting now (at most 64 per call) to `out`;
         /// never blocks. Returns how many were read. [`EvdevError::Gone`]
         /// means the device was unplugged.
@@ -963,7 +801,7 @@ pub mod evdev {
         #![allow(clippy::unwrap_used)]
         use std::io::Write;
 
-        use super::super::{text_to_events, UsDecoder};
+        use super::super::{text_to_events, Decoder};
         use super::*;
 
         /// An "event device" that is a pipe: what read(2) gives is what
@@ -990,7 +828,7 @@ pub mod evdev {
             }
             assert_eq!(n, events.len());
             assert_eq!(out, events);
-            assert_eq!(UsDecoder::new().decode(&out), b"Hi!");
+            assert_eq!(Decoder::us().decode(&out), b"Hi!");
             // A torn record (never from evdev) is dropped, not a panic.
             out.clear();
             let mut torn = InputEvent::syn().to_bytes().to_vec();
@@ -1108,7 +946,7 @@ mod tests {
         // Noise a real keyboard sends: scan codes and reports.
         events.insert(1, InputEvent::new(EV_MSC, MSC_SCAN, 0x2a));
         events.insert(3, InputEvent::syn());
-        let mut d = UsDecoder::new();
+        let mut d = Decoder::us();
         assert_eq!(d.decode(&events), b"Hello, World!\n");
         assert!(!d.shift() && !d.caps_lock());
     }
@@ -1117,19 +955,19 @@ mod tests {
     fn text_round_trips_through_the_decoder() {
         let text = "Hello, World!\n";
         let events = text_to_events(text).unwrap();
-        assert_eq!(UsDecoder::new().decode(&events), text.as_bytes());
+        assert_eq!(Decoder::us().decode(&events), text.as_bytes());
         // Through the wire format too.
         let bytes = InputEvent::encode_records(&events);
         assert_eq!(bytes.len(), events.len() * EVENT_SIZE);
         let back = InputEvent::parse_records(&bytes).unwrap();
-        assert_eq!(UsDecoder::new().decode(&back), text.as_bytes());
+        assert_eq!(Decoder::us().decode(&back), text.as_bytes());
     }
 
     #[test]
     fn every_ascii_byte_round_trips() {
         let all: String = (0u8..0x80).map(char::from).collect();
         let events = text_to_events(&all).unwrap();
-        let typed = UsDecoder::new().decode(&events);
+        let typed = Decoder::us().decode(&events);
         assert_eq!(typed, all.as_bytes());
     }
 
@@ -1159,13 +997,13 @@ mod tests {
 
     #[test]
     fn untypeable_text_is_refused() {
-        assert_eq!(text_to_events("ok é"), Err(InputError::Untypeable { ch: 'é', at: 3 }));
+        assert_eq!(text_to_events("ok é"), Err(InputError::Untypeable { ch: 'é', at: 3, layout: Layout::Us }));
         assert!(text_to_events("\u{80}").is_err());
     }
 
     #[test]
     fn caps_lock_affects_letters_only() {
-        let mut d = UsDecoder::new();
+        let mut d = Decoder::us();
         let typed = d.decode(&keys(&[
             (KEY_CAPSLOCK, KEY_PRESS),
             (KEY_CAPSLOCK, KEY_REPEAT), // held: no second toggle
@@ -1185,7 +1023,7 @@ mod tests {
 
     #[test]
     fn both_shifts_count_until_both_are_up() {
-        let mut d = UsDecoder::new();
+        let mut d = Decoder::us();
         let typed = d.decode(&keys(&[
             (KEY_LEFTSHIFT, KEY_PRESS),
             (KEY_RIGHTSHIFT, KEY_PRESS),
@@ -1215,12 +1053,16 @@ mod tests {
             KEY_9,
         ];
         let press = |shift: bool| {
-            let mut d = UsDecoder::new();
+            let mut d = Decoder::us();
             d.set_caps_lock(true); // no effect on any of these
             if shift {
-                d.feed(&InputEvent::key(KEY_RIGHTSHIFT, KeyAction::Press));
+                d.feed(&InputEvent::key(KEY_RIGHTSHIFT, KeyAction::Press), &mut Vec::new());
             }
-            plain.iter().filter_map(|&k| d.feed(&InputEvent::key(k, KeyAction::Press))).collect::<Vec<u8>>()
+            let mut out = Vec::new();
+            for &k in &plain {
+                d.feed(&InputEvent::key(k, KeyAction::Press), &mut out);
+            }
+            out
         };
         assert_eq!(press(false), b"-=[];'`\\,./09");
         assert_eq!(press(true), b"_+{}:\"~|<>?)(");
@@ -1228,7 +1070,7 @@ mod tests {
 
     #[test]
     fn control_keys_and_ctrl_codes() {
-        let mut d = UsDecoder::new();
+        let mut d = Decoder::us();
         let typed = d.decode(&keys(&[
             (KEY_ENTER, KEY_PRESS),
             (KEY_TAB, KEY_PRESS),
@@ -1248,7 +1090,7 @@ mod tests {
 
     #[test]
     fn keys_without_characters_and_other_events_type_nothing() {
-        let mut d = UsDecoder::new();
+        let mut d = Decoder::us();
         let mut events = keys(&[
             (KEY_F1, KEY_PRESS),
             (KEY_UP, KEY_PRESS),
@@ -1263,12 +1105,12 @@ mod tests {
         assert_eq!(d.decode(&events), b"");
         assert!(d.alt());
         // Alt does not change characters.
-        assert_eq!(d.feed(&InputEvent::key(KEY_Q, KeyAction::Press)), Some(b'q'));
+        assert_eq!(d.decode(&[InputEvent::key(KEY_Q, KeyAction::Press)]), b"q");
     }
 
     #[test]
     fn num_lock_turns_on_keypad_digits() {
-        let mut d = UsDecoder::new();
+        let mut d = Decoder::us();
         let typed = d.decode(&keys(&[
             (KEY_KP1, KEY_PRESS),
             (KEY_KPPLUS, KEY_PRESS),
@@ -1288,6 +1130,7 @@ mod tests {
         assert_eq!(keyboard::SET_MODE, 0x4004_4401);
         assert_eq!(keyboard::GET_MODE, 0x8004_4402);
         assert_eq!(keyboard::GET_STATS, 0x8020_4403);
+        assert_eq!(keyboard::GET_LAYOUT, 0x8004_4404);
     }
 
     #[test]

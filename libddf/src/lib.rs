@@ -11,7 +11,7 @@
 //! | libIPC    | [`ipc`]      | framed, typed messages over `SOCK_SEQPACKET` Unix sockets, with fd passing and peer credentials |
 //! | libDDM    | [`ddm`]      | the DDM proxy: the control-socket client `ddmctl` and programs use |
 //! | libDriver | [`driver`]   | the [`driver::Driver`] trait and the runtime that serves a driver from its request FIFO |
-//! | libMem    | [`mem`]      | sealed memfd buffers granted by descriptor |
+//! | libMem    | [`mem`]      | sealed memfd buffers granted by descriptor, and the DMA memory the DDM grants a driver |
 //! | libIO     | [`io`]       | port I/O behind a trait: a real x86 backend behind `ioperm`, and an emulated port space |
 //!
 //! [`params`] turns a driver's `key = value` parameters into its own typed

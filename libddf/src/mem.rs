@@ -49,6 +49,52 @@
 //! a region back and forth) use the `unsafe` [`SharedBuf::as_slice`] and
 //! [`SharedBuf::as_mut_slice`], whose `# Safety` sections say what they must
 //! guarantee.
+//!
+//! ## DMA memory
+//!
+//! A driver of DMA-capable hardware needs memory the device can address:
+//! pages that stay where they are in physical memory, and their physical
+//! addresses. Both need privilege, which a sandboxed driver does not have,
+//! so the DDM does it for it: a driver whose manifest has a `[dma]` table
+//! (`bytes = "4M"`, `contiguous = "2M"`) is granted a [`DmaRegion`] at start
+//! ([`crate::driver::Context::dma`]). It is **the one way to get DMA memory
+//! in ddf.** What it promises, and what not:
+//!
+//! - **Contiguity.** The region is made of pages of
+//!   [`DmaRegion::page_size`] bytes (huge pages of 2 MiB, or the 4 KiB base
+//!   page when the manifest accepts page-sized segments with
+//!   `contiguous = "4K"` and no huge page could be had). Each page is
+//!   physically contiguous, so every run of `contiguous` bytes that starts
+//!   at a multiple of `contiguous` is. Pages that happen to be physically
+//!   adjacent make longer runs ([`DmaRegion::contiguous_len`] says how long),
+//!   but nothing promises that.
+//! - **Addresses.** [`DmaRegion::segments`] is the scatter list: one
+//!   segment per page, its physical address and length, in the region's
+//!   order; [`DmaRegion::bus_addr`] translates an offset. Physical address
+//!   is bus address only **without an IOMMU** (or with one in passthrough
+//!   mode), which is the case this serves. With VFIO and an IOMMU a device
+//!   would see I/O virtual addresses that the IOMMU maps; ddf does not do
+//!   that.
+//! - **Staying put.** The DDM faults every page in, locks it, and holds it
+//!   with a long-term pin (the kernel's `FOLL_LONGTERM`, through an
+//!   io_uring registered buffer), so the kernel neither swaps nor migrates
+//!   it (compaction, NUMA balancing) while the DDM holds it.
+//!   [`DmaRegion::is_pinned`] is `false` where the kernel refused the pin
+//!   (io_uring disabled): then the pages are locked, which keeps them in
+//!   memory but does not forbid every migration.
+//! - **Lifetime.** The DDM keeps the region for the driver instance: a
+//!   restarted driver gets the same memory, the same addresses and the same
+//!   contents. It is freed when the driver is unloaded or stopped, and it
+//!   does not survive a restart of the DDM.
+//! - **Not promised:** addresses below 4 GiB (a device limited to 32-bit
+//!   addresses needs to check [`DmaRegion::segments`]), a NUMA node, and
+//!   cache coherence on architectures where DMA is not coherent with the
+//!   CPU caches (x86 is coherent; user space cannot flush for a device).
+//!
+//! The driver may write the memory through its mapping
+//! ([`DmaRegion::write_at`], [`DmaRegion::as_ptr`]); the DDM never reads or
+//! writes it. The same aliasing rules as for [`SharedBuf`] apply: a device
+//! writing by DMA is one more writer the compiler does not know about.
 
 use std::ffi::CString;
 use std::fmt;
@@ -61,6 +107,8 @@ use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 use nix::sys::stat::fstat;
 use nix::unistd::ftruncate;
+
+use crate::proto::{DmaGrant, DMA_PAGES_MAX};
 
 /// Seals a granted memfd must carry before [`SharedBuf::accept`] maps it:
 /// `F_SEAL_SHRINK` (no one can cut the file under our mapping, which would
@@ -208,6 +256,15 @@ pub enum MemError {
         /// Why.
         #[source]
         source: io::Error,
+    },
+    /// A DMA grant that does not describe the memfd that came with it (see
+    /// [`DmaRegion::accept`]).
+    #[error("DMA grant of memfd {fd} refused: {why}")]
+    BadDmaGrant {
+        /// The descriptor.
+        fd: RawFd,
+        /// What does not fit.
+        why: String,
     },
     /// An access outside a buffer.
     #[error("access of {len} bytes at offset {offset} is outside a buffer of {size} bytes")]
@@ -470,6 +527,156 @@ impl SharedBuf {
     }
 }
 
+/// One physically contiguous piece of a [`DmaRegion`]: where it is in the
+/// region and where it is in physical (bus) memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DmaSegment {
+    /// Its offset in the region.
+    pub offset: usize,
+    /// Its physical address: the bus address a device is given, without an
+    /// IOMMU.
+    pub addr: u64,
+    /// Its length in bytes (the region's page size).
+    pub len: usize,
+}
+
+/// DMA memory the DDM granted this driver: a [`SharedBuf`] of pinned,
+/// page-wise physically contiguous memory, and its scatter list. See the
+/// module documentation for what is guaranteed.
+#[derive(Debug)]
+pub struct DmaRegion {
+    buf: SharedBuf,
+    page_size: usize,
+    pinned: bool,
+    segments: Vec<DmaSegment>,
+}
+
+impl DmaRegion {
+    /// Takes the region of a [`DmaGrant`]: checks that the grant describes
+    /// the memfd (`len` is `pages * page_size`, the page size a power of two
+    /// of at least 4 KiB, every address aligned to it and none wrapping),
+    /// then accepts the memfd as [`SharedBuf::accept`] does and maps it.
+    pub fn accept(fd: OwnedFd, grant: &DmaGrant) -> Result<DmaRegion, MemError> {
+        let raw = fd.as_raw_fd();
+        let bad = |why: String| MemError::BadDmaGrant { fd: raw, why };
+        let page = grant.page_size;
+        if page < 4096 || !page.is_power_of_two() {
+            return Err(bad(format!("page size {page} is not a power of two of at least 4096")));
+        }
+        if grant.pages.is_empty() || grant.pages.len() > DMA_PAGES_MAX {
+            return Err(bad(format!("{} pages (1 to {DMA_PAGES_MAX} allowed)", grant.pages.len())));
+        }
+        if (grant.pages.len() as u64).checked_mul(page) != Some(grant.len) {
+            return Err(bad(format!("{} bytes is not {} pages of {page}", grant.len, grant.pages.len())));
+        }
+        if let Some(a) = grant.pages.iter().find(|a| *a % page != 0 || a.checked_add(page).is_none()) {
+            return Err(bad(format!("page address {a:#x} is not aligned to {page} bytes")));
+        }
+        let len = usize::try_from(grant.len).map_err(|_| bad(format!("{} bytes do not fit", grant.len)))?;
+        let page_size = page as usize;
+        let buf = SharedBuf::accept(fd, len)?;
+        let segments = grant
+            .pages
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| DmaSegment { offset: i * page_size, addr: *addr, len: page_size })
+            .collect();
+        Ok(DmaRegion { buf, page_size, pinned: grant.pinned, segments })
+    }
+
+    /// Size in bytes (a whole number of pages, never zero).
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The size of the region's pages: each is physically contiguous.
+    pub fn page_size(&self) -> usize {
+        self.page_size
+    }
+
+    /// Whether the DDM holds the pages with a long-term pin (else they are
+    /// locked only).
+    pub fn is_pinned(&self) -> bool {
+        self.pinned
+    }
+
+    /// The scatter list: one segment per page, in the region's order.
+    pub fn segments(&self) -> &[DmaSegment] {
+        &self.segments
+    }
+
+    /// The bus address of the byte at `offset`.
+    pub fn bus_addr(&self, offset: usize) -> Result<u64, MemError> {
+        check_range(offset, 1, self.len())?;
+        let seg = &self.segments[offset / self.page_size];
+        Ok(seg.addr + (offset - seg.offset) as u64)
+    }
+
+    /// How many bytes from `offset` on are physically contiguous: to the end
+    /// of its page, and on through the pages that follow it in physical
+    /// memory too.
+    pub fn contiguous_len(&self, offset: usize) -> Result<usize, MemError> {
+        check_range(offset, 1, self.len())?;
+        let first = offset / self.page_size;
+        let mut run = self.page_size - offset % self.page_size;
+        for pair in self.segments[first..].windows(2) {
+            if pair[0].addr + pair[0].len as u64 != pair[1].addr {
+                break;
+            }
+            run += pair[1].len;
+        }
+        Ok(run)
+    }
+
+    /// Whether the `len` bytes at `offset` are physically contiguous: one
+    /// address and a length describe them to a device. An empty range is.
+    pub fn is_contiguous(&self, offset: usize, len: usize) -> Result<bool, MemError> {
+        check_range(offset, len, self.len())?;
+        if len == 0 {
+            return Ok(true);
+        }
+        Ok(self.contiguous_len(offset)? >= len)
+    }
+
+    /// Copies `buf.len()` bytes at `offset` out of the region.
+    pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<(), MemError> {
+        self.buf.read_at(offset, buf)
+    }
+
+    /// Copies `data` into the region at `offset`.
+    pub fn write_at(&mut self, offset: usize, data: &[u8]) -> Result<(), MemError> {
+        self.buf.write_at(offset, data)
+    }
+
+    /// The start of the mapping, for accesses with their own discipline
+    /// (volatile descriptors a device reads). Valid for [`DmaRegion::len`]
+    /// bytes while the region lives.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.buf.as_ptr()
+    }
+
+    /// The whole region as a slice, without a copy.
+    ///
+    /// # Safety
+    /// As for [`SharedBuf::as_slice`]; a device writing by DMA counts as a
+    /// writer.
+    pub unsafe fn as_slice(&self) -> &[u8] {
+        // SAFETY: the caller upholds SharedBuf::as_slice's contract.
+        unsafe { self.buf.as_slice() }
+    }
+
+    /// The whole region as a mutable slice, without a copy.
+    ///
+    /// # Safety
+    /// As for [`SharedBuf::as_mut_slice`]; a device accessing it by DMA
+    /// counts as another user.
+    pub unsafe fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: the caller upholds SharedBuf::as_mut_slice's contract.
+        unsafe { self.buf.as_mut_slice() }
+    }
+}
+
 impl AsFd for SharedBuf {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -609,6 +816,70 @@ mod tests {
         let fd = b.into_fd();
         assert!(SharedBuf::accept(fd, 10_000).is_ok());
         assert!(matches!(SharedBuf::new("x", 0), Err(MemError::ZeroLength)));
+    }
+
+    /// A region over an ordinary memfd with made-up addresses: pages 0 and
+    /// 1 adjacent, then a gap, then pages 2 and 3 adjacent.
+    fn fake_region() -> (SharedBuf, DmaRegion) {
+        let buf = SharedBuf::new("ddf-test-dma", 4 * 4096).unwrap();
+        let grant =
+            DmaGrant { len: 4 * 4096, page_size: 4096, pages: vec![0x10000, 0x11000, 0x80000, 0x81000], pinned: true };
+        let region = DmaRegion::accept(buf.try_clone_fd().unwrap(), &grant).unwrap();
+        (buf, region)
+    }
+
+    #[test]
+    fn a_dma_region_translates_offsets_and_knows_its_runs() {
+        let (other, mut r) = fake_region();
+        assert_eq!((r.len(), r.page_size(), r.is_pinned()), (16384, 4096, true));
+        let segs: Vec<(usize, u64, usize)> = r.segments().iter().map(|s| (s.offset, s.addr, s.len)).collect();
+        assert_eq!(segs, [(0, 0x10000, 4096), (4096, 0x11000, 4096), (8192, 0x80000, 4096), (12288, 0x81000, 4096)]);
+        assert_eq!(r.bus_addr(0).unwrap(), 0x10000);
+        assert_eq!(r.bus_addr(4097).unwrap(), 0x11001);
+        assert_eq!(r.bus_addr(16383).unwrap(), 0x81fff);
+        assert!(matches!(r.bus_addr(16384), Err(MemError::OutOfBounds { .. })));
+        // Adjacent pages make one run; the gap ends it.
+        assert_eq!(r.contiguous_len(0).unwrap(), 8192);
+        assert_eq!(r.contiguous_len(100).unwrap(), 8092);
+        assert_eq!(r.contiguous_len(9000).unwrap(), 16384 - 9000);
+        assert!(r.is_contiguous(4000, 200).unwrap());
+        assert!(!r.is_contiguous(8000, 300).unwrap());
+        assert!(r.is_contiguous(8192, 8192).unwrap());
+        assert!(r.is_contiguous(16384, 0).unwrap());
+        assert!(matches!(r.is_contiguous(16000, 1000), Err(MemError::OutOfBounds { .. })));
+        // Writes through the region are in the memfd: another mapping sees them.
+        r.write_at(5000, b"dma").unwrap();
+        let mut got = [0u8; 3];
+        other.read_at(5000, &mut got).unwrap();
+        assert_eq!(&got, b"dma");
+        r.read_at(5000, &mut got).unwrap();
+        assert_eq!(&got, b"dma");
+    }
+
+    #[test]
+    fn dma_grants_that_do_not_describe_their_memfd_are_refused() {
+        let buf = SharedBuf::new("ddf-test-dma", 2 * 4096).unwrap();
+        let good = DmaGrant { len: 8192, page_size: 4096, pages: vec![0x1000, 0x2000], pinned: false };
+        assert!(DmaRegion::accept(buf.try_clone_fd().unwrap(), &good).is_ok());
+        let cases = [
+            (DmaGrant { len: 4096, ..good.clone() }, "is not 2 pages"),
+            (DmaGrant { page_size: 3000, len: 6000, ..good.clone() }, "not a power of two"),
+            (DmaGrant { page_size: 2048, len: 4096, ..good.clone() }, "not a power of two of at least 4096"),
+            (DmaGrant { pages: vec![0x1000, 0x2800], ..good.clone() }, "0x2800 is not aligned"),
+            (DmaGrant { pages: vec![0x1000, u64::MAX - 4095], ..good.clone() }, "is not aligned"),
+            (DmaGrant { pages: Vec::new(), len: 0, ..good.clone() }, "0 pages"),
+        ];
+        for (grant, why) in cases {
+            let err = DmaRegion::accept(buf.try_clone_fd().unwrap(), &grant).unwrap_err();
+            assert!(matches!(err, MemError::BadDmaGrant { .. }) && err.to_string().contains(why), "{grant:?}: {err}");
+        }
+        // A grant that does not match the memfd's size is refused by the memfd check.
+        let big = DmaGrant { len: 3 * 4096, pages: vec![0x1000, 0x2000, 0x3000], ..good.clone() };
+        let err = DmaRegion::accept(buf.try_clone_fd().unwrap(), &big).unwrap_err();
+        assert!(matches!(err, MemError::WrongSize { .. }), "{err}");
+        // So is a descriptor that is no memfd.
+        let null = std::fs::File::open("/dev/null").unwrap();
+        assert!(matches!(DmaRegion::accept(null.into(), &good), Err(MemError::NotMemfd { .. })));
     }
 
     fn raw_memfd(flags: MFdFlags, len: i64, seals: Option<SealFlag>) -> OwnedFd {

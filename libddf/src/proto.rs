@@ -285,9 +285,10 @@ pub struct BoundDevice {
 /// The DDM's messages to a driver.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DdmToDriver {
-    /// Sent once after the handshake: who the driver is, its parameters,
-    /// and the state its previous incarnation left. The frame carries the
-    /// state's descriptors, in the order of `state`, each entry taking
+    /// Sent once after the handshake (and after the [`DdmToDriver::Dma`]
+    /// grant, if there is one): who the driver is, its parameters, and the
+    /// state its previous incarnation left. The frame carries the state's
+    /// descriptors, in the order of `state`, each entry taking
     /// [`StateEntry::fds`] of them.
     Start {
         /// The instance name (from its manifest).
@@ -353,6 +354,14 @@ pub enum DdmToDriver {
     /// ([`crate::ring`]). The frame carries its memfd and its doorbell (an
     /// eventfd), in that order.
     Ring(RingSpec),
+    /// The DMA memory the driver's manifest asks for (`[dma]`), with its
+    /// memfd as the frame's one descriptor. Sent only to a driver whose
+    /// manifest asks, after the handshake and **before** [`DdmToDriver::Start`],
+    /// to every incarnation (the same memory each time). Before `Start`
+    /// because the runtime must have it before it builds the driver, and a
+    /// runtime that is not waiting for a grant must never be left waiting
+    /// for one: it reads until `Start`, keeping a grant that comes first.
+    Dma(DmaGrant),
 }
 
 /// The shape of a ring ([`crate::ring`]): how many slots of how many bytes.
@@ -363,6 +372,27 @@ pub struct RingSpec {
     /// Bytes per slot, control words included.
     pub slot_size: u32,
 }
+
+/// DMA memory the DDM allocated, locked and resolved for a driver: a memfd
+/// of [`DmaGrant::len`] bytes made of pages of [`DmaGrant::page_size`]
+/// bytes, each physically contiguous, at the physical addresses in
+/// [`DmaGrant::pages`] (see [`crate::mem::DmaRegion`] for what is promised).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DmaGrant {
+    /// Bytes of the region: the memfd's size, `pages.len() * page_size`.
+    pub len: u64,
+    /// The size of its pages: a huge page size (2 MiB) or the base page
+    /// size (4 KiB) when the manifest accepts page-sized segments.
+    pub page_size: u64,
+    /// The physical (bus) address of each page, in the region's order.
+    pub pages: Vec<u64>,
+    /// Whether the DDM holds the pages with a long-term pin, so that the
+    /// kernel can neither swap nor migrate them (`false`: locked only).
+    pub pinned: bool,
+}
+
+/// Most pages one [`DmaGrant`] may name (it must fit in one frame).
+pub const DMA_PAGES_MAX: usize = 16_384;
 
 /// A fault the driver runtime injects into itself on request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -807,6 +837,24 @@ pub struct DriverStatus {
     pub counters: Vec<(String, u64)>,
     /// Calls of the current incarnation that took the fast path (its ring).
     pub fast_calls: u64,
+    /// The DMA memory the DDM holds for it, if its manifest asks for some.
+    pub dma: Option<DmaStatus>,
+}
+
+/// A driver's DMA memory as the control socket shows it. The physical
+/// addresses are not shown: they are privileged information (the kernel
+/// hides them from unprivileged readers of `/proc/PID/pagemap`), and only
+/// the driver itself gets them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DmaStatus {
+    /// Bytes held.
+    pub bytes: u64,
+    /// The size of its pages (each one physically contiguous).
+    pub page_size: u64,
+    /// How many pages, that is segments, it has.
+    pub segments: u32,
+    /// Whether its pages are pinned against migration (else locked only).
+    pub pinned: bool,
 }
 
 #[cfg(test)]
@@ -836,6 +884,10 @@ mod tests {
         assert_eq!(enc(&err), [3, 1, 1, 22]);
         assert_eq!(enc(&DdmToDriver::Cancel { id: RequestId(5) }), [2, 5]);
         assert_eq!(enc(&DdmToDriver::Shutdown), [4]);
+        // 11 = Dma, len 8192 = [0x80, 0x40], page size 4096 = [0x80, 0x20],
+        // two pages 0x1000 and 0x3000, pinned true.
+        let grant = DmaGrant { len: 8192, page_size: 4096, pages: vec![0x1000, 0x3000], pinned: true };
+        assert_eq!(enc(&DdmToDriver::Dma(grant)), [11, 0x80, 0x40, 0x80, 0x20, 2, 0x80, 0x20, 0x80, 0x60, 1]);
     }
 
     #[test]

@@ -28,8 +28,13 @@
 //! FREE --caller claims--> CLAIMED --caller writes the call--> REQUEST
 //! REQUEST --driver takes--> BUSY --driver answers now--> REPLY --caller copies it out--> FREE
 //!                            BUSY --driver keeps the call--> DEFERRED --caller--> FREE   (answer by socket)
-//! REQUEST | BUSY --caller gives up waiting--> ORPHAN --driver--> FREE              (answer by socket)
+//! REQUEST --caller gives up waiting--> ORPHAN --driver takes--> ORPHAN_BUSY --> FREE (answer by socket)
+//! BUSY --caller gives up waiting--> ABANDONED --driver, done--> FREE               (answer by socket)
 //! ```
+//!
+//! A call the caller gave up on before the driver took it (`Orphan`) is
+//! still to be made; one it gave up on while the driver held it
+//! (`Abandoned`) is being made, and must not be taken again.
 //!
 //! A caller only waits on a slot for a bounded time (it *spins*); when the
 //! answer is late it orphans the slot and the answer comes by the socket,
@@ -109,6 +114,9 @@ pub enum SlotState {
     Orphan = 6,
     /// The driver works on an orphaned call.
     OrphanBusy = 7,
+    /// The caller stopped waiting while the driver worked on the call; the
+    /// driver answers by the socket and frees the slot.
+    Abandoned = 8,
 }
 
 impl SlotState {
@@ -122,6 +130,7 @@ impl SlotState {
             5 => SlotState::Deferred,
             6 => SlotState::Orphan,
             7 => SlotState::OrphanBusy,
+            8 => SlotState::Abandoned,
             _ => return None,
         })
     }
@@ -459,6 +468,15 @@ impl Ring {
         None
     }
 
+    /// The caller stops waiting for the call in `slot`: one the driver has
+    /// not taken is orphaned, one it holds is abandoned; either way its
+    /// answer comes by the socket. `false`: too late, the slot holds an
+    /// answer or says the call was kept (look at its state).
+    pub fn give_up(&self, slot: usize) -> bool {
+        self.transition(slot, SlotState::Request, SlotState::Orphan).is_ok()
+            || self.transition(slot, SlotState::Busy, SlotState::Abandoned).is_ok()
+    }
+
     /// Whether any slot holds a call for the driver.
     pub fn has_call(&self) -> bool {
         (0..self.slots).any(|s| {
@@ -609,10 +627,30 @@ mod tests {
         let s = r.claim().unwrap();
         r.write_frame(s, b"h", b"");
         r.set(s, SlotState::Request);
-        r.transition(s, SlotState::Request, SlotState::Orphan).unwrap();
+        assert!(r.give_up(s));
+        assert_eq!(r.state(s).unwrap(), SlotState::Orphan);
         assert_eq!(r.take_call(0), Some((s, true)));
         assert_eq!(r.state(s).unwrap(), SlotState::OrphanBusy);
         assert_eq!(r.take_call(0), None);
+    }
+
+    #[test]
+    fn a_call_abandoned_while_the_driver_holds_it_is_not_taken_again() {
+        let r = Ring::create(spec()).unwrap();
+        let s = r.claim().unwrap();
+        r.write_frame(s, b"h", b"");
+        r.set(s, SlotState::Request);
+        assert_eq!(r.take_call(0), Some((s, false)));
+        assert!(r.give_up(s));
+        assert_eq!(r.state(s).unwrap(), SlotState::Abandoned);
+        assert_eq!(r.take_call(0), None, "an abandoned call was taken twice");
+        assert!(r.transition(s, SlotState::Busy, SlotState::Reply).is_err());
+        // Too late to give up on an answered call.
+        let t = r.claim().unwrap();
+        r.set(t, SlotState::Request);
+        r.take_call(t).unwrap();
+        r.transition(t, SlotState::Busy, SlotState::Reply).unwrap();
+        assert!(!r.give_up(t));
     }
 
     #[test]

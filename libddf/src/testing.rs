@@ -29,7 +29,9 @@ use nix::sys::time::TimeVal;
 
 use crate::driver::SOCKET_FD_ENV;
 use crate::ipc::{Channel, IpcError, RecvBuf};
-use crate::proto::{Answer, Call, DdmToDriver, DeviceId, DriverToDdm, Errno, Handle, OpenFlags, RequestId, StateEntry};
+use crate::proto::{
+    Answer, Call, DdmToDriver, DeviceId, DmaGrant, DriverToDdm, Errno, Handle, OpenFlags, RequestId, StateEntry,
+};
 
 /// How long a receive waits for the driver.
 pub const RECV_TIMEOUT: Duration = Duration::from_secs(30);
@@ -127,6 +129,13 @@ impl StandIn {
         let f = self.chan.recv(&mut self.buf)?;
         let msg = f.decode::<DriverToDdm>()?;
         Ok(Said { msg, payload: f.payload.to_vec(), fds: f.fds })
+    }
+
+    /// Grants the driver DMA memory as the DDM does, before `Start`: `fd`
+    /// is the memfd `grant` describes (a test may use an ordinary sealed
+    /// memfd, [`crate::mem::SharedBuf`], with made-up addresses).
+    pub fn grant_dma(&mut self, grant: DmaGrant, fd: BorrowedFd<'_>) -> Result<(), StandInError> {
+        self.send(&DdmToDriver::Dma(grant), &[], &[fd])
     }
 
     /// Sends `Start` (instance name, parameters, saved state and its

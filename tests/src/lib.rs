@@ -22,6 +22,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+pub mod clients;
+
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Read;
@@ -33,6 +35,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
+
+pub mod dma;
 
 /// Locks a mutex, also after a panic of another holder (the tools' data is
 /// counters and lists, still good after a panic).

@@ -700,3 +700,25 @@ fn an_unrebuilt_c_driver_runs_on_a_newer_library() {
     assert_eq!(ok(&cat(&ddm.path("hello")), "cat on 0.2.0"), "hello\n");
     assert_eq!(greetings_by_python(&ddm.path("hello")), 2);
 }
+
+#[test]
+fn a_c_driver_gets_its_dma_memory_with_its_segments() {
+    ddf_tests::needs_root!();
+    let b = CBuild::new();
+    let exe = b.cc("ddf-dma", &["tests/c/dma.c"], "");
+    // Page-sized segments, from ordinary locked pages unless reserved huge
+    // pages are free: ddm does not touch the machine's huge-page pool.
+    let ddm = Ddm::builder()
+        .args(&["--no-builtin", "--dma-reserved-only"])
+        .manifest(&b.manifest("dma", &exe, "[dma]\nbytes = \"64K\"\ncontiguous = \"4K\"\n"))
+        .wait_for("dma")
+        .start();
+    let r = ddf_tests::dma::Report::parse(&ok(&cat(&ddm.path("dma")), "cat dma"));
+    assert!(r.bytes >= 64 << 10 && r.bytes % r.page_size == 0, "{r:?}");
+    assert_eq!(r.segments.len(), r.bytes / r.page_size);
+    assert!(r.pinned, "{r:?}");
+    let p = pid(&ddm, "dma");
+    ddf_tests::dma::check_pagemap(p, &r);
+    ddf_tests::dma::check_second_mapping(p, &r);
+    assert!(ddm.log().contains(&format!("dma: {} bytes in {} segments", r.bytes, r.segments.len())), "{}", ddm.log());
+}

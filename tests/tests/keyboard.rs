@@ -9,21 +9,17 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ddf::input::keyboard::{Stats, GET_MODE, GET_STATS, MODE_RAW, SET_MODE};
-use ddf::input::{InputEvent, KeyAction, EVENT_SIZE, EV_KEY, KEY_H, KEY_LEFTSHIFT};
+use ddf::input::{InputEvent, KeyAction, EVENT_SIZE, EV_KEY, KEY_H, KEY_LEFTSHIFT, KEY_Y, KEY_Z};
+use ddf_tests::clients::{
+    counter, drain, has_open, ioctl, open_nonblocking, proc_state, read_once, signal, type_keys, wait_blocked,
+    wait_deadline, Reader, Tmux, DEADLINE,
+};
 use ddf_tests::{bin, is_mounted, wait_timeout, wait_until, Ddm};
-
-/// Long enough for a loaded machine; the tests assert that things end,
-/// not how fast.
-const DEADLINE: Duration = Duration::from_secs(15);
 
 const HELLO: &[u8] = b"Hello, World!\n";
 
@@ -37,6 +33,17 @@ autostart = true
 source = "virtual"
 name = "slow"
 buffer = "32"
+"#;
+
+/// A virtual keyboard `de0` with the German layout.
+const GERMAN_MANIFEST: &str = r#"
+name = "dekbd"
+exec = "ddf-keyboard"
+autostart = true
+[params]
+source = "virtual"
+name = "de"
+layout = "de"
 "#;
 
 /// "Hello, World!\n" in scancode set 1, make and break codes: Left Shift
@@ -58,171 +65,7 @@ const HELLO_SCANCODES: &str = concat!(
 );
 
 // ---------------------------------------------------------------------------
-// Helpers
-
-/// Whether process `pid` has `path` open.
-fn has_open(pid: u32, path: &Path) -> bool {
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return false;
-    };
-    fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path))
-}
-
-/// The one-letter state of process `pid` (`R`, `S`, `D`, ...).
-fn proc_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) S ...": the state follows the last ')'.
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
-}
-
-/// Waits for `child` without killing it; `None` if it is still running
-/// at the deadline.
-fn wait_deadline(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        if Instant::now() > end {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn signal(child: &Child, sig: i32) {
-    // SAFETY: kill(2) on our own child's pid, which is not yet reaped.
-    unsafe { libc::kill(child.id() as i32, sig) };
-}
-
-/// A process reading a device file, its stdout collected by a thread.
-/// Dropping it kills the process (and leaves it, rather than hang, if it
-/// does not die: the Ddm's drop then tears the mount down under it).
-struct Reader {
-    child: Child,
-    out: Arc<Mutex<Vec<u8>>>,
-    collector: Option<JoinHandle<()>>,
-}
-
-impl Reader {
-    /// Starts `cmd` (stdout piped) and waits until its process has `path`
-    /// open.
-    fn start(mut cmd: Command, path: &Path) -> Reader {
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let out = Arc::new(Mutex::new(Vec::new()));
-        let collector = Some(collect(stdout, Arc::clone(&out)));
-        let mut r = Reader { child, out, collector };
-        let pid = r.child.id();
-        let opened = wait_until(DEADLINE, || has_open(pid, path));
-        if !opened {
-            let status = r.child.try_wait();
-            panic!("reader {pid} did not open {} (status {status:?})", path.display());
-        }
-        r
-    }
-
-    /// `cat PATH`.
-    fn cat(path: &Path) -> Reader {
-        let mut cmd = Command::new("cat");
-        cmd.arg(path);
-        Reader::start(cmd, path)
-    }
-
-    fn output(&self) -> Vec<u8> {
-        self.out.lock().unwrap().clone()
-    }
-
-    /// Waits until the output has at least `len` bytes; returns it.
-    fn wait_output(&self, len: usize) -> Vec<u8> {
-        wait_until(DEADLINE, || self.out.lock().unwrap().len() >= len);
-        self.output()
-    }
-
-    /// Waits until a line of output contains `text`.
-    fn wait_line(&self, text: &str) -> bool {
-        wait_until(DEADLINE, || String::from_utf8_lossy(&self.output()).contains(text))
-    }
-
-    /// Sends `sig` and waits for the process to end; returns its status
-    /// and everything it printed. Panics if it does not end.
-    fn stop(mut self, sig: i32) -> (ExitStatus, Vec<u8>) {
-        signal(&self.child, sig);
-        let status = wait_deadline(&mut self.child, DEADLINE).unwrap_or_else(|| {
-            panic!(
-                "reader {} still running {DEADLINE:?} after signal {sig} (state {:?})",
-                self.child.id(),
-                proc_state(self.child.id())
-            )
-        });
-        if let Some(t) = self.collector.take() {
-            t.join().unwrap();
-        }
-        (status, self.output())
-    }
-
-    fn stderr(&mut self) -> String {
-        let mut s = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut s);
-        }
-        s
-    }
-}
-
-impl Drop for Reader {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = wait_deadline(&mut self.child, DEADLINE);
-        }
-    }
-}
-
-fn collect(mut stdout: ChildStdout, out: Arc<Mutex<Vec<u8>>>) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            out.lock().unwrap().extend_from_slice(&buf[..n]);
-        }
-    })
-}
-
-/// `ddmctl type ARGS...`; panics if it fails.
-fn type_keys(ddm: &Ddm, args: &[&str]) {
-    let mut all = vec!["type"];
-    all.extend_from_slice(args);
-    ddm.ddmctl_ok(&all);
-}
-
-/// Opens a device for reading without blocking reads.
-fn open_nonblocking(path: &Path) -> File {
-    std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).unwrap()
-}
-
-/// One `read(2)` of at most `len` bytes.
-fn read_once(f: &mut File, len: usize) -> std::io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; len];
-    let n = f.read(&mut buf)?;
-    buf.truncate(n);
-    Ok(buf)
-}
-
-/// An ioctl whose argument is a pointer to `arg`.
-fn ioctl<T>(f: &File, cmd: u32, arg: &mut T) -> std::io::Result<()> {
-    // SAFETY: `arg` is a live, exclusively borrowed T, and every request
-    // used here encodes size_of::<T>() as its argument size, so the kernel
-    // reads or writes only inside it.
-    let rc = unsafe { libc::ioctl(f.as_raw_fd(), cmd as libc::c_ulong, arg as *mut T) };
-    if rc < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
+// Helpers (the others are in ddf_tests::clients)
 
 fn stats(f: &File) -> Stats {
     let mut raw = [0u8; Stats::SIZE];
@@ -230,21 +73,8 @@ fn stats(f: &File) -> Stats {
     Stats::from_bytes(&raw)
 }
 
-/// The counters `ddmctl status --json` shows for `driver`.
-fn counters(ddm: &Ddm, driver: &str) -> Vec<(String, u64)> {
-    let json = ddm.ddmctl_ok(&["status", "--json"]);
-    let all: serde_json::Value = serde_json::from_str(&json).unwrap();
-    let d = all
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["name"] == driver)
-        .unwrap_or_else(|| panic!("no driver {driver} in {json}"));
-    serde_json::from_value(d["counters"].clone()).unwrap_or_else(|e| panic!("counters of {driver} in {json}: {e}"))
-}
-
 fn lost_bytes(ddm: &Ddm, driver: &str) -> Option<u64> {
-    counters(ddm, driver).into_iter().find(|(k, _)| k == "lost_bytes").map(|(_, v)| v)
+    counter(ddm, driver, "lost_bytes")
 }
 
 // ---------------------------------------------------------------------------
@@ -365,6 +195,36 @@ fn ddmctl_type_says_what_is_wrong() {
     assert!(err.contains("typing needs write access to") && err.contains("keyboard0"), "as uid 4242: {err}");
 }
 
+#[test]
+fn cat_shows_what_is_typed_with_the_german_layout() {
+    ddf_tests::needs_root!();
+    let ddm = Ddm::builder().manifest(GERMAN_MANIFEST).wait_for("de0").start();
+    let kbd = ddm.path("de0");
+    let cat = Reader::cat(&kbd);
+    let text = "Grüße aus Köln: Straße, Café, 3 € @home {[]} \\ | ~ <> ^ ° yz";
+    type_keys(&ddm, &["--device", "de0", "--enter", text]);
+    let want = format!("{text}\n");
+    let got = cat.wait_output(want.len());
+    assert_eq!(String::from_utf8_lossy(&got), want);
+    // The keys typed are a German keyboard's: y is the key a US keyboard
+    // calls Z, and the evdev node reports the keys.
+    let mut events = open_nonblocking(&ddm.path("input-dekbd/event0"));
+    type_keys(&ddm, &["--device", "de0", "yz"]);
+    let keys: Vec<(u16, i32)> =
+        drain(&mut events).iter().filter(|e| e.ev_type == EV_KEY).map(|e| (e.code, e.value)).collect();
+    assert_eq!(keys, [(KEY_Z, 1), (KEY_Z, 0), (KEY_Y, 1), (KEY_Y, 0)]);
+    assert_eq!(cat.wait_output(want.len() + 2), format!("{want}yz").as_bytes());
+    // What a German keyboard cannot type is refused, naming the layout.
+    let out = ddm.ddmctl(&["type", "--device", "de0", "ñ"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot be typed on a German keyboard"), "{err}");
+    // The built-in keyboard still types US.
+    let us = Reader::cat(&ddm.path("keyboard0"));
+    type_keys(&ddm, &["yz"]);
+    assert_eq!(us.wait_output(2), b"yz");
+}
+
 // ---------------------------------------------------------------------------
 // Blocking, signals, poll
 
@@ -404,16 +264,6 @@ ev = p.poll(30000)
 print("poll-woke:", ev == [(fd, select.POLLIN)], flush=True)
 print("read:", os.read(fd, 100), flush=True)
 "#;
-
-/// Waits until the reader has printed `marker` and then sleeps in a
-/// system call (it prints nothing else before it blocks).
-fn wait_blocked(r: &Reader, marker: &str) {
-    assert!(r.wait_line(marker), "no {marker:?}: {:?}", String::from_utf8_lossy(&r.output()));
-    let pid = r.child.id();
-    assert!(wait_until(DEADLINE, || proc_state(pid) == Some('S')), "reader not asleep");
-    // Let it settle in the wait (not just between two calls).
-    std::thread::sleep(Duration::from_millis(200));
-}
 
 #[test]
 fn select_and_poll_wake_when_a_key_is_typed() {
@@ -568,41 +418,6 @@ fn raw_mode_gives_whole_key_event_records() {
 
 // ---------------------------------------------------------------------------
 // Terminals, closing, unmounting
-
-/// A private tmux server (its own socket in `dir`), killed on drop, also
-/// when the test fails.
-struct Tmux {
-    socket: std::path::PathBuf,
-}
-
-impl Tmux {
-    fn start(dir: &Path, command: &str) -> Tmux {
-        let t = Tmux { socket: dir.join("tmux.sock") };
-        let out = t.cmd(&["new-session", "-d", "-s", "kbd", "-x", "120", "-y", "30", command]);
-        assert!(out.status.success(), "tmux: {}", String::from_utf8_lossy(&out.stderr));
-        t
-    }
-
-    fn cmd(&self, args: &[&str]) -> std::process::Output {
-        Command::new("tmux").arg("-S").arg(&self.socket).args(args).env("TERM", "xterm").output().unwrap()
-    }
-
-    fn screen(&self) -> String {
-        String::from_utf8_lossy(&self.cmd(&["capture-pane", "-p", "-t", "kbd"]).stdout).into_owned()
-    }
-
-    fn current_command(&self) -> String {
-        let out = self.cmd(&["list-panes", "-t", "kbd", "-F", "#{pane_current_command}"]);
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.cmd(&["kill-server"]);
-        let _ = std::fs::remove_file(&self.socket);
-    }
-}
 
 #[test]
 fn ctrl_c_ends_cat_in_a_terminal() {

@@ -17,7 +17,7 @@ use nix::sys::signal::{SigSet, Signal};
 
 use ddm_fs::core::{spawn_named, Config as CoreConfig, Core};
 use ddm_fs::manifest::{Manifest, ManifestError};
-use ddm_fs::{control, fs, interrupt, plug, spawn, supervise};
+use ddm_fs::{control, dma, fs, interrupt, plug, spawn, supervise};
 
 /// The device driver manager: mounts the ddf file system and runs drivers.
 #[derive(Debug, Parser)]
@@ -70,6 +70,21 @@ pub struct Args {
     /// takes the driver's socket).
     #[arg(long, value_name = "on|off", env = "DDF_FAST_PATH", default_value = "on", value_parser = ["on", "off"])]
     pub fast_path: String,
+
+    /// The most DMA memory (manifests' [dma]) all drivers together may hold,
+    /// as a size: 64M, 1G, 0 for none.
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
+    pub dma_limit: u64,
+
+    /// Take DMA memory only from the huge pages reserved beforehand
+    /// (vm.nr_hugepages); never let the kernel allocate more.
+    #[arg(long)]
+    pub dma_reserved_only: bool,
+}
+
+/// Parses a size argument (`64M`, `1G`, `67108864`).
+fn parse_size(s: &str) -> Result<u64, String> {
+    ddf::params::parse_size(s).map_err(|e| e.to_string())
 }
 
 /// Why ddm could not start.
@@ -187,7 +202,8 @@ fn run(args: &Args) -> Result<(), StartError> {
     let max_spinners = ddm_fs::fast::default_spinners();
     let config = CoreConfig { driver_dir, start_timeout, fast_path, max_spinners, fixed_spin: None };
     let core = Core::new(manifests, config, policy, perms);
-    core.set_launcher(Arc::new(spawn::ProcessLauncher));
+    let dma = dma::Allocator::new(args.dma_limit, args.dma_reserved_only);
+    core.set_launcher(Arc::new(spawn::ProcessLauncher::new(dma)));
     core.listen(Arc::new(plug::PlugManager));
 
     // Drivers first, so the tree is populated when the mount appears.

@@ -2,10 +2,11 @@
 //! manager. A thin client of libDDM ([`ddf::ddm`]); see ddmctl(8).
 //!
 //! `ddmctl type` is the one command that goes through the mount rather than
-//! the control socket: it asks ddm where the device tree is mounted, turns
-//! the text into key events ([`ddf::input::text_to_events`]) and writes them
-//! to a virtual keyboard's file, so that the file's permissions decide who
-//! may type.
+//! the control socket: it asks ddm where the device tree is mounted, opens
+//! a virtual keyboard's file (so that the file's permissions decide who may
+//! type), asks the keyboard its layout ([`ddf::input::keyboard::layout_of`]),
+//! turns the text into the key events of that layout
+//! ([`ddf::input::Layout::text_to_events`]) and writes them.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ddf::ddm::{Ddm, DdmError};
-use ddf::input::{text_to_events, InputError, InputEvent, EVENT_SIZE};
+use ddf::input::{keyboard, InputError, InputEvent, EVENT_SIZE};
 use ddf::proto::{DriverStatus, Fault, NodeInfo};
 
 /// Key event records per `write(2)` at most: 170 × 24 = 4080 bytes, under
@@ -61,7 +62,7 @@ enum Command {
         /// The fault.
         fault: String,
     },
-    /// Type text into a virtual keyboard, as if typed on a US keyboard.
+    /// Type text into a virtual keyboard, with the keyboard's layout (US unless its manifest says otherwise).
     ///
     /// The words are joined with spaces. Needs write access to the device
     /// file (root, by default).
@@ -256,22 +257,23 @@ fn run(args: &Args) -> Result<(), CtlError> {
             if *enter {
                 text.push('\n');
             }
-            let events = text_to_events(&text).map_err(TypeError::Text)?;
             let path = Path::new(&ddm.info()?.mountpoint).join(device);
-            type_events(&path, &events)?;
+            type_text(&path, &text)?;
         }
     }
     Ok(())
 }
 
-/// Writes `events` to the virtual keyboard at `path`, whole records per
-/// write.
-fn type_events(path: &Path, events: &[InputEvent]) -> Result<(), TypeError> {
+/// Types `text` into the virtual keyboard at `path` with the keyboard's
+/// layout (US if it does not say), whole records per write.
+fn type_text(path: &Path, text: &str) -> Result<(), TypeError> {
     let mut file = std::fs::OpenOptions::new().write(true).open(path).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => TypeError::NoDevice(path.to_owned()),
         std::io::ErrorKind::PermissionDenied => TypeError::NoAccess(path.to_owned()),
         _ => TypeError::Open { path: path.to_owned(), source },
     })?;
+    let layout = keyboard::layout_of(&file).unwrap_or_default();
+    let events = layout.text_to_events(text).map_err(TypeError::Text)?;
     for chunk in events.chunks(RECORDS_PER_WRITE) {
         let bytes = InputEvent::encode_records(chunk);
         let mut rest = &bytes[..];
@@ -406,6 +408,17 @@ fn print_status(drivers: &[DriverStatus]) {
         if !d.counters.is_empty() {
             let c: Vec<String> = d.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
             println!("{:<12} counters: {}", "", c.join(" "));
+        }
+        if let Some(dma) = &d.dma {
+            let size = ddf::params::Size;
+            println!(
+                "{:<12} dma: {} in {} segments of {}, {}",
+                "",
+                size(dma.bytes),
+                dma.segments,
+                size(dma.page_size),
+                if dma.pinned { "pinned" } else { "locked, not pinned" }
+            );
         }
     }
 }

@@ -124,4 +124,7 @@ pub enum SpawnError {
     /// ddm is shutting down.
     #[error("ddm is stopping")]
     Stopping,
+    /// The DMA memory its manifest asks for cannot be had.
+    #[error("DMA memory")]
+    Dma(#[source] Arc<crate::dma::DmaError>),
 }

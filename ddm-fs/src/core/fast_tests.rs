@@ -99,8 +99,8 @@ fn a_late_answer_comes_by_the_socket_and_the_call_stays_parked_meanwhile() {
     let sock = socket(&d);
     let t = driver_thread(ring.clone(), move |ring| {
         let (slot, id, _, _) = take(ring);
-        // Too slow for any spin budget: the caller orphans the slot.
-        wait_until(|| ring.state(slot).unwrap() == SlotState::Orphan);
+        // Too slow for any spin budget: the caller gives up on the slot.
+        wait_until(|| ring.state(slot).unwrap() == SlotState::Abandoned);
         ring.set(slot, SlotState::Free);
         sock.send(&DriverToDdm::Reply { id, result: Ok(Answer::Data) }, b"late", &[]).unwrap();
     });

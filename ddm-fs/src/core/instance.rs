@@ -16,6 +16,7 @@ use ddf::proto::{BusId, DeviceId, DriverState};
 
 use super::error::{ProtocolError, SpawnError};
 use crate::conn::Conn;
+use crate::dma::Region;
 use crate::ids::{Ino, InstanceId};
 use crate::manifest::Manifest;
 use crate::sync::{Condvar, Mutex, Rank};
@@ -90,6 +91,9 @@ pub struct Instance {
     pub errors: AtomicU64,
     /// The driver's own counters, by name.
     pub counters: Mutex<BTreeMap<String, u64>>,
+    /// The DMA memory ddm holds for it (its manifest's `[dma]`): kept
+    /// across incarnations, freed when the instance stops.
+    pub dma: Mutex<Option<Region>>,
 }
 
 impl Instance {
@@ -125,6 +129,16 @@ impl Instance {
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             counters: Mutex::new(Rank::Leaf, BTreeMap::new()),
+            dma: Mutex::new(Rank::Leaf, None),
+        }
+    }
+
+    /// Frees the DMA memory ddm holds for the instance, if any (it stopped
+    /// for good: unloaded, or ddm is shutting down).
+    pub fn free_dma(&self) {
+        let freed = self.dma.lock().take();
+        if let Some(region) = freed {
+            log::info!("driver {}: its DMA memory ({}) is freed", self.name(), region.describe());
         }
     }
 

@@ -23,6 +23,10 @@ use crate::ids::Ino;
 const FLOOD_BURST: f64 = 50_000.0;
 const FLOOD_RATE: u32 = 20_000;
 
+/// How long the end of an incarnation waits for its reader to read what the
+/// driver sent before it died (its socket may outlive it in a child).
+const READER_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Most bytes of a counter's name.
 const COUNTER_NAME_MAX: usize = 64;
 
@@ -83,7 +87,7 @@ impl Core {
                     Err(e) => return Err(ProtocolError::Frame(ddf::error_chain(&e))),
                 };
                 let msg: DriverToDdm = frame.decode().map_err(|e| ProtocolError::Message(ddf::error_chain(&e)))?;
-                if !matches!(msg, DriverToDdm::Reply { .. }) {
+                if floods(&msg) {
                     let now = Instant::now();
                     bucket =
                         (bucket + now.duration_since(refilled).as_secs_f64() * f64::from(FLOOD_RATE)).min(FLOOD_BURST);
@@ -96,7 +100,7 @@ impl Core {
                 // A link that was ended (its process is being reaped, a new
                 // incarnation may be starting) says nothing more: what it
                 // still had in the socket must not touch the next one's books.
-                if conn.is_dead() || !is_current(inst, conn) {
+                if conn.is_dead() || (touches_books(&msg) && !is_current(inst, conn)) {
                     return Ok(());
                 }
                 let fds = frame.fds;
@@ -109,11 +113,22 @@ impl Core {
                 inst.kill(Cause::Protocol(why));
             }
         }
+        conn.reader_done();
         conn.kill();
     }
 
-    /// Sends `Start` with the instance's parameters and stored state.
+    /// Sends the instance's DMA grant, if it holds DMA memory, then `Start`
+    /// with its parameters and stored state.
     fn send_start(&self, inst: &Instance, conn: &Conn) -> Result<(), ProtocolError> {
+        {
+            let dma = inst.dma.lock();
+            if let Some(region) = dma.as_ref() {
+                let grant = DdmToDriver::Dma(region.grant());
+                conn.chan()
+                    .send(&grant, &[], &[region.memfd()])
+                    .map_err(|e| ProtocolError::Start(ddf::error_chain(&e)))?;
+            }
+        }
         let store = inst.store.lock();
         let mut state = Vec::new();
         let mut fds = Vec::new();
@@ -228,8 +243,13 @@ impl Core {
         let stale: Vec<Ino> = {
             let mut live = inst.live.lock();
             let seen = std::mem::take(&mut live.seen);
-            let stale = live.names.iter().filter(|(_, ino)| !seen.contains(ino)).map(|(_, i)| *i).collect();
-            live.names.retain(|_, ino| seen.contains(ino));
+            // Nodes the plugin manager handed it are served again after it
+            // is handed them again (Bind comes after Ready): not stale.
+            let bindings = self.bindings.lock();
+            let kept = |ino: &Ino| seen.contains(ino) || bindings.get(ino) == Some(&super::Binding::Bound(inst.id));
+            let stale = live.names.values().filter(|ino| !kept(ino)).copied().collect();
+            live.names.retain(|_, ino| kept(ino));
+            drop(bindings);
             live.seen = seen;
             stale
         };
@@ -268,6 +288,11 @@ impl Core {
         exit: Cause,
         decide: impl FnOnce(&mut Vec<Instant>, &Cause) -> (DriverState, T),
     ) -> (Ended, T) {
+        // Its process is gone: its socket holds what it sent last, which
+        // the reader completes before anything left in flight fails.
+        if !conn.wait_reader(READER_GRACE) {
+            debug!("driver {}: its reader did not finish in {} ms", inst.name(), READER_GRACE.as_millis());
+        }
         let in_flight = conn.kill();
         let stopping = self.is_stopping();
         let (ended, next, extra) = {
@@ -299,9 +324,49 @@ impl Core {
             (Ended { cause, how, in_flight }, next, extra)
         };
         inst.changed.notify_all();
+        if next == DriverState::Stopped {
+            // Stopped for good: its DMA memory goes back (a quarantined or
+            // restarting driver keeps it for its next incarnation).
+            inst.free_dma();
+        }
         self.orphan_files(inst, next == DriverState::Failed);
         self.emit(Event::Died { driver: inst.id, how: ended.how.clone(), next });
         (ended, extra)
+    }
+}
+
+/// Whether a message counts against the flood limit: what a driver may send
+/// unasked and without a bound of its own (devices and buses are bounded by
+/// the device limit, replies by the requests in flight).
+fn floods(msg: &DriverToDdm) -> bool {
+    match msg {
+        DriverToDdm::Reply { .. }
+        | DriverToDdm::AddDevice(_)
+        | DriverToDdm::RemoveDevice { .. }
+        | DriverToDdm::AddBus { .. }
+        | DriverToDdm::RemoveBus { .. } => false,
+        DriverToDdm::Ready
+        | DriverToDdm::Pong { .. }
+        | DriverToDdm::PollWake { .. }
+        | DriverToDdm::SaveState { .. }
+        | DriverToDdm::DropState { .. }
+        | DriverToDdm::Counters(_) => true,
+    }
+}
+
+/// Whether a message changes the instance's books (its nodes, its state,
+/// its readiness): only the current incarnation may.
+fn touches_books(msg: &DriverToDdm) -> bool {
+    match msg {
+        DriverToDdm::AddDevice(_)
+        | DriverToDdm::RemoveDevice { .. }
+        | DriverToDdm::AddBus { .. }
+        | DriverToDdm::RemoveBus { .. }
+        | DriverToDdm::Ready
+        | DriverToDdm::SaveState { .. }
+        | DriverToDdm::DropState { .. }
+        | DriverToDdm::Counters(_) => true,
+        DriverToDdm::Reply { .. } | DriverToDdm::Pong { .. } | DriverToDdm::PollWake { .. } => false,
     }
 }
 

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use access_policy::{PermStore, Policy};
 use ddf::ipc::{Channel, RecvBuf};
 use ddf::proto::{
-    Answer, BusId, Call, DdmToDriver, DeviceClass, DeviceId, DeviceSpec, DriverState, DriverToDdm, Errno, Handle,
-    RequestId, StateEntry,
+    Answer, BusId, Call, DdmToDriver, DeviceClass, DeviceId, DeviceSpec, DmaGrant, DriverState, DriverToDdm, Errno,
+    Handle, RequestId, StateEntry,
 };
 use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
@@ -206,6 +206,7 @@ impl Launcher for FakeLauncher {
             next_device: 0,
             state: Vec::new(),
             fds: Vec::new(),
+            dma: None,
             ring: None,
         };
         self.0.lock().unwrap().send(fake).unwrap();
@@ -275,17 +276,26 @@ impl Harness {
         self.launched()
     }
 
-    /// The next incarnation someone launched (the plugin manager, a test).
+    /// The next incarnation someone launched (the plugin manager, a test),
+    /// handshake, DMA grant (if any) and `Start` done.
     pub fn launched(&self) -> FakeDriver {
         let mut d = self.launched.lock().unwrap().recv_timeout(WAIT).expect("nothing was launched");
         d.chan.handshake(&mut d.buf).unwrap();
-        let f = d.chan.recv(&mut d.buf).unwrap();
-        match f.decode().unwrap() {
-            DdmToDriver::Start { state, .. } => {
-                d.state = state;
-                d.fds = f.fds;
+        loop {
+            let f = d.chan.recv(&mut d.buf).unwrap();
+            match f.decode().unwrap() {
+                DdmToDriver::Dma(grant) if d.dma.is_none() => {
+                    let mut fds = f.fds;
+                    assert_eq!(fds.len(), 1, "a DMA grant comes with its memfd");
+                    d.dma = Some((grant, fds.remove(0)));
+                }
+                DdmToDriver::Start { state, .. } => {
+                    d.state = state;
+                    d.fds = f.fds;
+                    break;
+                }
+                other => panic!("expected Start, got {other:?}"),
             }
-            other => panic!("expected Start, got {other:?}"),
         }
         if self.core.config.fast_path {
             let f = d.chan.recv(&mut d.buf).unwrap();
@@ -385,6 +395,8 @@ pub struct FakeDriver {
     pub state: Vec<StateEntry>,
     /// The descriptors that came with it.
     pub fds: Vec<OwnedFd>,
+    /// The DMA grant that came before it, with its memfd.
+    pub dma: Option<(DmaGrant, OwnedFd)>,
     /// Its ring and doorbell (with the fast path).
     pub ring: Option<(Arc<ddf::ring::Ring>, ddf::ring::Doorbell)>,
 }

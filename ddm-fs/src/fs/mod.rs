@@ -24,7 +24,9 @@
 mod replies;
 mod xattr;
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -42,21 +44,50 @@ pub use replies::KernelNotify;
 use crate::core::Core;
 use crate::ids::{Fh, Ino};
 use crate::reply::Parked;
+use crate::sync::{Mutex, Rank};
 use crate::tree::{Node, NodeKind};
 
 /// How long the kernel may cache attributes and entries.
 pub const TTL: Duration = Duration::from_secs(1);
 
+/// One entry of a directory listing: inode, type, name.
+type DirEntry = (u64, FileType, String);
+
 /// The FUSE file system; cheap to share between worker threads.
 #[derive(Debug)]
 pub struct DdfFs {
     core: Arc<Core>,
+    /// Listings taken at `opendir`, by directory handle: `readdir` resumes
+    /// one at its offset in constant time (a bus can hold 100,000
+    /// devices), and a listing does not shift under `ls` when devices come
+    /// and go meanwhile.
+    dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    next_dir: AtomicU64,
 }
 
 impl DdfFs {
     /// A file system over `core`.
     pub fn new(core: Arc<Core>) -> DdfFs {
-        DdfFs { core }
+        DdfFs { core, dirs: Mutex::new(Rank::Leaf, HashMap::new()), next_dir: AtomicU64::new(1) }
+    }
+
+    /// The listing of bus `ino` now (`.`, `..`, then the children by name).
+    fn listing(&self, ino: INodeNo) -> Result<Vec<DirEntry>, Errno> {
+        let tree = self.core.tree.read();
+        let node = tree.get(Ino(ino.0)).ok_or(Errno::ENOENT)?;
+        if !matches!(node.kind, NodeKind::Bus { .. }) {
+            return Err(Errno::ENOTDIR);
+        }
+        let mut entries =
+            vec![(node.ino.0, FileType::Directory, ".".into()), (node.parent.0, FileType::Directory, "..".into())];
+        for c in tree.children(Ino(ino.0)) {
+            let kind = match c.kind {
+                NodeKind::Bus { .. } => FileType::Directory,
+                NodeKind::Device(_) => FileType::RegularFile,
+            };
+            entries.push((c.ino.0, kind, c.name.clone()));
+        }
+        Ok(entries)
     }
 
     /// Runs `f` on node `ino` under the tree's read lock (nothing is
@@ -207,28 +238,17 @@ impl Filesystem for DdfFs {
         reply.error(Errno::EPERM);
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let tree = self.core.tree.read();
-        let Some(node) = tree.get(Ino(ino.0)) else {
-            reply.error(Errno::ENOENT);
-            return;
+    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let kept = self.dirs.lock().get(&fh.0).cloned();
+        let entries = match kept {
+            Some(e) => e,
+            None => match self.listing(ino) {
+                Ok(e) => Arc::new(e),
+                Err(e) => return reply.error(e),
+            },
         };
-        if !matches!(node.kind, NodeKind::Bus { .. }) {
-            reply.error(Errno::ENOTDIR);
-            return;
-        }
-        let mut entries: Vec<(u64, FileType, String)> =
-            vec![(node.ino.0, FileType::Directory, ".".into()), (node.parent.0, FileType::Directory, "..".into())];
-        for c in tree.children(Ino(ino.0)) {
-            let kind = match c.kind {
-                NodeKind::Bus { .. } => FileType::Directory,
-                NodeKind::Device(_) => FileType::RegularFile,
-            };
-            entries.push((c.ino.0, kind, c.name.clone()));
-        }
-        drop(tree);
-        for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {
+        for (i, (ino, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(*ino), (i + 1) as u64, *kind, name) {
                 break;
             }
         }
@@ -240,11 +260,19 @@ impl Filesystem for DdfFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: fuser::OpenFlags, reply: ReplyOpen) {
-        match self.with_node(ino, |n| matches!(n.kind, NodeKind::Bus { .. })) {
-            Some(true) => reply.opened(FileHandle(0), FopenFlags::empty()),
-            Some(false) => reply.error(Errno::ENOTDIR),
-            None => reply.error(Errno::ENOENT),
+        match self.listing(ino) {
+            Ok(entries) => {
+                let fh = self.next_dir.fetch_add(1, Ordering::Relaxed);
+                self.dirs.lock().insert(fh, Arc::new(entries));
+                reply.opened(FileHandle(fh), FopenFlags::empty());
+            }
+            Err(e) => reply.error(e),
         }
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: fuser::OpenFlags, reply: ReplyEmpty) {
+        self.dirs.lock().remove(&fh.0);
+        reply.ok();
     }
 
     fn read(

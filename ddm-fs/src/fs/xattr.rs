@@ -9,8 +9,22 @@ use crate::tree::{DeviceRef, NodeKind};
 
 /// `user.ddf.*` names the DDM itself gives; a bus's identifiers may not
 /// shadow them.
-const RESERVED: &[&str] =
-    &["path", "kind", "class", "driver", "state", "pid", "restarts", "last_exit", "bus", "address"];
+const RESERVED: &[&str] = &[
+    "path",
+    "kind",
+    "class",
+    "driver",
+    "state",
+    "pid",
+    "restarts",
+    "last_exit",
+    "bus",
+    "address",
+    "dma_bytes",
+    "dma_page_size",
+    "dma_segments",
+    "dma_pinned",
+];
 
 /// A node's kind without its children.
 #[derive(Debug)]
@@ -59,6 +73,15 @@ pub fn xattrs(core: &Core, ino: Ino) -> Option<Vec<(&'static str, String)>> {
                 v.push(("user.ddf.pid", pid.map(|p| p.to_string()).unwrap_or_default()));
                 v.push(("user.ddf.restarts", restarts.to_string()));
                 v.push(("user.ddf.last_exit", last_exit.unwrap_or_default()));
+                // Its DMA memory, without the addresses (privileged: the
+                // driver's alone).
+                let dma = inst.dma.lock().as_ref().map(|r| r.status());
+                if let Some(d) = dma {
+                    v.push(("user.ddf.dma_bytes", d.bytes.to_string()));
+                    v.push(("user.ddf.dma_page_size", d.page_size.to_string()));
+                    v.push(("user.ddf.dma_segments", d.segments.to_string()));
+                    v.push(("user.ddf.dma_pinned", if d.pinned { "yes" } else { "no" }.into()));
+                }
             }
             if let Some(b) = &d.bus {
                 v.push(("user.ddf.bus", b.kind.clone()));

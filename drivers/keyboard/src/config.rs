@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ddf::input::EVENT_SIZE;
+use ddf::input::{Layout, EVENT_SIZE};
 use log::warn;
 
 /// Bytes a handle buffers by default.
@@ -15,6 +15,12 @@ pub const MAX_BUFFER: usize = 1 << 20;
 pub const MAX_COUNT: usize = 64;
 /// How often the i8042 is polled by default.
 pub const DEFAULT_POLL: Duration = Duration::from_millis(10);
+/// Events each evdev handle holds by default: more than the kernel's 64
+/// ([`ddf::input::evnode::MIN_QUEUE`]), so that one `ddmctl type` write
+/// (170 records, as many events) never overflows a reader that keeps up.
+pub const DEFAULT_EVENT_BUFFER: usize = 1024;
+/// The range of `event_buffer`.
+pub const EVENT_BUFFER_RANGE: std::ops::RangeInclusive<usize> = 4..=65536;
 
 /// Where keys come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +63,12 @@ pub struct Config {
     pub scancodes: Vec<u8>,
     /// `poll_ms`: the i8042 poll interval.
     pub poll: Duration,
+    /// `layout`: how text mode decodes keys (and `ddmctl type` types them).
+    pub layout: Layout,
+    /// `input_bus`: the bus the evdev nodes are on; `None`: no evdev nodes.
+    pub input_bus: Option<String>,
+    /// `event_buffer`: events each evdev handle holds.
+    pub event_buffer: usize,
 }
 
 impl Default for Config {
@@ -70,16 +82,33 @@ impl Default for Config {
             ports: PortsKind::Emulated,
             scancodes: Vec::new(),
             poll: DEFAULT_POLL,
+            layout: Layout::Us,
+            input_bus: Some("input-keyboard".to_owned()),
+            event_buffer: DEFAULT_EVENT_BUFFER,
         }
     }
 }
 
+/// Whether `name` is a good node or bus name: 1-64 letters, digits, `-`
+/// or `_`.
+fn is_node_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 impl Config {
-    /// Parses `key=value` parameters; a later key overrides an earlier one.
-    /// Unknown keys are logged and ignored (the DDM may pass more than a
-    /// driver knows); bad values are an error that names the parameter.
-    pub fn from_params(params: &[(String, String)]) -> Result<Config, String> {
+    /// Parses `key=value` parameters of the driver instance `instance`; a
+    /// later key overrides an earlier one. Unknown keys are logged and
+    /// ignored (the DDM may pass more than a driver knows); bad values are
+    /// an error that names the parameter. The evdev nodes' bus defaults to
+    /// `input-<instance>`, so that two keyboard drivers never ask for the
+    /// same bus (the built-in manifest says `input`).
+    pub fn from_params(instance: &str, params: &[(String, String)]) -> Result<Config, String> {
         let mut c = Config::default();
+        let default_bus = format!("input-{instance}");
+        c.input_bus = is_node_name(&default_bus).then_some(default_bus);
+        if c.input_bus.is_none() && !params.iter().any(|(k, _)| k == "input_bus") {
+            warn!("instance {instance:?} makes no bus name: no evdev nodes unless the manifest names input_bus");
+        }
         for (key, value) in params {
             let value = value.trim();
             let bad = |what: &str| format!("parameter {key}={value:?}: {what}");
@@ -94,13 +123,35 @@ impl Config {
                     }
                 }
                 "name" => {
-                    let ok = !value.is_empty()
-                        && value.len() <= 64
-                        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-                    if !ok {
+                    if !is_node_name(value) {
                         return Err(bad("expected 1-64 letters, digits, '-' or '_'"));
                     }
                     c.name = value.to_owned();
+                }
+                "layout" => {
+                    c.layout = Layout::parse(value).ok_or_else(|| {
+                        let all: Vec<&str> = Layout::ALL.iter().map(|l| l.name()).collect();
+                        bad(&format!("expected one of {}", all.join(", ")))
+                    })?;
+                }
+                "input_bus" => {
+                    if value.is_empty() {
+                        c.input_bus = None;
+                    } else if is_node_name(value) {
+                        c.input_bus = Some(value.to_owned());
+                    } else {
+                        return Err(bad("expected 1-64 letters, digits, '-' or '_', or \"\" for no evdev nodes"));
+                    }
+                }
+                "event_buffer" => {
+                    c.event_buffer =
+                        value.parse().ok().filter(|n| EVENT_BUFFER_RANGE.contains(n)).ok_or_else(|| {
+                            bad(&format!(
+                                "expected events from {} to {}",
+                                EVENT_BUFFER_RANGE.start(),
+                                EVENT_BUFFER_RANGE.end()
+                            ))
+                        })?;
                 }
                 "count" => {
                     c.count = value
@@ -189,24 +240,34 @@ mod tests {
 
     #[test]
     fn defaults() {
-        assert_eq!(Config::from_params(&[]).unwrap(), Config::default());
+        assert_eq!(Config::from_params("keyboard", &[]).unwrap(), Config::default());
         let c = Config::default();
-        assert_eq!((c.source, c.count, c.buffer), (SourceKind::Auto, 1, 4096));
+        assert_eq!((c.source, c.count, c.buffer, c.event_buffer), (SourceKind::Auto, 1, 4096, 1024));
+        assert_eq!((c.layout, c.input_bus.as_deref()), (Layout::Us, Some("input-keyboard")));
+        // The bus follows the instance, so that two drivers never share one.
+        let c = Config::from_params("slowkbd", &[]).unwrap();
+        assert_eq!(c.input_bus.as_deref(), Some("input-slowkbd"));
     }
 
     #[test]
     fn every_parameter() {
-        let c = Config::from_params(&params(&[
-            ("source", "i8042"),
-            ("name", "ps2kbd"),
-            ("buffer", "100"),
-            ("ports", "real"),
-            ("scancodes", "2a 23,a3:aa"),
-            ("poll_ms", "5"),
-            ("devices", "/dev/input/event3, /dev/input/event4"),
-            ("count", "3"),
-            ("something", "else"),
-        ]))
+        let c = Config::from_params(
+            "k",
+            &params(&[
+                ("source", "i8042"),
+                ("name", "ps2kbd"),
+                ("buffer", "100"),
+                ("ports", "real"),
+                ("scancodes", "2a 23,a3:aa"),
+                ("poll_ms", "5"),
+                ("devices", "/dev/input/event3, /dev/input/event4"),
+                ("count", "3"),
+                ("something", "else"),
+                ("layout", "de"),
+                ("input_bus", "input"),
+                ("event_buffer", "16"),
+            ]),
+        )
         .unwrap();
         assert_eq!(c.source, SourceKind::I8042);
         assert_eq!(c.name, "ps2kbd");
@@ -216,11 +277,14 @@ mod tests {
         assert_eq!(c.poll, Duration::from_millis(5));
         assert_eq!(c.devices.len(), 2);
         assert_eq!(c.count, 3);
+        assert_eq!((c.layout, c.input_bus.as_deref(), c.event_buffer), (Layout::De, Some("input"), 16));
+        let c = Config::from_params("k", &params(&[("input_bus", "")])).unwrap();
+        assert_eq!(c.input_bus, None, "an empty bus name: no evdev nodes");
     }
 
     #[test]
     fn the_last_value_wins() {
-        let c = Config::from_params(&params(&[("source", "evdev"), ("source", "virtual")])).unwrap();
+        let c = Config::from_params("k", &params(&[("source", "evdev"), ("source", "virtual")])).unwrap();
         assert_eq!(c.source, SourceKind::Virtual);
     }
 
@@ -239,8 +303,13 @@ mod tests {
             ("poll_ms", "0"),
             ("name", "a/b"),
             ("name", ""),
+            ("layout", "fr"),
+            ("input_bus", "a/b"),
+            ("input_bus", ".."),
+            ("event_buffer", "3"),
+            ("event_buffer", "65537"),
         ] {
-            let err = Config::from_params(&params(&[(k, v)])).unwrap_err();
+            let err = Config::from_params("k", &params(&[(k, v)])).unwrap_err();
             assert!(err.starts_with(&format!("parameter {k}=")), "{err}");
         }
     }

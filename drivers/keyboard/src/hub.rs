@@ -1,17 +1,24 @@
-//! The fan-out of keys to readers: decoding, per-handle buffers, parked
-//! reads, losses.
+//! The fan-out of keys to readers: decoding, per-handle buffers and event
+//! queues, parked reads, grabs, losses.
 //!
-//! A [`Hub`] knows the keyboards (one [`UsDecoder`] each) and every open
-//! handle. Key events from any source enter through [`Hub::deliver`]; each
-//! keyboard decodes them once, and every reading handle of that keyboard
-//! gets a copy, in its own format ([`Mode`]): text bytes, or 24-byte event
-//! records. A handle only sees keys delivered after it was opened.
+//! A [`Hub`] knows the keyboards (one layout [`Decoder`] and one evdev
+//! [`Node`] each) and every open handle, of either node of a keyboard:
+//! the text node (`keyboard0`) or the evdev node (`input/event0`). Events
+//! from any source enter through [`Hub::deliver`]; each keyboard filters
+//! and decodes them once, and every reading handle of that keyboard gets a
+//! copy in its own format: text bytes or 24-byte event records ([`Mode`])
+//! on the text node, evdev packets on the evdev node. A handle only sees
+//! events delivered after it was opened.
 //!
-//! Each handle's buffer is bounded (the `buffer` parameter, rounded down to
-//! whole records in raw mode). When a delivery does not fit, the handle's
-//! **oldest** bytes are dropped to make room, and the loss is counted for
-//! the handle, its keyboard, and the driver; a slow reader never holds up
-//! the driver or another reader.
+//! Each text handle's buffer is bounded (the `buffer` parameter, rounded
+//! down to whole records in raw mode). When a delivery does not fit, the
+//! handle's **oldest** bytes are dropped to make room, and the loss is
+//! counted for the handle, its keyboard, and the driver. Each evdev handle
+//! has a ring of `event_buffer` events with the kernel's rules (see
+//! [`ddf::input::evnode::Client`]): an overflow drops every unread event
+//! and leaves `SYN_DROPPED`; the lost events are counted per handle,
+//! keyboard and driver. A slow reader never holds up the driver or
+//! another reader.
 //!
 //! A read with nothing pending is parked (up to [`MAX_PARKED`] per handle,
 //! answered in order) until keys arrive; a non-blocking read gets `EAGAIN`.
@@ -21,10 +28,13 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use ddf::driver::ReadReply;
+use ddf::input::evnode::{self, Answer, ClockId, Effect, Stamp};
 use ddf::input::keyboard::{Mode, Stats};
-use ddf::input::{InputEvent, KeyAction, UsDecoder, EVENT_SIZE, EV_KEY, EV_MSC, EV_SYN, KEY_MAX};
+use ddf::input::{Decoder, InputEvent, KeyAction, Layout, EVENT_SIZE, EV_KEY, EV_MSC, EV_SYN, KEY_MAX};
 use ddf::proto::{Errno, Handle, RequestId};
 use log::{debug, info, warn};
+
+use crate::events::{EventReader, Framing, Node};
 
 /// Reads parked per handle at most; more get `ENOBUFS`.
 pub const MAX_PARKED: usize = 64;
@@ -66,37 +76,15 @@ impl PendingRead for ReadReply {
     }
 }
 
-/// Which keys are down, by key code (as the kernel's input core keeps it).
-#[derive(Debug, Clone)]
-struct KeyState([u64; (KEY_MAX as usize + 1) / 64]);
-
-impl KeyState {
-    /// Applies a key action; `false` if it contradicts the state (a press
-    /// of a key already down, a release or repeat of a key that is up) and
-    /// must be dropped, as the kernel drops it.
-    fn apply(&mut self, code: u16, action: KeyAction) -> bool {
-        let Some(word) = self.0.get_mut(usize::from(code / 64)) else {
-            return false;
-        };
-        let bit = 1u64 << (code % 64);
-        let down = *word & bit != 0;
-        match action {
-            KeyAction::Press if !down => *word |= bit,
-            KeyAction::Release if down => *word &= !bit,
-            KeyAction::Repeat if down => {}
-            KeyAction::Press | KeyAction::Release | KeyAction::Repeat => return false,
-        }
-        true
-    }
-}
-
 #[derive(Debug)]
 struct Keyboard {
     name: String,
-    decoder: UsDecoder,
-    keys: KeyState,
-    /// Bytes lost by all its handles, closed ones included.
+    decoder: Decoder,
+    node: Node,
+    /// Bytes lost by all its text handles, closed ones included.
     lost: u64,
+    /// Events lost by all its evdev handles, closed ones included.
+    lost_events: u64,
     /// The device went away (unplugged).
     gone: bool,
 }
@@ -153,10 +141,19 @@ impl<R: PendingRead> Reader<R> {
 /// What [`Driver::poll`](ddf::driver::Driver::poll) needs to know of a handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PollState {
-    /// Bytes are pending.
+    /// Bytes (or a whole packet of events) are pending.
     pub readable: bool,
-    /// The keyboard is gone.
+    /// The keyboard is gone (or the evdev handle revoked).
     pub hung_up: bool,
+}
+
+/// Which node of its keyboard a handle is open on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    /// The text node (`keyboard0`).
+    Text,
+    /// The evdev node (`input/event0`).
+    Events,
 }
 
 /// The keyboards and their readers. See the module documentation.
@@ -164,78 +161,118 @@ pub struct PollState {
 pub struct Hub<R> {
     keyboards: Vec<Keyboard>,
     readers: BTreeMap<Handle, Reader<R>>,
+    events: BTreeMap<Handle, EventReader<R>>,
     next_handle: Handle,
     capacity: usize,
+    event_buffer: usize,
     lost_driver: u64,
+    lost_events_driver: u64,
 }
 
 impl<R: PendingRead> Hub<R> {
-    /// A hub whose handles buffer up to `capacity` bytes (at least one
-    /// record's worth).
-    pub fn new(capacity: usize) -> Hub<R> {
+    /// A hub whose text handles buffer up to `capacity` bytes (at least one
+    /// record's worth) and whose evdev handles hold `event_buffer` events.
+    pub fn new(capacity: usize, event_buffer: usize) -> Hub<R> {
         Hub {
             keyboards: Vec::new(),
             readers: BTreeMap::new(),
+            events: BTreeMap::new(),
             next_handle: Handle(1),
             capacity: capacity.max(EVENT_SIZE),
+            event_buffer,
             lost_driver: 0,
+            lost_events_driver: 0,
         }
     }
 
-    /// Adds a keyboard named `name` (for logs) decoding with `decoder`;
-    /// returns its index.
-    pub fn add_keyboard(&mut self, name: &str, decoder: UsDecoder) -> usize {
-        self.keyboards.push(Keyboard {
-            name: name.to_owned(),
-            decoder,
-            keys: KeyState([0; (KEY_MAX as usize + 1) / 64]),
-            lost: 0,
-            gone: false,
-        });
+    /// Adds a keyboard named `name` (for logs) decoding with `decoder`,
+    /// whose evdev node is `node`; returns its index.
+    pub fn add_keyboard(&mut self, name: &str, decoder: Decoder, node: Node) -> usize {
+        self.keyboards.push(Keyboard { name: name.to_owned(), decoder, node, lost: 0, lost_events: 0, gone: false });
         self.keyboards.len() - 1
     }
 
-    /// Opens a handle on keyboard `kbd`. A `reading` handle receives every
-    /// key delivered from now on; a write-only one receives none.
-    pub fn open(&mut self, kbd: usize, reading: bool) -> Result<Handle, Errno> {
+    /// The layout keyboard `kbd` decodes with.
+    pub fn layout(&self, kbd: usize) -> Option<Layout> {
+        self.keyboards.get(kbd).map(|k| k.decoder.layout())
+    }
+
+    fn take_handle(&mut self, kbd: usize) -> Result<Handle, Errno> {
         let keyboard = self.keyboards.get(kbd).ok_or(Errno::ENXIO)?;
         if keyboard.gone {
             return Err(Errno::ENODEV);
         }
         let handle = self.next_handle;
         self.next_handle.0 += 1;
+        Ok(handle)
+    }
+
+    /// Opens a handle on keyboard `kbd`'s text node. A `reading` handle
+    /// receives every key delivered from now on; a write-only one receives
+    /// none.
+    pub fn open(&mut self, kbd: usize, reading: bool) -> Result<Handle, Errno> {
+        let handle = self.take_handle(kbd)?;
         self.readers.insert(
             handle,
             Reader { keyboard: kbd, reading, mode: Mode::Text, buf: VecDeque::new(), lost: 0, parked: VecDeque::new() },
         );
-        debug!("{}: handle {handle} opened", keyboard.name);
+        debug!("{}: handle {handle} opened", self.name(kbd));
         Ok(handle)
     }
 
-    /// The keyboard of `handle`.
-    pub fn keyboard_of(&self, handle: Handle) -> Option<usize> {
-        self.readers.get(&handle).map(|r| r.keyboard)
+    /// Opens a handle on keyboard `kbd`'s evdev node.
+    pub fn open_events(&mut self, kbd: usize, reading: bool) -> Result<Handle, Errno> {
+        let handle = self.take_handle(kbd)?;
+        self.events.insert(handle, EventReader::new(kbd, reading, self.event_buffer));
+        debug!("{}: evdev handle {handle} opened", self.name(kbd));
+        Ok(handle)
     }
 
-    /// Closes `handle`; its parked reads end with `EBADF`.
+    /// The keyboard of `handle`, and which of its nodes it is open on.
+    pub fn keyboard_of(&self, handle: Handle) -> Option<(usize, NodeKind)> {
+        match (self.readers.get(&handle), self.events.get(&handle)) {
+            (Some(r), _) => Some((r.keyboard, NodeKind::Text)),
+            (None, Some(e)) => Some((e.keyboard, NodeKind::Events)),
+            (None, None) => None,
+        }
+    }
+
+    /// Closes `handle`; its parked reads end with `EBADF`, its grab ends.
     pub fn close(&mut self, handle: Handle) {
-        let Some(reader) = self.readers.remove(&handle) else {
-            return;
-        };
-        let name = self.name(reader.keyboard);
-        if reader.lost > 0 {
-            info!("{name}: handle {handle} closed; it lost {} bytes to a full buffer", reader.lost);
-        } else {
-            debug!("{name}: handle {handle} closed");
-        }
-        for reply in reader.parked {
-            reply.error(Errno::EBADF);
+        if let Some(reader) = self.readers.remove(&handle) {
+            let name = self.name(reader.keyboard);
+            if reader.lost > 0 {
+                info!("{name}: handle {handle} closed; it lost {} bytes to a full buffer", reader.lost);
+            } else {
+                debug!("{name}: handle {handle} closed");
+            }
+            for reply in reader.parked {
+                reply.error(Errno::EBADF);
+            }
+        } else if let Some(mut reader) = self.events.remove(&handle) {
+            let lost = reader.client.lost();
+            reader.fail_parked(Errno::EBADF);
+            if let Some(k) = self.keyboards.get_mut(reader.keyboard) {
+                if k.node.grab == Some(handle) {
+                    k.node.grab = None;
+                }
+                if lost > 0 {
+                    info!("{}: evdev handle {handle} closed; it lost {lost} events to a full queue", k.name);
+                } else {
+                    debug!("{}: evdev handle {handle} closed", k.name);
+                }
+            }
         }
     }
 
-    /// Reads from `handle`: pending bytes now, else `EAGAIN` if the caller
-    /// must not wait, else later (parked).
+    /// Reads from `handle`: pending bytes (or packets) now, else `EAGAIN`
+    /// if the caller must not wait, else later (parked).
     pub fn read(&mut self, handle: Handle, reply: R) {
+        if let Some(reader) = self.events.get_mut(&handle) {
+            let gone = self.keyboards.get(reader.keyboard).is_none_or(|k| k.gone);
+            reader.read(gone, reply);
+            return;
+        }
         let Some(reader) = self.readers.get_mut(&handle) else {
             reply.error(Errno::EBADF);
             return;
@@ -271,67 +308,181 @@ impl<R: PendingRead> Hub<R> {
                 return true;
             }
         }
-        false
+        self.events.values_mut().any(|r| r.cancel(id))
     }
 
-    /// Keys from keyboard `kbd`'s source. Only press, release and repeat
-    /// events count (others are ignored), and only those consistent with
-    /// which keys are down; events without a time stamp are stamped now.
-    /// Returns the handles that got bytes (for poll wake-ups).
+    /// Events from keyboard `kbd`'s source. Key events count only as
+    /// press, release or repeat, and only when consistent with which keys
+    /// are down; the evdev node also gets, for a source that frames its
+    /// own packets, every other event the device has. Events without a
+    /// time stamp are stamped now; the others carry `CLOCK_REALTIME`
+    /// stamps. Returns the handles that got something (for poll wake-ups).
     pub fn deliver(&mut self, kbd: usize, events: &[InputEvent]) -> Vec<Handle> {
         let Some(keyboard) = self.keyboards.get_mut(kbd) else {
             return Vec::new();
         };
+        let now = Stamp::now();
+        let framing = keyboard.node.framing;
         let mut text = Vec::new();
         let mut raw = Vec::new();
+        let mut packets: Vec<(InputEvent, Stamp)> = Vec::new();
         for ev in events {
-            let Some((code, action)) = ev.key_action() else {
-                continue;
-            };
-            if !keyboard.keys.apply(code, action) {
-                continue;
-            }
-            let ev = if ev.sec == 0 && ev.usec == 0 { ev.stamped_now() } else { *ev };
-            text.extend(keyboard.decoder.feed(&ev));
-            raw.extend_from_slice(&ev.to_bytes());
-        }
-        let mut woken = Vec::new();
-        if raw.is_empty() {
-            return woken;
-        }
-        for (&handle, reader) in self.readers.iter_mut() {
-            if reader.keyboard != kbd || !reader.reading {
-                continue;
-            }
-            let (data, capacity) = match reader.mode {
-                Mode::Text => (&text, self.capacity),
-                Mode::Raw => (&raw, self.capacity - self.capacity % EVENT_SIZE),
-            };
-            if data.is_empty() {
-                continue;
-            }
-            let lost = reader.push(data, capacity);
-            if lost > 0 {
-                if reader.lost == 0 {
-                    warn!(
-                        "{}: handle {handle} reads too slowly: its buffer of {capacity} bytes is full, \
-                         dropping its oldest bytes (counted)",
-                        keyboard.name
-                    );
+            let at = if ev.sec == 0 && ev.usec == 0 { now } else { Stamp::from_realtime(ev.sec, ev.usec, &now) };
+            let (sec, usec) = at.timeval(ClockId::Realtime);
+            let ev = InputEvent { sec, usec, ..*ev };
+            if let Some((code, action)) = ev.key_action() {
+                if !keyboard.node.apply_key(code, action) {
+                    continue;
                 }
-                debug!("{}: handle {handle} lost {lost} bytes", keyboard.name);
-                reader.lost += lost;
-                keyboard.lost += lost;
-                self.lost_driver += lost;
+                keyboard.decoder.feed(&ev, &mut text);
+                raw.extend_from_slice(&ev.to_bytes());
+                if keyboard.node.identity.caps.supports(EV_KEY, code) {
+                    packets.push((ev, at));
+                    if framing == Framing::PerKey {
+                        packets.push((InputEvent::syn(), at));
+                    }
+                }
+            } else if framing == Framing::Source
+                && ev.ev_type != EV_KEY
+                && keyboard.node.state.apply(&keyboard.node.identity.caps, &ev)
+            {
+                packets.push((ev, at));
             }
-            reader.answer_parked();
-            woken.push(handle);
+        }
+        let grab = keyboard.node.grab;
+        let mut woken = Vec::new();
+        if !raw.is_empty() && grab.is_none() {
+            for (&handle, reader) in self.readers.iter_mut() {
+                if reader.keyboard != kbd || !reader.reading {
+                    continue;
+                }
+                let (data, capacity) = match reader.mode {
+                    Mode::Text => (&text, self.capacity),
+                    Mode::Raw => (&raw, self.capacity - self.capacity % EVENT_SIZE),
+                };
+                if data.is_empty() {
+                    continue;
+                }
+                let lost = reader.push(data, capacity);
+                if lost > 0 {
+                    if reader.lost == 0 {
+                        warn!(
+                            "{}: handle {handle} reads too slowly: its buffer of {capacity} bytes is full, \
+                             dropping its oldest bytes (counted)",
+                            keyboard.name
+                        );
+                    }
+                    debug!("{}: handle {handle} lost {lost} bytes", keyboard.name);
+                    reader.lost += lost;
+                    keyboard.lost += lost;
+                    self.lost_driver += lost;
+                }
+                reader.answer_parked();
+                woken.push(handle);
+            }
+        }
+        if !packets.is_empty() {
+            woken.extend(Self::fan_out(&mut self.events, keyboard, kbd, &packets, &mut self.lost_events_driver));
         }
         woken
     }
 
-    /// Keyboard `kbd` went away: reads of its handles give what is pending,
-    /// then `ENODEV`; parked reads end now. Returns the handles to wake.
+    /// Queues `packets` on every evdev handle of keyboard `kbd` (only the
+    /// grabbing one, if there is a grab); returns the handles that got a
+    /// packet.
+    fn fan_out(
+        events: &mut BTreeMap<Handle, EventReader<R>>,
+        keyboard: &mut Keyboard,
+        kbd: usize,
+        packets: &[(InputEvent, Stamp)],
+        lost_driver: &mut u64,
+    ) -> Vec<Handle> {
+        let mut woken = Vec::new();
+        for (&handle, reader) in events.iter_mut() {
+            if reader.keyboard != kbd || keyboard.node.grab.is_some_and(|g| g != handle) {
+                continue;
+            }
+            let (packet, lost) = reader.push_all(packets);
+            if lost > 0 {
+                if reader.client.lost() == lost {
+                    warn!(
+                        "{}: evdev handle {handle} reads too slowly: its queue is full, dropping its unread \
+                         events (SYN_DROPPED, counted)",
+                        keyboard.name
+                    );
+                }
+                keyboard.lost_events += lost;
+                *lost_driver += lost;
+            }
+            if packet {
+                woken.push(handle);
+            }
+        }
+        woken
+    }
+
+    /// An evdev ioctl on `handle`, answered as the kernel's evdev does
+    /// ([`evnode::ioctl`]), with what it asks of the other handles applied:
+    /// grabs (`EBUSY` while another handle holds one), revocation, new
+    /// autorepeat settings (every reader gets the `EV_REP` events), new axis
+    /// limits. Returns the answer and the handles to wake.
+    pub fn ioctl_events(
+        &mut self,
+        handle: Handle,
+        cmd: u32,
+        input: &[u8],
+        out_len: usize,
+    ) -> (Result<Answer, Errno>, Vec<Handle>) {
+        let Some(reader) = self.events.get_mut(&handle) else {
+            return (Err(Errno::EBADF), Vec::new());
+        };
+        let kbd = reader.keyboard;
+        let Some(keyboard) = self.keyboards.get_mut(kbd) else {
+            return (Err(Errno::EBADF), Vec::new());
+        };
+        if keyboard.gone {
+            return (Err(Errno::ENODEV), Vec::new());
+        }
+        let now = Stamp::now();
+        let node = &mut keyboard.node;
+        let answer = match evnode::ioctl(&node.identity, &node.state, &mut reader.client, cmd, input, out_len, &now) {
+            Ok(a) => a,
+            Err(e) => return (Err(e), Vec::new()),
+        };
+        let mut woken = Vec::new();
+        match answer.effect {
+            Effect::None => {}
+            Effect::Grab if node.grab.is_some() => return (Err(Errno(libc::EBUSY)), woken),
+            Effect::Grab => {
+                debug!("{}: evdev handle {handle} grabbed the keyboard", keyboard.name);
+                node.grab = Some(handle);
+            }
+            Effect::Ungrab if node.grab != Some(handle) => return (Err(Errno::EINVAL), woken),
+            Effect::Ungrab => node.grab = None,
+            Effect::Revoke => {
+                reader.fail_parked(Errno::ENODEV);
+                if node.grab == Some(handle) {
+                    node.grab = None;
+                }
+                woken.push(handle);
+            }
+            Effect::SetRep { delay, period } => {
+                let events = node.set_rep(delay, period);
+                if !events.is_empty() {
+                    let packets: Vec<(InputEvent, Stamp)> = events.into_iter().map(|e| (e, now)).collect();
+                    woken = Self::fan_out(&mut self.events, keyboard, kbd, &packets, &mut self.lost_events_driver);
+                }
+            }
+            Effect::SetAbs { abs, info } => {
+                node.identity.absinfo.insert(abs, info);
+            }
+        }
+        (Ok(answer), woken)
+    }
+
+    /// Keyboard `kbd` went away: reads of its text handles give what is
+    /// pending, then `ENODEV` (evdev handles: `ENODEV` at once, as the
+    /// kernel's); parked reads end now. Returns the handles to wake.
     pub fn keyboard_gone(&mut self, kbd: usize) -> Vec<Handle> {
         let Some(keyboard) = self.keyboards.get_mut(kbd) else {
             return Vec::new();
@@ -346,16 +497,24 @@ impl<R: PendingRead> Hub<R> {
                 woken.push(handle);
             }
         }
+        for (&handle, reader) in self.events.iter_mut() {
+            if reader.keyboard == kbd {
+                reader.fail_parked(Errno::ENODEV);
+                woken.push(handle);
+            }
+        }
         woken
     }
 
     /// What `poll` reports for `handle`; `None` for an unknown handle.
     pub fn poll_state(&self, handle: Handle) -> Option<PollState> {
-        let reader = self.readers.get(&handle)?;
-        Some(PollState {
-            readable: !reader.buf.is_empty(),
-            hung_up: self.keyboards.get(reader.keyboard).is_none_or(|k| k.gone),
-        })
+        let (kbd, readable, revoked) = match (self.readers.get(&handle), self.events.get(&handle)) {
+            (Some(r), _) => (r.keyboard, !r.buf.is_empty(), false),
+            (None, Some(e)) => (e.keyboard, e.client.readable(), e.client.revoked()),
+            (None, None) => return None,
+        };
+        let gone = self.keyboards.get(kbd).is_none_or(|k| k.gone);
+        Some(PollState { readable, hung_up: gone || revoked })
     }
 
     /// Switches `handle` to `mode`. A change discards what is pending (it
@@ -390,9 +549,29 @@ impl<R: PendingRead> Hub<R> {
         })
     }
 
-    /// Bytes lost by every handle of every keyboard since the start.
+    /// Bytes lost by every text handle of every keyboard since the start.
     pub fn lost_driver(&self) -> u64 {
         self.lost_driver
+    }
+
+    /// Events lost by every evdev handle of every keyboard since the start.
+    pub fn lost_events_driver(&self) -> u64 {
+        self.lost_events_driver
+    }
+
+    /// Events lost by the evdev handles of keyboard `kbd`.
+    #[cfg(test)]
+    pub fn lost_events(&self, kbd: usize) -> u64 {
+        self.keyboards.get(kbd).map_or(0, |k| k.lost_events)
+    }
+
+    /// Sets keyboard `kbd`'s key state to `down` (after its source lost
+    /// events): no key stays stuck, in the decoder either.
+    pub fn resync_keys(&mut self, kbd: usize, down: &ddf::input::evnode::Bits) {
+        if let Some(k) = self.keyboards.get_mut(kbd) {
+            k.node.state.key = down.clone();
+            k.decoder.resync(|code| down.test(code));
+        }
     }
 
     /// Ends every parked read with `err` (the driver is stopping).
@@ -402,6 +581,9 @@ impl<R: PendingRead> Hub<R> {
                 reply.error(err);
             }
         }
+        for reader in self.events.values_mut() {
+            reader.fail_parked(err);
+        }
     }
 
     fn name(&self, kbd: usize) -> &str {
@@ -409,7 +591,8 @@ impl<R: PendingRead> Hub<R> {
     }
 }
 
-/// Checks a write to a virtual keyboard and returns the key events in it.
+/// Checks a write to a virtual keyboard's text node and returns the key
+/// events in it.
 ///
 /// The write must be whole 24-byte `input_event` records. `EV_KEY` records
 /// need a key code from 1 to `KEY_MAX` and a value of 0, 1 or 2; `EV_SYN`
@@ -437,9 +620,11 @@ mod tests {
     use std::cell::RefCell;
     use std::rc::Rc;
 
-    use ddf::input::{text_to_events, KEY_A, KEY_B, KEY_LEFTSHIFT};
+    use ddf::input::evio;
+    use ddf::input::{text_to_events, EV_LED, EV_REP, KEY_A, KEY_B, KEY_LEFTSHIFT, LED_CAPSL, SYN_DROPPED, SYN_REPORT};
 
     use super::*;
+    use crate::events::virtual_identity;
 
     type Answers = Rc<RefCell<Vec<(RequestId, Result<Vec<u8>, Errno>)>>>;
 
@@ -478,9 +663,11 @@ mod tests {
 
     impl Bench {
         fn new(capacity: usize, keyboards: usize) -> Bench {
-            let mut hub = Hub::new(capacity);
+            let mut hub = Hub::new(capacity, 16);
             for i in 0..keyboards {
-                hub.add_keyboard(&format!("keyboard{i}"), UsDecoder::new());
+                let name = format!("keyboard{i}");
+                let node = Node::new(virtual_identity(&name, Layout::Us), Framing::PerKey);
+                hub.add_keyboard(&name, Decoder::us(), node);
             }
             Bench { hub, answers: Answers::default(), next_id: 0 }
         }
@@ -512,6 +699,17 @@ mod tests {
         fn answer(&self, id: RequestId) -> Option<Result<Vec<u8>, Errno>> {
             self.answers.borrow().iter().find(|(i, _)| *i == id).map(|(_, a)| a.clone())
         }
+
+        /// The (type, code, value) of the records a read got.
+        fn events(&self, id: RequestId) -> Vec<(u16, u16, i32)> {
+            let bytes = self.answer(id).unwrap().unwrap();
+            InputEvent::parse_records(&bytes).unwrap().iter().map(|e| (e.ev_type, e.code, e.value)).collect()
+        }
+    }
+
+    /// A key's press or release and its SYN_REPORT.
+    fn packet(code: u16, value: i32) -> [(u16, u16, i32); 2] {
+        [(EV_KEY, code, value), (EV_SYN, SYN_REPORT, 0)]
     }
 
     #[test]
@@ -741,7 +939,7 @@ mod tests {
         let keys = parse_injection(&bytes).unwrap();
         // The SYN_REPORTs are skipped.
         assert_eq!(keys.len(), events.len() / 2);
-        assert_eq!(UsDecoder::new().decode(&keys), b"Hi");
+        assert_eq!(Decoder::us().decode(&keys), b"Hi");
         // Time stamps are dropped.
         let stamped = InputEvent::key(KEY_A, KeyAction::Press).stamped_now().to_bytes();
         assert_eq!(parse_injection(&stamped).unwrap()[0].sec, 0);
@@ -760,5 +958,159 @@ mod tests {
             data.extend_from_slice(&bad.to_bytes());
             assert_eq!(parse_injection(&data), Err(Errno::EINVAL), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn evdev_handles_get_packets_and_text_handles_text() {
+        let mut b = Bench::new(4096, 1);
+        let text = b.hub.open(0, true).unwrap();
+        let ev1 = b.hub.open_events(0, true).unwrap();
+        let ev2 = b.hub.open_events(0, true).unwrap();
+        assert_eq!(b.hub.keyboard_of(ev1), Some((0, NodeKind::Events)));
+        assert_eq!(b.hub.keyboard_of(text), Some((0, NodeKind::Text)));
+        let parked = b.read(ev1, 4096);
+        let woken = b.type_text(0, "A");
+        assert_eq!(woken, [text, ev1, ev2]);
+        let want: Vec<_> =
+            [packet(KEY_LEFTSHIFT, 1), packet(KEY_A, 1), packet(KEY_A, 0), packet(KEY_LEFTSHIFT, 0)].concat();
+        assert_eq!(b.events(parked), want);
+        let r = b.read(ev2, 4096);
+        assert_eq!(b.events(r), want);
+        let r = b.read(text, 4096);
+        assert_eq!(b.answer(r), Some(Ok(b"A".to_vec())));
+        // Records only: short reads are EINVAL; nothing left is EAGAIN.
+        let r = b.read_nonblocking(ev2, 23);
+        assert_eq!(b.answer(r), Some(Err(Errno::EINVAL)));
+        let r = b.read_nonblocking(ev2, 4096);
+        assert_eq!(b.answer(r), Some(Err(Errno::EAGAIN)));
+        assert_eq!(b.hub.poll_state(ev2), Some(PollState { readable: false, hung_up: false }));
+    }
+
+    #[test]
+    fn a_slow_evdev_reader_gets_syn_dropped_and_the_loss_is_counted() {
+        let mut b = Bench::new(4096, 1); // evdev rings of 16
+        let slow = b.hub.open_events(0, true).unwrap();
+        let fast = b.hub.open_events(0, true).unwrap();
+        let mut fast_got = 0;
+        for _ in 0..5 {
+            b.type_text(0, "ab"); // 8 events
+            let r = b.read(fast, 4096);
+            fast_got += b.events(r).len();
+        }
+        assert_eq!(fast_got, 40);
+        let r = b.read(slow, 4096);
+        let got = b.events(r);
+        assert_eq!(got[0], (EV_SYN, SYN_DROPPED, 0));
+        assert_eq!(got.last(), Some(&(EV_SYN, SYN_REPORT, 0)));
+        // Every event was delivered or counted lost.
+        let lost = b.hub.lost_events(0);
+        assert!(lost > 0);
+        assert_eq!(lost + got.len() as u64 - 1, 40);
+        assert_eq!(b.hub.lost_events_driver(), lost);
+    }
+
+    #[test]
+    fn a_grab_keeps_every_event_for_the_grabber() {
+        let mut b = Bench::new(4096, 1);
+        let text = b.hub.open(0, true).unwrap();
+        let grabber = b.hub.open_events(0, true).unwrap();
+        let other = b.hub.open_events(0, true).unwrap();
+        let one = 1i32.to_ne_bytes();
+        let (a, _) = b.hub.ioctl_events(grabber, evio::EVIOCGRAB, &one, 0);
+        assert!(a.is_ok());
+        assert_eq!(b.hub.ioctl_events(other, evio::EVIOCGRAB, &one, 0).0, Err(Errno(libc::EBUSY)));
+        assert_eq!(b.hub.ioctl_events(grabber, evio::EVIOCGRAB, &one, 0).0, Err(Errno(libc::EBUSY)));
+        assert_eq!(b.hub.ioctl_events(other, evio::EVIOCGRAB, &0i32.to_ne_bytes(), 0).0, Err(Errno::EINVAL));
+        assert_eq!(b.type_text(0, "x"), [grabber]);
+        // Closing the grabber ends the grab.
+        b.hub.close(grabber);
+        assert_eq!(b.type_text(0, "y"), [text, other]);
+        let r = b.read(text, 10);
+        assert_eq!(b.answer(r), Some(Ok(b"y".to_vec())));
+    }
+
+    #[test]
+    fn new_repeat_settings_reach_every_reader() {
+        let mut b = Bench::new(4096, 1);
+        let h1 = b.hub.open_events(0, true).unwrap();
+        let h2 = b.hub.open_events(0, true).unwrap();
+        let set = [400u32.to_ne_bytes(), 40u32.to_ne_bytes()].concat();
+        let (a, woken) = b.hub.ioctl_events(h1, evio::EVIOCSREP, &set, 0);
+        assert_eq!(a.unwrap().result, 0);
+        assert_eq!(woken, [h1, h2]);
+        let r = b.read(h2, 4096);
+        assert_eq!(b.events(r), [(EV_REP, 0, 400), (EV_REP, 1, 40), (EV_SYN, SYN_REPORT, 0)]);
+        let (a, _) = b.hub.ioctl_events(h2, evio::EVIOCGREP, &[], 8);
+        assert_eq!(a.unwrap().out, set);
+        // The same settings again: no events.
+        assert!(b.hub.ioctl_events(h1, evio::EVIOCSREP, &set, 0).1.is_empty());
+    }
+
+    #[test]
+    fn revoked_and_gone_evdev_handles_answer_enodev() {
+        let mut b = Bench::new(4096, 1);
+        let h = b.hub.open_events(0, true).unwrap();
+        let other = b.hub.open_events(0, true).unwrap();
+        let parked = b.read(h, 4096);
+        let (a, woken) = b.hub.ioctl_events(h, evio::EVIOCREVOKE, &0i32.to_ne_bytes(), 0);
+        assert!(a.is_ok());
+        assert_eq!(woken, [h]);
+        assert_eq!(b.answer(parked), Some(Err(Errno::ENODEV)));
+        assert_eq!(b.hub.poll_state(h).map(|p| p.hung_up), Some(true));
+        b.type_text(0, "q");
+        let r = b.read(h, 4096);
+        assert_eq!(b.answer(r), Some(Err(Errno::ENODEV)));
+        // The kernel's evdev answers ENODEV at once for a gone device, even
+        // with events pending.
+        assert_eq!(b.hub.keyboard_gone(0), [h, other]);
+        let r = b.read(other, 4096);
+        assert_eq!(b.answer(r), Some(Err(Errno::ENODEV)));
+        assert_eq!(b.hub.ioctl_events(other, evio::EVIOCGVERSION, &[], 4).0, Err(Errno::ENODEV));
+        assert_eq!(b.hub.open_events(0, true), Err(Errno::ENODEV));
+    }
+
+    #[test]
+    fn a_mirror_passes_its_sources_packets_and_other_events() {
+        let mut identity = virtual_identity("mirror", Layout::Us);
+        identity.caps.ev.set(EV_LED, true);
+        identity.caps.led.set(LED_CAPSL, true);
+        identity.caps.ev.set(EV_MSC, true);
+        identity.caps.msc.set(ddf::input::MSC_SCAN, true);
+        let mut hub: Hub<Probe> = Hub::new(4096, 64);
+        hub.add_keyboard("mirror", Decoder::us(), Node::new(identity, Framing::Source));
+        let mut b = Bench { hub, answers: Answers::default(), next_id: 0 };
+        let h = b.hub.open_events(0, true).unwrap();
+        let t = b.hub.open(0, true).unwrap();
+        b.hub.deliver(
+            0,
+            &[
+                InputEvent::new(EV_MSC, ddf::input::MSC_SCAN, 0x1e),
+                InputEvent::key(KEY_A, KeyAction::Press),
+                InputEvent::key(KEY_B, KeyAction::Press),
+                InputEvent::syn(),
+                InputEvent::new(EV_LED, LED_CAPSL, 1),
+                InputEvent::new(EV_LED, LED_CAPSL, 1), // no change: dropped
+                InputEvent::new(EV_LED, 5, 1),         // an LED it does not have
+                InputEvent::syn(),
+                InputEvent::key(KEY_A, KeyAction::Release),
+            ],
+        );
+        let r = b.read(h, 4096);
+        assert_eq!(
+            b.events(r),
+            [
+                (EV_MSC, ddf::input::MSC_SCAN, 0x1e),
+                (EV_KEY, KEY_A, 1),
+                (EV_KEY, KEY_B, 1),
+                (EV_SYN, SYN_REPORT, 0),
+                (EV_LED, LED_CAPSL, 1),
+                (EV_SYN, SYN_REPORT, 0),
+            ],
+            "the release waits for its packet's end"
+        );
+        let r = b.read(t, 10);
+        assert_eq!(b.answer(r), Some(Ok(b"ab".to_vec())));
+        let (a, _) = b.hub.ioctl_events(h, evio::eviocgled(8), &[], 8);
+        assert_eq!(ddf::input::evnode::Bits::from_user(&a.unwrap().out, 15).iter().collect::<Vec<_>>(), [LED_CAPSL]);
     }
 }

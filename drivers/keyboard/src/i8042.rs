@@ -208,6 +208,16 @@ fn extended_key(make: u8) -> Option<u16> {
     })
 }
 
+/// Every key code a [`Set1Decoder`] makes (what an i8042 keyboard's
+/// evdev node says it has).
+pub fn keys() -> Vec<u16> {
+    let mut keys: Vec<u16> = (0..0x80u8).flat_map(|b| [base_key(b), extended_key(b)]).flatten().collect();
+    keys.push(KEY_PAUSE);
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
 /// A PS/2 controller driven through `P`.
 #[derive(Debug)]
 pub struct I8042<P> {
@@ -501,7 +511,7 @@ mod tests {
         assert_eq!(controller.poll(&mut events).unwrap(), 0);
         assert_eq!(kbd.lock().unwrap().pending(), 0);
         assert!(events.iter().all(|e| e.sec > 0));
-        assert_eq!(UsDecoder::new().decode(&events), b"Hello, World!\n");
+        assert_eq!(Decoder::us().decode(&events), b"Hello, World!\n");
     }
 
     #[test]
@@ -658,12 +668,12 @@ mod tests {
         let mut events = Vec::new();
         for _ in 0..2000 {
             poller.drain(&mut events);
-            if UsDecoder::new().decode(&events) == b"Hello, World!\n" {
+            if Decoder::us().decode(&events) == b"Hello, World!\n" {
                 break;
             }
             thread::sleep(Duration::from_millis(1));
         }
-        assert_eq!(UsDecoder::new().decode(&events), b"Hello, World!\n");
+        assert_eq!(Decoder::us().decode(&events), b"Hello, World!\n");
         assert!(wakes.load(Ordering::Relaxed) > 0);
         poller.stop();
     }

@@ -215,3 +215,52 @@ fn the_client_proxy_gets_the_same_answers_through_a_ring() {
     assert!(matches!(err, ddf::driver::ClientError::Errno(Errno::ENOSPC)), "{err}");
     eprintln!("{} of the calls went by the ring", c.fast_calls());
 }
+
+#[test]
+fn a_client_that_gives_up_on_ring_calls_under_load_gets_each_answer_once() {
+    // Busy threads beside the client and the driver make the client's spin
+    // run out often, in every state of a call: each answer must still come
+    // once, to its own call.
+    let pids = Mutex::new(Vec::new());
+    let mut d = Driver::spawn(&pids);
+    let (devices, _) = d.start(Vec::new(), &[]);
+    let device = devices[0].device;
+    let spec = ddf::proto::RingSpec { slots: 2, slot_size: ddf::ring::DEFAULT_SLOT_SIZE };
+    let ring = ddf::ring::Ring::create(spec).unwrap();
+    ring.set_spin_allowed(true);
+    let bell = ddf::ring::Doorbell::new().unwrap();
+    let (ours, theirs) = ddf::ipc::Channel::pair().unwrap();
+    let fds = [theirs.as_fd(), ring.fd(), bell.as_fd()];
+    d.0.send(&DdmToDriver::Attach { device, access: OpenFlags::READ_WRITE, ring: Some(spec) }, &[], &fds).unwrap();
+    let mine = ddf::ring::Ring::accept(ring.fd().try_clone_to_owned().unwrap(), spec).unwrap();
+    let my_bell = ddf::ring::Doorbell::from_fd(bell.as_fd().try_clone_to_owned().unwrap());
+    let mut c = ddf::driver::Client::with_ring(ours, device, ddf::proto::Access::ReadWrite, mine, my_bell).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hogs: Vec<_> = (0..3)
+        .map(|_| {
+            let s = stop.clone();
+            std::thread::spawn(move || {
+                while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        for i in 0..20_000u64 {
+            let h = c.open(OpenFlags::READ_WRITE).unwrap_or_else(|e| panic!("open {i}: {e}"));
+            let mut b = [0u8; 1];
+            c.read(h, i, &mut b).unwrap_or_else(|e| panic!("read {i}: {e}"));
+            assert_eq!(c.write(h, i, b"x").unwrap_or_else(|e| panic!("write {i}: {e}")), 1);
+            c.close(h).unwrap_or_else(|e| panic!("close {i}: {e}"));
+        }
+    }));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for h in hogs {
+        h.join().unwrap();
+    }
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+    eprintln!("{} of 80000 calls by the ring", c.fast_calls());
+}

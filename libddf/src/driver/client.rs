@@ -121,9 +121,7 @@ impl Client {
             }
             None => {
                 r.budget.miss();
-                let gave_up = r.ring.transition(slot, SlotState::Request, SlotState::Orphan).is_ok()
-                    || r.ring.transition(slot, SlotState::Busy, SlotState::Orphan).is_ok();
-                if gave_up {
+                if r.ring.give_up(slot) {
                     return Ok(Some(Fast::BySocket));
                 }
                 r.ring.state(slot)?

@@ -54,6 +54,7 @@ use nix::sys::eventfd::EventFd;
 use serde::de::DeserializeOwned;
 
 use crate::ipc::Channel;
+use crate::mem::DmaRegion;
 use crate::params::ParamError;
 use crate::proto::{
     BoundDevice, BusId, DeviceClass, DeviceId, DeviceSpec, DriverToDdm, Errno, Handle, OpenFlags, RequestId,
@@ -216,6 +217,7 @@ pub struct Context {
     chan: Arc<Channel>,
     state: HashMap<String, SavedState>,
     start: StartInfo,
+    dma: Option<DmaRegion>,
     watches: Vec<(RawFd, u64)>,
     poll_waiters: HashSet<Handle>,
     waker: Waker,
@@ -308,6 +310,25 @@ impl Context {
     /// Takes the saved state under `key` (its descriptors become yours).
     pub fn take_state(&mut self, key: &str) -> Option<SavedState> {
         self.state.remove(key)
+    }
+
+    /// The DMA memory the DDM granted this driver, as its manifest's `[dma]`
+    /// table asks (`None` without one). Every incarnation gets the same
+    /// memory, at the same addresses, with what the last one left in it.
+    /// See [`crate::mem`] for what is guaranteed.
+    pub fn dma(&self) -> Option<&DmaRegion> {
+        self.dma.as_ref()
+    }
+
+    /// The DMA memory, to write through its mapping.
+    pub fn dma_mut(&mut self) -> Option<&mut DmaRegion> {
+        self.dma.as_mut()
+    }
+
+    /// Takes the DMA memory out of the context: the driver owns its mapping
+    /// from now on (the DDM keeps the memory itself either way).
+    pub fn take_dma(&mut self) -> Option<DmaRegion> {
+        self.dma.take()
     }
 
     /// Leaves state with the DDM for the next incarnation (the state store):

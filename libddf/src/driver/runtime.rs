@@ -1,4 +1,5 @@
-//! The runtime loop that serves a [`Driver`]: the handshake, `Start`, and
+//! The runtime loop that serves a [`Driver`]: the handshake, the DMA grant
+//! if there is one, `Start`, and
 //! then one request at a time from the DDM's socket and ring, the driver's
 //! watched descriptors, its waker and its direct clients.
 //!
@@ -26,9 +27,10 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use super::reply::{ReplyTo, SlotReply, BY_SOCKET, IN_SLOT};
 use super::{Context, Driver, IoctlReply, ReadReply, SavedState, StartInfo, Waker, WriteReply, SOCKET_FD_ENV};
 use crate::ipc::{Channel, Frame, IpcError, RecvBuf, PAYLOAD_MAX};
+use crate::mem::DmaRegion;
 use crate::proto::{
-    Access, Answer, Call, DdmToDriver, DeviceId, DriverToDdm, Errno, Fault, Handle, OpenFlags, RequestId, RingSpec,
-    StateEntry,
+    Access, Answer, Call, DdmToDriver, DeviceId, DmaGrant, DriverToDdm, Errno, Fault, Handle, OpenFlags, RequestId,
+    RingSpec, StateEntry,
 };
 use crate::ring::{current_cpu, spin_until, usable_cpus, Doorbell, Ring, SlotState, SpinBudget};
 
@@ -67,6 +69,9 @@ pub enum RunError {
     /// Creating the wake-up eventfd or polling failed.
     #[error("runtime setup failed")]
     Setup(#[source] std::io::Error),
+    /// The DMA memory the DDM granted could not be taken.
+    #[error("the DMA memory granted by the DDM cannot be used")]
+    Dma(#[source] crate::mem::MemError),
 }
 
 /// Serves a driver until the DDM says stop or goes away. `make` builds the
@@ -188,13 +193,17 @@ where
 
     let mut buf = RecvBuf::default();
     chan.handshake(&mut buf)?;
-    let (start, state) = {
+    // A DMA grant, if the manifest asks for one, comes before Start.
+    let mut dma = None;
+    let (start, state) = loop {
         let frame = chan.recv(&mut buf)?;
         let msg = frame.decode::<DdmToDriver>()?;
         match msg {
             DdmToDriver::Start { instance, params, state } => {
-                (StartInfo { instance, params }, take_state(state, frame.fds)?)
+                break (StartInfo { instance, params }, take_state(state, frame.fds)?);
             }
+            DdmToDriver::Dma(grant) if dma.is_none() => dma = Some(take_dma(&grant, frame.fds)?),
+            DdmToDriver::Dma(_) => return Err(RunError::Protocol("a second DMA grant before Start".into())),
             other => return Err(RunError::Protocol(format!("expected Start, got {other:?}"))),
         }
     };
@@ -206,6 +215,7 @@ where
         chan: chan.clone(),
         state,
         start,
+        dma,
         watches: Vec::new(),
         poll_waiters: HashSet::new(),
         waker: Waker(Arc::new(efd)),
@@ -552,6 +562,14 @@ fn take_state(
         .collect())
 }
 
+/// Maps the DMA region of a grant: its one descriptor, checked against it.
+fn take_dma(grant: &DmaGrant, fds: Vec<OwnedFd>) -> Result<DmaRegion, RunError> {
+    let [fd]: [OwnedFd; 1] = fds.try_into().map_err(|fds: Vec<OwnedFd>| {
+        RunError::Protocol(format!("a DMA grant with {} descriptors, not 1", fds.len()))
+    })?;
+    DmaRegion::accept(fd, grant).map_err(RunError::Dma)
+}
+
 /// A ring fault armed by [`Fault`] injection, applied to the next answer put
 /// in a ring slot: 0 none, else the fault's number below.
 static RING_FAULT: AtomicU8 = AtomicU8::new(0);
@@ -703,7 +721,7 @@ fn dispatch<D: Driver>(
     clients: &mut Vec<ClientLink>,
     ddm_ring: &mut Option<Served>,
 ) -> Result<(), RunError> {
-    if !fds.is_empty() && !matches!(msg, DdmToDriver::Attach { .. } | DdmToDriver::Ring(_)) {
+    if !fds.is_empty() && !matches!(msg, DdmToDriver::Attach { .. } | DdmToDriver::Ring(_) | DdmToDriver::Dma(_)) {
         return Err(RunError::Protocol("descriptors with a message that takes none".into()));
     }
     match msg {
@@ -735,6 +753,9 @@ fn dispatch<D: Driver>(
         }
         DdmToDriver::Start { .. } => {
             return Err(RunError::Protocol("second Start".into()));
+        }
+        DdmToDriver::Dma(_) => {
+            return Err(RunError::Protocol("a DMA grant after Start".into()));
         }
         DdmToDriver::Ping { seq } => {
             ctx.chan.send(&DriverToDdm::Pong { seq }, &[], &[])?;

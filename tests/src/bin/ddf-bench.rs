@@ -146,6 +146,15 @@ struct Args {
     #[arg(long, value_name = "SECS")]
     scaling_secs: Option<f64>,
 
+    /// Reads and writes of the random 4 KiB section, each [default: 20000;
+    /// --short: 1000].
+    #[arg(long, value_name = "N")]
+    random_ops: Option<usize>,
+
+    /// Seconds the idle section watches [default: 10; --short: 1].
+    #[arg(long, value_name = "SECS")]
+    idle_secs: Option<f64>,
+
     /// Placements to measure sections 1 and 3 under, in this order.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "unpinned,same,split")]
     placements: Vec<PlacementKind>,
@@ -259,6 +268,12 @@ struct Plan {
     calls: usize,
     warmup: usize,
     mib: u64,
+    /// Operations of each kind in the random 4 KiB section.
+    random_ops: usize,
+    /// How long the idle section watches.
+    idle: Duration,
+    /// Bus sizes of the tree section.
+    tree_sizes: Vec<usize>,
     clients: Vec<usize>,
     scaling: Duration,
     placements: Vec<PlacementKind>,
@@ -313,10 +328,15 @@ impl Plan {
         if placements.is_empty() {
             return Err(BenchError::Usage("--placements needs at least one placement".into()));
         }
+        let (random_ops, idle, tree_sizes) =
+            if a.short { (1000, 1.0, vec![100, 400]) } else { (20_000, 10.0, vec![1000, 4096]) };
         Ok(Plan {
             calls,
             warmup: (calls / 10).max(50),
             mib,
+            random_ops: a.random_ops.unwrap_or(random_ops),
+            idle: Duration::from_secs_f64(a.idle_secs.unwrap_or(idle)),
+            tree_sizes,
             clients,
             scaling: Duration::from_secs_f64(secs),
             placements,
@@ -525,6 +545,8 @@ fn run(args: &Args) -> Result<(), BenchError> {
             tmpfs: transfer("tmpfs file", &tmpfs_file, capacity, plan.mib)?,
             floor: transfer("tmpfs via FUSE floor", &floor.path.join("data"), capacity, plan.mib)?,
             ram0: transfer("/ddf/ram0", &ddm.path("ram0"), capacity, plan.mib)?,
+            rand_floor: random_io("tmpfs via FUSE floor", &floor.path.join("data"), capacity, plan.random_ops)?,
+            rand_ram0: random_io("/ddf/ram0", &ddm.path("ram0"), capacity, plan.random_ops)?,
         };
         sections.push(Section { placement, pinned, lat, thr });
     }
@@ -537,10 +559,16 @@ fn run(args: &Args) -> Result<(), BenchError> {
         scaling.push((k, ddf_ops, floor_ops));
     }
 
+    eprintln!("ddf-bench: idle cost");
+    let idle = idle_cost(&ddm, &floor, plan.idle)?;
+    eprintln!("ddf-bench: the tree");
+    let tree = tree_scale(&ddm, &plan.tree_sizes)?;
+
     if !ddm.alive() {
         return Err(BenchError::NotUp(format!("it exited during the run; its log:\n{}", ddm.log_tail(30))));
     }
-    let table = render(&machine, &plan, &sections, &scaling, direct.as_ref().err(), capacity);
+    let extra = Extra { idle, tree };
+    let table = render(&machine, &plan, &sections, &scaling, &extra, direct.as_ref().err(), capacity);
     print!("{table}");
     let _ = std::io::stdout().flush();
 
@@ -1303,6 +1331,54 @@ struct Throughput {
     tmpfs: Rate,
     floor: Rate,
     ram0: Rate,
+    rand_floor: RandIo,
+    rand_ram0: RandIo,
+}
+
+/// Random 4 KiB I/O at queue depth 1: operations per second and p99, in ns.
+#[derive(Debug, Clone, Copy)]
+struct RandIo {
+    read_ops: f64,
+    read_p99: u64,
+    write_ops: f64,
+    write_p99: u64,
+}
+
+/// `n` writes, then `n` reads, of 4 KiB each at random 4 KiB-aligned
+/// offsets below `capacity`, one at a time, on a read-write open (for ram0
+/// that open goes through the driver, not passthrough).
+fn random_io(target: &'static str, path: &Path, capacity: u64, n: usize) -> Result<RandIo, BenchError> {
+    let fail = |op: &'static str| move |source| BenchError::Call { target, op, source };
+    let f = OpenOptions::new().read(true).write(true).open(path).map_err(fail("open"))?;
+    let blocks = (capacity / 4096).max(1);
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % blocks) * 4096
+    };
+    let mut buf = vec![0x5au8; 4096];
+    let mut pass = |write: bool, buf: &mut Vec<u8>| -> Result<(f64, u64), BenchError> {
+        let mut times = Vec::with_capacity(n);
+        let all = Instant::now();
+        for _ in 0..n {
+            let at = next();
+            let t = Instant::now();
+            if write {
+                f.write_all_at(buf, at).map_err(fail("pwrite 4 KiB"))?;
+            } else {
+                f.read_exact_at(buf, at).map_err(fail("pread 4 KiB"))?;
+            }
+            times.push(t.elapsed().as_nanos() as u64);
+        }
+        let ops = n as f64 / all.elapsed().as_secs_f64();
+        times.sort_unstable();
+        Ok((ops, times[(times.len() * 99 / 100).min(times.len() - 1)]))
+    };
+    let (write_ops, write_p99) = pass(true, &mut buf)?;
+    let (read_ops, read_p99) = pass(false, &mut buf)?;
+    Ok(RandIo { read_ops, read_p99, write_ops, write_p99 })
 }
 
 /// Fills `path` once (untimed), then times `mib` MiB of sequential 1 MiB
@@ -1425,6 +1501,119 @@ fn scale(target: &'static str, k: usize, d: Duration, path: impl Fn(usize) -> Pa
 }
 
 // ---------------------------------------------------------------------------
+// Section 5: idle cost; section 6: the tree.
+
+/// CPU time of the idle section, in ns.
+#[derive(Debug)]
+struct Idle {
+    ddm: u64,
+    drivers: u64,
+    driver_count: usize,
+    floor: u64,
+    secs: f64,
+}
+
+/// CPU time so far of every live thread of process `pid`, in ns
+/// (`/proc/PID/task/TID/schedstat`), leaving out thread `skip`.
+fn cpu_ns(pid: i32, skip: i32) -> u64 {
+    tasks(pid)
+        .into_iter()
+        .filter(|t| *t != skip)
+        .filter_map(|t| std::fs::read_to_string(format!("/proc/{pid}/task/{t}/schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// After a burst of calls on both, the CPU time ddm and every driver, and
+/// the floor's threads (this process's, but for this thread), use over `d`
+/// of doing nothing.
+fn idle_cost(ddm: &DdmProcess, floor: &FloorMount, d: Duration) -> Result<Idle, BenchError> {
+    let fail = |target: &'static str| move |source| BenchError::Call { target, op: "burst", source };
+    let mut null = OpenOptions::new().write(true).open(ddm.path("null")).map_err(fail("/ddf/null"))?;
+    let mut fnull = OpenOptions::new().write(true).open(floor.path.join("null")).map_err(fail("floor null"))?;
+    for _ in 0..5000 {
+        null.write_all(b"x").map_err(fail("/ddf/null"))?;
+        fnull.write_all(b"x").map_err(fail("floor null"))?;
+    }
+    drop((null, fnull));
+    let me = std::process::id() as i32;
+    // SAFETY: gettid has no preconditions.
+    let this = unsafe { libc::gettid() };
+    let ddm_pid = ddm.pid().map(|p| p as i32).unwrap_or(0);
+    let drivers: Vec<i32> = drivers(ddm)?.into_iter().map(|(_, p)| p as i32).collect();
+    let snap = || (cpu_ns(ddm_pid, 0), drivers.iter().map(|p| cpu_ns(*p, 0)).sum::<u64>(), cpu_ns(me, this));
+    let before = snap();
+    let t = Instant::now();
+    thread::sleep(d);
+    let after = snap();
+    Ok(Idle {
+        ddm: after.0.saturating_sub(before.0),
+        drivers: after.1.saturating_sub(before.1),
+        driver_count: drivers.len(),
+        floor: after.2.saturating_sub(before.2),
+        secs: t.elapsed().as_secs_f64(),
+    })
+}
+
+/// `ls -l` of a bus of `devices` devices: microseconds per entry, the
+/// first time and again.
+#[derive(Debug)]
+struct TreeRow {
+    devices: usize,
+    first: f64,
+    again: f64,
+}
+
+/// Fills the virtual bus with each of `sizes` devices in turn (`add-many`
+/// in one write, devices no manifest matches) and times `ls -l` of it.
+fn tree_scale(ddm: &DdmProcess, sizes: &[usize]) -> Result<Vec<TreeRow>, BenchError> {
+    let ctl = ddm.path("vbus/ctl");
+    let dir = ddm.path("vbus");
+    let write = |cmd: String| {
+        std::fs::write(&ctl, cmd).map_err(|source| BenchError::Call { target: "/ddf/vbus/ctl", op: "write", source })
+    };
+    let count = || std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+    let ls = || -> Result<f64, BenchError> {
+        let t = Instant::now();
+        let out =
+            Command::new("ls").arg("-l").arg(&dir).stdout(Stdio::null()).status().map_err(setup("cannot run ls"))?;
+        if !out.success() {
+            return Err(BenchError::Call {
+                target: "/ddf/vbus",
+                op: "ls -l",
+                source: std::io::Error::other(out.to_string()),
+            });
+        }
+        Ok(t.elapsed().as_secs_f64() * 1e6)
+    };
+    let mut rows = Vec::new();
+    for &n in sizes {
+        if count() > 1 {
+            write("remove-all\n".into())?;
+        }
+        write(format!("add-many bench{n}- {n} vendor=beef device=0001\n"))?;
+        if !wait_until(Duration::from_secs(60), || count() == n + 1) {
+            return Err(BenchError::NotUp(format!(
+                "the virtual bus does not show {n} devices (it shows {})",
+                count() - 1
+            )));
+        }
+        let first = ls()? / (n + 1) as f64;
+        let again = ls()? / (n + 1) as f64;
+        rows.push(TreeRow { devices: n, first, again });
+    }
+    write("remove-all\n".into())?;
+    Ok(rows)
+}
+
+/// Sections 5 and 6.
+#[derive(Debug)]
+struct Extra {
+    idle: Idle,
+    tree: Vec<TreeRow>,
+}
+
+// ---------------------------------------------------------------------------
 // The machine.
 
 #[derive(Debug)]
@@ -1502,6 +1691,7 @@ fn render(
     plan: &Plan,
     sections: &[Section],
     scaling: &[(usize, f64, f64)],
+    extra: &Extra,
     direct_err: Option<&String>,
     capacity: u64,
 ) -> String {
@@ -1660,6 +1850,50 @@ each, on a {} MiB file filled once first",
     line.push_str(" | target: read >= 0.9");
     let _ = writeln!(o, "{line}");
 
+    // 3b. Random 4 KiB.
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "3b. Random 4 KiB pwrite, then pread, at queue depth 1 on a read-write open ({} of each): operations/s and p99 (us)",
+        plan.random_ops
+    );
+    let mut head = format!("{:<26}", "");
+    let mut sub = format!("{:<26}", "");
+    for s in sections {
+        head.push_str(&format!(" | {:^27}", s.placement.title()));
+        sub.push_str(&format!(" | {:>6} {:>6} {:>6} {:>6}", "write", "p99", "read", "p99"));
+    }
+    let _ = writeln!(o, "{}", head.trim_end());
+    let _ = writeln!(o, "{sub}");
+    type PickRand = fn(&Throughput) -> RandIo;
+    let rows: [(&str, PickRand); 2] = [("tmpfs via FUSE floor", |t| t.rand_floor), ("/ddf/ram0", |t| t.rand_ram0)];
+    for (name, pick) in rows {
+        let mut line = format!("{name:<26}");
+        for s in sections {
+            let r = pick(&s.thr);
+            line.push_str(&format!(
+                " | {:>6.0} {:>6} {:>6.0} {:>6}",
+                r.write_ops,
+                us(r.write_p99 as f64),
+                r.read_ops,
+                us(r.read_p99 as f64)
+            ));
+        }
+        let _ = writeln!(o, "{line}");
+    }
+    let mut line = format!("{:<26}", "ram0 / FUSE floor");
+    for s in sections {
+        line.push_str(&format!(
+            " | {:>6} {:>6} {:>6} {:>6}",
+            ratio(s.thr.rand_ram0.write_ops, s.thr.rand_floor.write_ops),
+            "",
+            ratio(s.thr.rand_ram0.read_ops, s.thr.rand_floor.read_ops),
+            ""
+        ));
+    }
+    line.push_str(" | target >= 0.9");
+    let _ = writeln!(o, "{}", line.trim_end());
+
     // 4. Scaling.
     let _ = writeln!(o);
     let _ = writeln!(
@@ -1685,5 +1919,35 @@ each, on a {} MiB file filled once first",
         o,
         "/ddf/benchK: one ddf-testdrv driver process per device; FUSE floor: file sK of the in-process floor."
     );
+
+    // 5. Idle.
+    let i = &extra.idle;
+    let pct = |ns: u64| 100.0 * ns as f64 / (i.secs * 1e9);
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "5. Idle cost: CPU time over {:.1} s of doing nothing, right after a burst of 5000 writes on each (unpinned)",
+        i.secs
+    );
+    let _ = writeln!(o, "{:<40} | {:>9} | {:>12}", "", "CPU ms", "% of 1 CPU");
+    for (name, ns) in [
+        ("ddm".to_owned(), i.ddm),
+        (format!("its {} driver processes", i.driver_count), i.drivers),
+        ("ddm and drivers together".to_owned(), i.ddm + i.drivers),
+        ("FUSE floor (its threads)".to_owned(), i.floor),
+    ] {
+        let _ = writeln!(o, "{name:<40} | {:>9.1} | {:>11.3}%", ns as f64 / 1e6, pct(ns));
+    }
+    let _ = writeln!(o, "target: ddm and drivers together under 1% of one CPU");
+
+    // 6. The tree.
+    let _ = writeln!(o);
+    let _ = writeln!(o, "6. The tree: `ls -l` of /ddf/vbus with N devices, microseconds per entry");
+    let _ = writeln!(o, "{:>8} | {:>10} | {:>10} | {:>16}", "N", "first", "again", "again / smallest");
+    let base = extra.tree.first().map_or(0.0, |r| r.again);
+    for r in &extra.tree {
+        let _ = writeln!(o, "{:>8} | {:>10.1} | {:>10.1} | {:>16}", r.devices, r.first, r.again, ratio(r.again, base));
+    }
+    let _ = writeln!(o, "target: 4096 devices at most 1.2 times the cost per entry of 1000");
     o
 }
