@@ -3,24 +3,28 @@
 //! streams ([`ddf_keyboard::i8042`], what the controller's data port gives).
 
 use ddf::input::evdev::looks_like_keyboard;
+use ddf::input::evio::{AbsInfo, InputId, InputMask, Request};
 use ddf::input::keyboard::{Mode, Stats};
-use ddf::input::{text_to_events, InputError, InputEvent, KeyAction, UsDecoder, EVENT_SIZE, EV_KEY};
+use ddf::input::{text_to_events, Decoder, InputError, InputEvent, KeyAction, Layout, EVENT_SIZE, EV_KEY};
 use ddf::io::PortSpace;
 use ddf_keyboard::i8042::{EmulatedI8042, Set1Decoder, EMULATED_QUEUE_MAX, I8042};
 
 /// The most bytes of an input that [`evdev`] also types as text.
 const TEXT_MAX: usize = 256;
 
-/// Checks that the text `typed` by a [`UsDecoder`] is what a US keyboard
-/// can type: ASCII, and [`text_to_events`] of it decodes to it again.
-fn types_back(typed: &[u8]) {
+/// Checks that the text `typed` by a [`Decoder`] of `layout` is what that
+/// layout can type: UTF-8 (ASCII for the US layout), and
+/// [`Layout::text_to_events`] of it decodes to it again.
+fn types_back(layout: Layout, typed: &[u8]) {
     let Ok(text) = std::str::from_utf8(typed) else {
-        panic!("the US decoder typed bytes that are not UTF-8: {typed:?}");
+        panic!("the {layout:?} decoder typed bytes that are not UTF-8: {typed:?}");
     };
-    assert!(text.is_ascii(), "the US decoder typed {text:?}, beyond ASCII");
-    match text_to_events(text) {
-        Ok(events) => assert_eq!(UsDecoder::new().decode(&events), typed, "{text:?} typed again types otherwise"),
-        Err(e) => panic!("the US decoder typed {text:?}, which text_to_events cannot type: {e}"),
+    assert!(layout != Layout::Us || text.is_ascii(), "the US decoder typed {text:?}, beyond ASCII");
+    match layout.text_to_events(text) {
+        Ok(events) => {
+            assert_eq!(Decoder::new(layout).decode(&events), typed, "{layout:?}: {text:?} typed again types otherwise")
+        }
+        Err(e) => panic!("the {layout:?} decoder typed {text:?}, which text_to_events cannot type: {e}"),
     }
 }
 
@@ -29,9 +33,11 @@ fn types_back(typed: &[u8]) {
 /// virtual keyboard's writer, send it).
 ///
 /// Whole records decode and encode back to the same bytes; a partial record
-/// is refused. The text a US decoder makes of the events types back to
-/// itself, and any text typed is decoded back to that text. The ioctl data
-/// (modes, loss counters) and the capability bitmaps decode without fault.
+/// is refused. The text a US and a German decoder make of the events types
+/// back to itself, and any text typed is decoded back to that text. The
+/// ioctl data (modes, loss counters, an evdev node's ioctl numbers and
+/// structures) and the capability bitmaps decode without fault, and the
+/// structures encode back.
 pub fn evdev(data: &[u8]) {
     let whole = &data[..data.len() - data.len() % EVENT_SIZE];
     let events = match InputEvent::parse_records(whole) {
@@ -52,9 +58,9 @@ pub fn evdev(data: &[u8]) {
             None => assert!(ev.ev_type != EV_KEY || KeyAction::from_value(ev.value).is_none()),
         }
     }
-    let mut decoder = UsDecoder::new();
-    let typed = decoder.decode(&events);
-    types_back(&typed);
+    for layout in [Layout::Us, Layout::De] {
+        types_back(layout, &Decoder::new(layout).decode(&events));
+    }
 
     // The first bytes as text to type (a few hundred: each character is
     // eight events or more): ASCII types and decodes back to itself;
@@ -64,9 +70,9 @@ pub fn evdev(data: &[u8]) {
         match text_to_events(text) {
             Ok(events) => {
                 assert!(text.is_ascii(), "text_to_events typed {text:?}");
-                assert_eq!(UsDecoder::new().decode(&events), prefix, "{text:?} typed decodes otherwise");
+                assert_eq!(Decoder::us().decode(&events), prefix, "{text:?} typed decodes otherwise");
             }
-            Err(InputError::Untypeable { ch, at }) => {
+            Err(InputError::Untypeable { ch, at, .. }) => {
                 assert!(!ch.is_ascii(), "ASCII {ch:?} refused");
                 assert!(text[..at].is_ascii() && text[at..].starts_with(ch), "{ch:?} is not at {at}");
             }
@@ -89,6 +95,26 @@ pub fn evdev(data: &[u8]) {
     }
     let split = data.len().min(4);
     let _ = looks_like_keyboard(&data[..split], &data[split..]);
+
+    // What a client of an evdev node (/ddf/input/eventN) sends: ioctl
+    // numbers, matched as the kernel does, and their structures.
+    for word in data.chunks_exact(4) {
+        let _ = Request::decode(u32::from_ne_bytes([word[0], word[1], word[2], word[3]]));
+    }
+    for chunk in data.chunks_exact(InputId::SIZE) {
+        if let Ok(bytes) = <&[u8; InputId::SIZE]>::try_from(chunk) {
+            assert_eq!(&InputId::from_bytes(bytes).to_bytes(), bytes, "an input id does not encode back");
+        }
+    }
+    for chunk in data.chunks(AbsInfo::SIZE) {
+        let info = AbsInfo::from_bytes(chunk);
+        if chunk.len() == AbsInfo::SIZE {
+            assert_eq!(&info.to_bytes()[..], chunk, "an axis does not encode back");
+        }
+    }
+    for chunk in data.chunks(InputMask::SIZE) {
+        let _ = InputMask::from_bytes(chunk);
+    }
 }
 
 /// `i8042`: the bytes a PS/2 keyboard sends, as the controller's data port
@@ -152,5 +178,5 @@ pub fn i8042(data: &[u8]) {
     let unstamped: Vec<InputEvent> = polled.iter().map(|e| InputEvent { sec: 0, usec: 0, ..*e }).collect();
     assert_eq!(unstamped, events, "the poller decodes otherwise than the decoder");
 
-    types_back(&UsDecoder::new().decode(&events));
+    types_back(Layout::Us, &Decoder::us().decode(&events));
 }

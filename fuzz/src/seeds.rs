@@ -207,6 +207,7 @@ fn control_responses() -> Vec<(&'static str, ControlResponse)> {
         devices: vec![s("keyboard0")],
         counters: vec![(s("lost_bytes"), 904)],
         fast_calls: 5_219_792,
+        dma: None,
     };
     vec![
         ("tree", ControlResponse::Tree(vec![root, node])),
