@@ -351,6 +351,22 @@ impl PermStore {
         (store, Some(recovered))
     }
 
+    /// The store that the state document `bytes` describes, decoded as
+    /// [`PermStore::open`] decodes its file, to be kept at `path` from then
+    /// on (nothing is read or written here). Unlike `open`, a document that
+    /// is not valid is an error, and nothing is moved aside.
+    pub fn from_document(path: impl AsRef<Path>, bytes: &[u8]) -> Result<PermStore, StoreError> {
+        let path = path.as_ref().to_owned();
+        let nodes = decode(&path, bytes)?;
+        Ok(PermStore { path, nodes, read_only: false })
+    }
+
+    /// The state document of this store, as every change writes it to the
+    /// state file. [`PermStore::from_document`] of it gives this store back.
+    pub fn to_document(&self) -> Result<Vec<u8>, StoreError> {
+        encode(&self.nodes)
+    }
+
     /// The state file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -547,11 +563,16 @@ fn load(path: &Path) -> Result<Option<BTreeMap<String, Vec<Entry>>>, StoreError>
     };
     let mut bytes = Vec::new();
     file.take(MAX_STATE_BYTES + 1).read_to_end(&mut bytes).map_err(read_err)?;
+    decode(path, &bytes).map(Some)
+}
+
+/// Decodes a state document; `path` is the file it came from, for errors.
+fn decode(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Vec<Entry>>, StoreError> {
     if bytes.len() as u64 > MAX_STATE_BYTES {
         return Err(StoreError::TooLarge { path: path.to_owned() });
     }
     let parse_err = |source| StoreError::Parse { path: path.to_owned(), source };
-    let header: Header = serde_json::from_slice(&bytes).map_err(parse_err)?;
+    let header: Header = serde_json::from_slice(bytes).map_err(parse_err)?;
     match header.format.as_deref() {
         Some(FORMAT) => {}
         other => {
@@ -562,7 +583,7 @@ fn load(path: &Path) -> Result<Option<BTreeMap<String, Vec<Entry>>>, StoreError>
         Some(STATE_VERSION) => {}
         other => return Err(StoreError::UnsupportedVersion { path: path.to_owned(), found: other.unwrap_or(0) }),
     }
-    let doc: Document = serde_json::from_slice(&bytes).map_err(parse_err)?;
+    let doc: Document = serde_json::from_slice(bytes).map_err(parse_err)?;
     let mut nodes: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
     for (index, record) in doc.nodes.into_iter().enumerate() {
         let invalid = |reason: String| StoreError::InvalidEntry {
@@ -592,7 +613,7 @@ fn load(path: &Path) -> Result<Option<BTreeMap<String, Vec<Entry>>>, StoreError>
             nodes.entry(record.path).or_default().push(entry);
         }
     }
-    Ok(Some(nodes))
+    Ok(nodes)
 }
 
 fn parse_mode(text: &str) -> Option<u32> {
@@ -778,6 +799,30 @@ mod tests {
         assert!(recovered.is_none());
         assert!(store.is_empty());
         assert!(!dir.path().join("perm.json").exists(), "open writes nothing");
+    }
+
+    #[test]
+    fn documents_decode_and_encode_as_the_file_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("perm.json");
+        let (mut store, _) = PermStore::open(&path);
+        store.set(&key("keyboard0", Some("usb:1-1")), perm(0, 2000, 0o640)).unwrap();
+        store.set_acl(&key("null", None), ACL).unwrap();
+        let file = fs::read(&path).unwrap();
+        assert_eq!(store.to_document().unwrap(), file);
+
+        let decoded = PermStore::from_document(&path, &file).unwrap();
+        assert_eq!(decoded.path(), path);
+        assert_eq!(decoded.to_document().unwrap(), file);
+        assert_eq!(decoded.get(&key("keyboard0", Some("usb:1-1"))), Some(perm(0, 2000, 0o640)));
+        assert_eq!(decoded.get_acl(&key("null", None)), Some(ACL));
+
+        // A bad document is an error, and nothing is moved aside or written.
+        let err = PermStore::from_document(&path, br#"{"format": "other", "version": 1, "nodes": []}"#);
+        assert!(matches!(err, Err(StoreError::WrongFormat { found, .. }) if found == "other"));
+        assert!(matches!(PermStore::from_document(&path, b"{"), Err(StoreError::Parse { .. })));
+        assert_eq!(fs::read(&path).unwrap(), file);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

@@ -159,7 +159,6 @@
 mod config;
 mod events;
 mod hub;
-mod i8042;
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -171,12 +170,12 @@ use ddf::input::keyboard::{self, Mode};
 use ddf::input::{Decoder, InputEvent, EV_KEY, EV_SYN, KEY_MAX, LED_CAPSL, LED_NUML, SYN_DROPPED};
 use ddf::io::PortSpace;
 use ddf::proto::{BusId, DeviceClass, DeviceId, DeviceSpec, Errno, Handle, OpenFlags, RequestId};
+use ddf_keyboard::i8042::{self, EmulatedI8042, Poller, RealI8042Ports};
 use log::{debug, error, info, warn};
 
 use config::{Config, PortsKind, SourceKind};
 use events::{Framing, Node};
 use hub::{Hub, NodeKind};
-use i8042::{EmulatedI8042, Poller, RealI8042Ports};
 
 /// Reads of one evdev device per wake-up at most (of 64 events each), so a
 /// busy device cannot starve the request queue.

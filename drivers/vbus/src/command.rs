@@ -19,8 +19,14 @@ pub const VALUE_MAX: usize = 255;
 /// The most `key=value` words on one line.
 pub const PAIRS_MAX: usize = 32;
 
-/// The most bytes of one line.
-pub const LINE_MAX: usize = 4096;
+/// The most bytes of one line: room for the longest line a device can
+/// describe itself with (`add`, a name of [`NAME_MAX`] bytes and
+/// [`PAIRS_MAX`] words at their limits), so that any line of the listing
+/// is taken back after `add `. The limit bounds the work per line; the
+/// fields have limits of their own.
+pub const LINE_MAX: usize = 16 * 1024;
+
+const _: () = assert!("add ".len() + NAME_MAX + PAIRS_MAX * (" ".len() + KEY_MAX + "=".len() + VALUE_MAX) <= LINE_MAX);
 
 /// The most devices on the bus (besides `ctl`).
 pub const DEVICES_MAX: usize = 4096;
@@ -206,12 +212,7 @@ pub fn parse_line(line: &str) -> Result<Option<Command>, CmdError> {
     let cmd = match cmd {
         "add" => {
             let (&name, pairs) = args.split_first().ok_or(CmdError::Usage(USAGE_ADD))?;
-            check_name(name)?;
-            let mut desc = parse_desc(pairs)?;
-            if desc.address.as_deref() == Some(name) {
-                desc.address = None;
-            }
-            Command::Add { name: name.to_owned(), desc }
+            Command::Add { name: name.to_owned(), desc: parse_device(name, pairs)? }
         }
         "remove" => match args {
             [name] => {
@@ -270,6 +271,19 @@ pub fn check_name(name: &str) -> Result<(), CmdError> {
     Ok(())
 }
 
+/// A device as an `add` line and a line of the saved list give it: `name`
+/// checked ([`check_name`]), the words after it parsed ([`parse_desc`]),
+/// and an `address=` equal to the name dropped, since that is the default:
+/// one device has one description, and [`describe`] of it parses back to it.
+pub fn parse_device(name: &str, pairs: &[&str]) -> Result<Desc, CmdError> {
+    check_name(name)?;
+    let mut desc = parse_desc(pairs)?;
+    if desc.address.as_deref() == Some(name) {
+        desc.address = None;
+    }
+    Ok(desc)
+}
+
 /// Parses the `key=value` words after a name.
 pub fn parse_desc(pairs: &[&str]) -> Result<Desc, CmdError> {
     if pairs.len() > PAIRS_MAX {
@@ -315,9 +329,10 @@ pub fn parse_desc(pairs: &[&str]) -> Result<Desc, CmdError> {
 }
 
 /// The canonical line of a device (without the newline): its name, then
-/// `address=` if it is not the name, `devclass=block size=N` for a block
-/// device, then its metadata in order. [`parse_line`] of `add` and this
-/// gives the device back.
+/// `address=` if it is not the name, `devclass=block` for a block device
+/// and `size=N` if its size is not 0, then its metadata in order. It has no
+/// more words than the `add` that made the device, and fits [`LINE_MAX`]:
+/// [`parse_line`] of `add` and this gives the device back.
 pub fn describe(name: &str, desc: &Desc) -> String {
     let mut s = String::from(name);
     if let Some(a) = &desc.address {
@@ -327,7 +342,10 @@ pub fn describe(name: &str, desc: &Desc) -> String {
         }
     }
     if desc.class == DeviceClass::Block {
-        s.push_str(&format!(" devclass=block size={}", desc.size));
+        s.push_str(" devclass=block");
+        if desc.size != 0 {
+            s.push_str(&format!(" size={}", desc.size));
+        }
     }
     for (k, v) in &desc.meta {
         s.push(' ');
@@ -508,5 +526,31 @@ mod tests {
         // An address equal to the name is not repeated.
         let desc = Desc { address: Some("v1".into()), ..Desc::default() };
         assert_eq!(describe("v1", &desc), "v1");
+        // Nor a block device's size of 0.
+        let desc = Desc { class: DeviceClass::Block, ..Desc::default() };
+        assert_eq!(describe("d", &desc), "d devclass=block");
+    }
+
+    /// Found by the round trip of the `vbus_ctl` fuzz target
+    /// (fuzz/regressions/vbus_ctl/): a block device with 31 words of
+    /// metadata and no size was described with one word more than its add
+    /// line (`size=0`), over [`PAIRS_MAX`]; an add line of 4096 bytes whose
+    /// size had a suffix (`size=1T`) was described longer than the 4096
+    /// bytes `LINE_MAX` was then. Neither description parsed back, so the
+    /// listing could not be written back, and the first device was lost at
+    /// a restart (the saved list is the listing).
+    #[test]
+    fn the_fullest_adds_describe_as_lines_that_parse_back() {
+        let meta: String = (0..PAIRS_MAX - 1).map(|i| format!(" k{i}=")).collect();
+        let many = format!("add x devclass=block{meta}");
+        let value = "v".repeat(VALUE_MAX);
+        let meta: String = (0..PAIRS_MAX - 2).map(|i| format!(" k{i:0>63}={value}")).collect();
+        let longest = format!("add {} devclass=block size=1T{meta}", "n".repeat(NAME_MAX));
+        for line in [many, longest] {
+            let Some(Command::Add { name, desc }) = parse_line(&line).unwrap() else { panic!("{line}") };
+            let again = format!("add {}", describe(&name, &desc));
+            assert!(again.len() <= LINE_MAX, "{} bytes", again.len());
+            assert_eq!(parse_line(&again).unwrap(), Some(Command::Add { name, desc }));
+        }
     }
 }

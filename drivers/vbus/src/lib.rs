@@ -56,7 +56,7 @@
 //! call (`dd if=batch of=/ddf/vbus/ctl bs=128k`, up to 128 KiB).
 //!
 //! **Reading** `ctl` gives the current device list, one line per device in
-//! name order, `NAME [address=A] [devclass=block size=N] [key=value ...]`,
+//! name order, `NAME [address=A] [devclass=block [size=N]] [key=value ...]`,
 //! then end of file. The list is taken at a handle's first read.
 //!
 //! ## The devices

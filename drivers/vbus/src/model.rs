@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::command::{check_name, describe, parse_desc, parse_line, CmdError, Command, Desc, DEVICES_MAX};
+use crate::command::{describe, parse_device, parse_line, CmdError, Command, Desc, DEVICES_MAX};
 
 /// The state store key of the device list.
 pub const STATE_KEY: &str = "devices";
@@ -188,9 +188,7 @@ impl Model {
             let Some((&name, pairs)) = words.split_first() else {
                 continue;
             };
-            let added = check_name(name)
-                .and_then(|()| parse_desc(pairs))
-                .and_then(|desc| model.add(name.to_owned(), desc, &mut effects));
+            let added = parse_device(name, pairs).and_then(|desc| model.add(name.to_owned(), desc, &mut effects));
             if let Err(error) = added {
                 bad.push(LineError { line: i + 2, error });
             }
@@ -309,6 +307,24 @@ mod tests {
 
         let (empty, bad) = Model::decode_state(Model::default().encode_state().as_slice()).unwrap();
         assert!(empty.is_empty() && bad.is_empty());
+    }
+
+    /// Found by the `vbus_state` fuzz target (fuzz/regressions/vbus_state/):
+    /// a saved line whose address is its name restored as a device with an
+    /// explicit address, which saved without it and restored as another
+    /// device: the round trip did not hold.
+    #[test]
+    fn a_saved_address_equal_to_the_name_is_the_default() {
+        let bytes = b"ddf-vbus-state 1\nv0 address=v0\n";
+        let (m, bad) = Model::decode_state(bytes).unwrap();
+        assert!(bad.is_empty());
+        assert_eq!(m.get("v0").unwrap().address, None);
+        assert_eq!(m.encode_state(), b"ddf-vbus-state 1\nv0\n");
+        let (back, _) = Model::decode_state(&m.encode_state()).unwrap();
+        assert_eq!(back, m);
+        // The same as an add line gives.
+        let (added, _) = Model::default().run("add v0 address=v0").unwrap();
+        assert_eq!(added, m);
     }
 
     #[test]
