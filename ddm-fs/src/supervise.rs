@@ -165,7 +165,7 @@ pub fn reap(core: &Arc<Core>, inst: &Arc<Instance>, mut child: Child, conn: &Arc
         let d = decide(&policy, health, cause, Instant::now());
         (d.state(), d)
     });
-    let paths = core.device_paths(inst).join(" ");
+    let paths = core.paths_for_log(inst);
     let how = ended.how;
     let flight = if ended.in_flight.is_empty() {
         "nothing in flight".to_owned()

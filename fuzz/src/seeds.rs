@@ -59,7 +59,7 @@ fn ddm_to_driver() -> Vec<(&'static str, DdmToDriver)> {
             DdmToDriver::Start {
                 instance: s("vbus"),
                 params: pairs(&[("size", "64M"), ("name", "ram0")]),
-                state: vec![StateEntry { key: s("devices"), bytes: b"ddf-vbus-state 1\nvdev0\n".to_vec(), fds: 1 }],
+                state: vec![StateEntry { key: s("devices"), bytes: b"ddf-vbus-state 2\nvdev0\n".to_vec(), fds: 1 }],
             },
         ),
         ("open", call(1, Call::Open { device: DeviceId(0), flags: OpenFlags(libc::O_RDWR) })),
@@ -337,8 +337,10 @@ fn vbus() -> Vec<Seed> {
     if let Ok((model, _)) = Model::default().run("add-many v 12 class=char vendor=4242\n") {
         out.push(seed("vbus_state", "twelve-devices", model.encode_state()));
     }
-    out.push(seed("vbus_state", "empty", "ddf-vbus-state 1\n"));
-    out.push(seed("vbus_state", "one-bad-line", "ddf-vbus-state 1\nv0\nv/1\nv2 devclass=tape\nv3\n"));
+    out.push(seed("vbus_state", "empty", "ddf-vbus-state 2\n"));
+    out.push(seed("vbus_state", "one-bad-line", "ddf-vbus-state 2\nv0\nv/1\nv2 devclass=tape\nv3\n"));
+    out.push(seed("vbus_state", "runs", "ddf-vbus-state 2\n\t0 40 /v k=1\n\t42 3 /v k=1\nv40 k=2\n\t7 2 /\n"));
+    out.push(seed("vbus_state", "format-1", "ddf-vbus-state 1\nv0\nv1 k=1\n"));
     out
 }
 
@@ -499,7 +501,7 @@ pub fn all(scratch: &Path) -> Vec<Seed> {
     out.push(seed(
         "frame",
         "save-state",
-        frame(&DriverToDdm::SaveState { key: s("devices") }, b"ddf-vbus-state 1\nvdev0\n"),
+        frame(&DriverToDdm::SaveState { key: s("devices") }, b"ddf-vbus-state 2\nvdev0\n"),
     ));
     for (name, msg) in ddm_to_driver().into_iter().filter(|(n, _)| *n == "start-with-state") {
         out.push(seed("frame", name, frame(&msg, b"")));

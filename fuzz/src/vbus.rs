@@ -2,7 +2,7 @@
 //! of `/ddf/vbus/ctl` sends, and the device list its previous incarnation
 //! left in the DDM's state store.
 
-use ddf_vbus::command::{describe, parse_line, Command};
+use ddf_vbus::command::{describe, parse_line, Command, DEVICES_MAX};
 use ddf_vbus::model::{Effect, Model, STATE_MAX};
 
 /// The bus a write is applied to: a few devices already on it, so that
@@ -15,7 +15,7 @@ const BUS: &str = "add vdev0 vendor=1234 device=0001\n\
 /// line refused, and saves the same again.
 fn restores(model: &Model) {
     let saved = model.encode_state();
-    match Model::decode_state(&saved) {
+    match Model::decode_state(&saved, model.limit()) {
         Ok((back, bad)) => {
             assert!(bad.is_empty(), "the saved list has lines its own decoder refuses: {bad:?}");
             assert_eq!(&back, model, "the saved list restores to another bus");
@@ -79,10 +79,11 @@ pub fn ctl(data: &[u8]) {
 }
 
 /// `vbus_state`: the saved device list, as a new incarnation restores it
-/// ([`Model::decode_state`]). A list that restores (a bad line loses one
-/// device, not the bus) saves as a list that restores to the same bus.
+/// ([`Model::decode_state`]) on a bus of the default size. A list that
+/// restores (a bad line loses its devices, not the bus) saves as a list
+/// that restores to the same bus.
 pub fn state(data: &[u8]) {
-    let Ok((model, bad)) = Model::decode_state(data) else {
+    let Ok((model, bad)) = Model::decode_state(data, DEVICES_MAX) else {
         return;
     };
     let lines = data.split(|&b| b == b'\n').count();

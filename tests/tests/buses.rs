@@ -251,6 +251,43 @@ fn a_thousand_vbus_devices() {
     assert_eq!(ls(&ddm.path("vbus")).len(), 1);
 }
 
+/// More devices than the bus took by default (4096), and more than fit the
+/// state store one line each: the built-in manifest raises both limits, the
+/// saved list keeps `add-many` devices as runs, and a `kill -9` of the bus
+/// driver loses none of them.
+#[test]
+fn twenty_thousand_vbus_devices_survive_a_crash_of_the_bus() {
+    ddf_tests::needs_root!();
+    let ddm = Ddm::builder().wait_for("vbus/ctl").start();
+    ctl_ok(&ddm, "add-many v 20000 vendor=4242");
+    ctl_ok(&ddm, "add odd7 address=slot-7 devclass=block size=4K");
+    assert_eq!(ls(&ddm.path("vbus")).len(), 20002, "20001 devices and ctl");
+    let pid = status(&ddm, "vbus").unwrap()["pid"].as_u64().unwrap();
+    let kill = Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    assert!(kill.success());
+    assert!(
+        wait_until(Duration::from_secs(30), || status(&ddm, "vbus")
+            .is_some_and(|d| d["restarts"] == 1 && d["state"] == "running")),
+        "vbus did not come back: {}",
+        ddm.log()
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || ls(&ddm.path("vbus")).len() == 20002),
+        "devices after the restart: {}",
+        ls(&ddm.path("vbus")).len()
+    );
+    assert_eq!(xattr(&ddm.path("vbus/v19999"), "user.ddf.vendor").as_deref(), Some("4242"));
+    assert_eq!(xattr(&ddm.path("vbus/odd7"), "user.ddf.address").as_deref(), Some("slot-7"));
+    assert_eq!(std::fs::metadata(ddm.path("vbus/odd7")).unwrap().len(), 4096);
+    // Past the bus's own limit (100,000 in its manifest): refused, and
+    // nothing applied.
+    // (written from here: sh's printf says "I/O error" for any errno)
+    let mut f = std::fs::OpenOptions::new().write(true).open(ddm.path("vbus/ctl")).unwrap();
+    let err = std::io::Write::write(&mut f, b"add-many w 80000\n").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    assert_eq!(ls(&ddm.path("vbus")).len(), 20002);
+}
+
 #[test]
 fn a_bound_driver_in_a_crash_loop_gives_its_devices_back() {
     ddf_tests::needs_root!();

@@ -687,7 +687,8 @@ fn print_status(drivers: &[DriverStatus]) {
             d.requests,
             d.errors,
             d.restarts,
-            d.devices.join(" ")
+            // A bus of thousands of devices: the first few (--json has all).
+            ddm_fs::core::paths_for_log(&d.devices)
         );
         if !d.counters.is_empty() {
             let c: Vec<String> = d.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();

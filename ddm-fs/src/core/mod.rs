@@ -391,6 +391,13 @@ impl Core {
         v
     }
 
+    /// The driver's nodes for a log line: every path when there are a few,
+    /// else the first [`PATHS_IN_LOG`] and how many more (a bus of 100,000
+    /// devices must not make a 2 MB line).
+    pub fn paths_for_log(&self, inst: &Instance) -> String {
+        paths_for_log(&self.device_paths(inst))
+    }
+
     /// Tells the kernel that `name` in `parent` changed (appeared or went),
     /// so that the next lookup or `ls` sees it.
     fn inval_entry(&self, parent: Ino, name: &str) {
@@ -440,6 +447,18 @@ pub fn join(dir: &str, name: &str) -> String {
     } else {
         format!("{dir}/{name}")
     }
+}
+
+/// The most node paths one log line names ([`Core::paths_for_log`]).
+pub const PATHS_IN_LOG: usize = 8;
+
+/// `paths` joined by spaces, the first [`PATHS_IN_LOG`] of them when there
+/// are more, then how many were left out.
+pub fn paths_for_log(paths: &[String]) -> String {
+    if paths.len() <= PATHS_IN_LOG {
+        return paths.join(" ");
+    }
+    format!("{} and {} more", paths[..PATHS_IN_LOG].join(" "), paths.len() - PATHS_IN_LOG)
 }
 
 /// Spawns a named thread; a failure to spawn is logged (the DDM goes on).

@@ -278,7 +278,7 @@ impl Core {
             (live.died_at.take().map(|t| t.elapsed()), live.restarts)
         };
         inst.changed.notify_all();
-        let serving = self.device_paths(inst).join(" ");
+        let serving = self.paths_for_log(inst);
         match restarted_in {
             Some(d) => info!(
                 "driver {}: restarted (restart {restarts}) in {} ms, serving {serving}",

@@ -978,3 +978,13 @@ fn an_answer_sent_just_before_the_driver_died_is_delivered_not_failed() {
     assert_eq!(a.get(), Outcome::Data(b"last words".to_vec()));
     assert_eq!(b.get(), Outcome::Error(Errno::EIO));
 }
+
+#[test]
+fn a_log_line_names_a_few_paths_and_counts_the_rest() {
+    let paths: Vec<String> = (0..20_000).map(|i| format!("/vbus/v{i}")).collect();
+    assert_eq!(super::paths_for_log(&paths[..2]), "/vbus/v0 /vbus/v1");
+    let line = super::paths_for_log(&paths);
+    assert!(line.starts_with("/vbus/v0 /vbus/v1 "), "{line}");
+    assert!(line.ends_with(" /vbus/v7 and 19992 more"), "{line}");
+    assert_eq!(super::paths_for_log(&paths[..super::PATHS_IN_LOG]).matches(' ').count(), super::PATHS_IN_LOG - 1);
+}

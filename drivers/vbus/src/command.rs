@@ -28,8 +28,12 @@ pub const LINE_MAX: usize = 16 * 1024;
 
 const _: () = assert!("add ".len() + NAME_MAX + PAIRS_MAX * (" ".len() + KEY_MAX + "=".len() + VALUE_MAX) <= LINE_MAX);
 
-/// The most devices on the bus (besides `ctl`).
+/// The most devices on the bus (besides `ctl`) unless the `max_devices`
+/// parameter says otherwise.
 pub const DEVICES_MAX: usize = 4096;
+
+/// The most `max_devices` may be, and the most one `add-many` makes.
+pub const DEVICES_LIMIT: usize = 1_000_000;
 
 /// The name of the control device, which no other device may take.
 pub const CTL_NAME: &str = "ctl";
@@ -137,8 +141,8 @@ pub enum CmdError {
     /// `size=` on a char device.
     #[error("size= needs devclass=block")]
     SizeNeedsBlock,
-    /// The count of `add-many` is not a number from 1 to [`DEVICES_MAX`].
-    #[error("count {0:?}: a number from 1 to {DEVICES_MAX}")]
+    /// The count of `add-many` is not a number from 1 to [`DEVICES_LIMIT`].
+    #[error("count {0:?}: a number from 1 to {DEVICES_LIMIT}")]
     BadCount(String),
     /// `address=` with `add-many` (addresses are unique).
     #[error("add-many takes no address= (each device's address is its name)")]
@@ -155,8 +159,8 @@ pub enum CmdError {
     /// No device of that name.
     #[error("no device {0:?}")]
     NoSuchDevice(String),
-    /// More than [`DEVICES_MAX`] devices.
-    #[error("more than {DEVICES_MAX} devices")]
+    /// More devices than the bus takes (`max_devices`).
+    #[error("more devices than the bus takes (max_devices)")]
     Full,
     /// The device list no longer fits the state store.
     #[error("the device list would take {0} bytes, over the state store's limit")]
@@ -371,7 +375,7 @@ fn parse_count(s: &str) -> Result<usize, CmdError> {
         return Err(bad());
     }
     match s.parse::<usize>() {
-        Ok(n) if (1..=DEVICES_MAX).contains(&n) => Ok(n),
+        Ok(n) if (1..=DEVICES_LIMIT).contains(&n) => Ok(n),
         _ => Err(bad()),
     }
 }
@@ -493,7 +497,7 @@ mod tests {
             ("add-many v -1", CmdError::BadCount("-1".into())),
             ("add-many v +1", CmdError::BadCount("+1".into())),
             ("add-many v ten", CmdError::BadCount("ten".into())),
-            ("add-many v 4097", CmdError::BadCount("4097".into())),
+            ("add-many v 1000001", CmdError::BadCount("1000001".into())),
             ("add-many v 99999999999999999999999", CmdError::BadCount("99999999999999999999999".into())),
             ("add-many a/ 2", CmdError::BadName { name: "a/1".into(), why: "contains '/'" }),
             (&many_long, CmdError::BadName { name: "p".repeat(64), why: "longer than 255 bytes" }),

@@ -6,7 +6,10 @@
 //!
 //! ## Parameters
 //!
-//! None.
+//! - `max_devices`: the most devices the bus holds besides `ctl` (default
+//!   4096, at most 1,000,000). The built-in manifest sets 100,000 and lets
+//!   the DDM take 200,000 nodes from it (its `max_devices`, which must stay
+//!   above this one, or the DDM kills the bus for registering too much).
 //!
 //! ## The control file, `ctl`
 //!
@@ -46,9 +49,11 @@
 //! (in the order of the lines), saved, and the write answered with its full
 //! length. Otherwise the write fails and nothing changes: `EINVAL` for a bad
 //! line, a duplicate name or address, an unknown name; `ENOSPC` when the
-//! bus would hold more than [`command::DEVICES_MAX`] devices or its list
-//! would not fit the state store ([`model::STATE_MAX`], about 3,000
-//! devices with a few identifiers each). The reason is logged with its line
+//! bus would hold more than `max_devices` devices or its list would not
+//! fit the state store ([`model::STATE_MAX`]: about 3,000 devices added
+//! one by one with a few identifiers each; devices `add-many` made share
+//! one line of the list while they stay alike, so 100,000 of them fit).
+//! The reason is logged with its line
 //! number. The unit is one `write(2)`, and each must hold whole lines (a
 //! line split across two writes is two lines). Bash's `echo` and `printf`
 //! write each line of their output separately, so `printf 'add a\nadd
@@ -81,12 +86,14 @@ pub mod model;
 
 use std::collections::{BTreeMap, HashMap};
 
-use ddf::driver::{Context, Driver, ReadReply, WriteReply};
+use ddf::driver::{Context, Driver, ReadReply, StartInfo, WriteReply};
+use ddf::params::ParamError;
 use ddf::proto::{BusId, DeviceClass, DeviceId, DeviceSpec, Errno, Handle, OpenFlags};
 use log::{debug, info, warn};
 
-use crate::command::{describe, CmdError, Desc, CTL_NAME};
+use crate::command::{describe, CmdError, Desc, CTL_NAME, DEVICES_LIMIT, DEVICES_MAX};
 use crate::model::{Effect, Model, STATE_KEY};
+use serde::Deserialize;
 
 /// Name and kind of the bus this driver creates.
 pub const BUS_NAME: &str = "vbus";
@@ -121,10 +128,48 @@ pub struct VBus {
     next_handle: Handle,
 }
 
+/// The driver's parameters (`[params]` of its manifest, `ddmctl load vbus
+/// KEY=VALUE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Params {
+    /// The most devices the bus holds (besides `ctl`), from 1 to
+    /// [`command::DEVICES_LIMIT`]. The DDM refuses a driver more devices
+    /// than its manifest's `max_devices`, so that must be larger.
+    pub max_devices: usize,
+}
+
+impl Default for Params {
+    fn default() -> Params {
+        Params { max_devices: DEVICES_MAX }
+    }
+}
+
+impl Params {
+    /// Reads the parameters, with defaults.
+    pub fn from_start(info: &StartInfo) -> Result<Params, ParamError> {
+        let p: Params = info.config()?;
+        if !(1..=DEVICES_LIMIT).contains(&p.max_devices) {
+            return Err(ParamError {
+                instance: info.instance.clone(),
+                key: Some("max_devices".into()),
+                value: Some(p.max_devices.to_string()),
+                reason: format!("a number from 1 to {DEVICES_LIMIT}"),
+            });
+        }
+        Ok(p)
+    }
+}
+
 impl VBus {
-    /// An empty bus; `init` restores saved devices.
+    /// An empty bus with default parameters; `init` restores saved devices.
     pub fn new() -> VBus {
-        VBus { next_handle: Handle(1), ..VBus::default() }
+        VBus::with_params(Params::default())
+    }
+
+    /// An empty bus; `init` restores saved devices.
+    pub fn with_params(params: Params) -> VBus {
+        VBus { next_handle: Handle(1), model: Model::with_limit(params.max_devices), ..VBus::default() }
     }
 
     /// Reports device `name` to the DDM.
@@ -225,7 +270,7 @@ impl Driver for VBus {
         ctl.bus = Some(bus);
         self.ctl = Some(ctx.add(ctl)?);
         if let Some(saved) = ctx.state(STATE_KEY) {
-            match Model::decode_state(&saved.bytes) {
+            match Model::decode_state(&saved.bytes, self.model.limit()) {
                 Ok((model, bad)) => {
                     for e in &bad {
                         warn!("vbus: saved device list: {e}; that device is lost");

@@ -4,9 +4,9 @@
 use std::process::ExitCode;
 
 use ddf::driver;
-use ddf_vbus::VBus;
+use ddf_vbus::{Params, VBus};
 
 fn main() -> ExitCode {
     driver::init_logging();
-    driver::run(|_| Ok::<_, std::convert::Infallible>(VBus::new()))
+    driver::run(|info| Params::from_start(info).map(VBus::with_params))
 }
