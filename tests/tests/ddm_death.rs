@@ -54,7 +54,7 @@ fn after_kill_9_no_driver_is_left_and_a_new_ddm_clears_the_dead_mount_and_serves
         .unwrap_or_else(|e| panic!("{}", ddf::error_chain(&e)));
     // The dead mount's names may still be in the kernel's caches: the
     // new ddm is up when it says so.
-    let up = format!("serving {} (control socket", first.mnt.display());
+    let up = format!("mounted {}, control socket", first.mnt.display());
     assert!(wait_until(Duration::from_secs(30), || second.log().contains(&up)), "{}", second.log());
     let said = second.log();
     assert!(said.contains("a dead ddf mount was left here") && said.contains("lazy unmount"), "{said}");
