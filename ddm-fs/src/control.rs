@@ -178,9 +178,89 @@ fn abuse(what: std::fmt::Arguments<'_>) {
     }
 }
 
+/// Closes refused connections gently. Closing a socket whose client's
+/// frames ddm never read resets the connection, and the client then loses
+/// the reason it was sent (`ECONNRESET` comes before the queued frames).
+/// So a refused connection is shut for writing and handed here, where what
+/// the client sends is read and dropped until it hangs up or
+/// [`Refuser::LINGER`] passes. At most [`Refuser::HELD`] wait at once;
+/// more are closed at once (a client refused in a flood may lose its
+/// reason, never ddm its descriptors).
+struct Refuser {
+    tx: std::sync::mpsc::SyncSender<Channel>,
+}
+
+impl Refuser {
+    /// How long a refused connection is kept for its client to read.
+    const LINGER: Duration = Duration::from_secs(1);
+    /// The most refused connections kept at once.
+    const HELD: usize = 64;
+
+    fn start() -> Refuser {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Channel>(Refuser::HELD);
+        spawn_named("control-refuse", move || Refuser::run(&rx));
+        Refuser { tx }
+    }
+
+    fn hand_over(&self, chan: Channel) {
+        let _ = socket::shutdown(chan.as_fd().as_raw_fd(), socket::Shutdown::Write);
+        // Full (or the thread is gone): close at once.
+        let _ = self.tx.try_send(chan);
+    }
+
+    fn run(rx: &std::sync::mpsc::Receiver<Channel>) {
+        use nix::poll::{PollFd, PollFlags, PollTimeout};
+        let mut held: Vec<(Channel, Instant)> = Vec::new();
+        let mut buf = RecvBuf::default();
+        loop {
+            if held.is_empty() {
+                match rx.recv() {
+                    Ok(c) => held.push((c, Instant::now() + Refuser::LINGER)),
+                    Err(_) => return,
+                }
+            }
+            while let Ok(c) = rx.try_recv() {
+                held.push((c, Instant::now() + Refuser::LINGER));
+            }
+            let mut gone = vec![false; held.len()];
+            {
+                let mut fds: Vec<PollFd<'_>> =
+                    held.iter().map(|(c, _)| PollFd::new(c.as_fd(), PollFlags::POLLIN)).collect();
+                // Short, so that newly refused connections join soon.
+                let _ = nix::poll::poll(&mut fds, PollTimeout::from(50u16));
+                for (i, fd) in fds.iter().enumerate() {
+                    let ev = fd.revents().unwrap_or(PollFlags::empty());
+                    if ev.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL) {
+                        gone[i] = true;
+                    }
+                }
+            }
+            let now = Instant::now();
+            let mut i = 0;
+            held.retain(|(c, until)| {
+                let mut done = gone[i] || now >= *until;
+                i += 1;
+                // Drop what the client sent; end of file is its hang-up.
+                loop {
+                    match c.try_recv(&mut buf) {
+                        Ok(_) => continue,
+                        Err(IpcError::WouldBlock) => break,
+                        Err(_) => {
+                            done = true;
+                            break;
+                        }
+                    }
+                }
+                !done
+            });
+        }
+    }
+}
+
 /// Accepts connections until the listening socket is shut down.
 pub fn serve(core: Arc<Core>, listener: OwnedFd, rights: Rights, limits: Limits) {
     let open: Open = Arc::new(Mutex::new(Rank::Leaf, HashMap::new()));
+    let refuser = Refuser::start();
     loop {
         let fd = match socket::accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
             Ok(fd) => fd,
@@ -208,6 +288,7 @@ pub fn serve(core: Arc<Core>, listener: OwnedFd, rights: Rights, limits: Limits)
                 // The client hears why, without ddm waiting on it.
                 let _ = chan.try_send(&ddf::proto::Hello::ours(), &[], &[]);
                 let _ = chan.try_send(&ControlResponse::Error(why), &[], &[]);
+                refuser.hand_over(chan);
                 continue;
             }
         };

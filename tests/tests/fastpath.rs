@@ -136,7 +136,13 @@ fn ring_fault(fault: &str, exit: &str) {
         s["state"] == "running" && s["pid"].as_u64() != Some(u64::from(pid))
     }));
     let last = status(&ddm, "null")["last_exit"].as_str().unwrap_or_default().to_owned();
-    assert!(last.contains(exit), "last exit {last:?} lacks {exit:?}");
+    // A fault no ring answer picked up within its patience (a machine so
+    // busy that the driver stopped spinning for 2 s) is done by the socket
+    // instead, as the driver's log says: then the violation is the
+    // socket's.
+    let by_socket = ddm.log().contains("ring fault, by the socket");
+    let exit = if by_socket && exit.starts_with("protocol violation (ring") { "protocol violation (" } else { exit };
+    assert!(last.contains(exit), "last exit {last:?} lacks {exit:?} (by the socket: {by_socket})");
     // The open file survives the restart (null's handles do); new opens work.
     assert_eq!(zero.read(&mut buf).unwrap(), 64);
     std::fs::File::open(ddm.path("zero")).unwrap().read_exact(&mut buf).unwrap();
