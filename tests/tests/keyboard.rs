@@ -327,6 +327,29 @@ fn i8042_on_emulated_ports_decodes_scancodes() {
 }
 
 #[test]
+fn a_bad_parameter_stops_the_start_and_the_log_names_it() {
+    ddf_tests::needs_root!();
+    let manifest = "name = \"badkbd\"\nexec = \"ddf-keyboard\"\nautostart = true\n[params]\n\
+                    source = \"virtual\"\nname = \"bad\"\ncount = \"0\"\n";
+    let ddm = Ddm::builder().manifest(manifest).wait_for("keyboard0").start();
+    let said = "ERROR badkbd] driver badkbd failed to start: \
+                parameters of badkbd: count = \"0\": expected a number from 1 to 64";
+    assert!(wait_until(DEADLINE, || ddm.log().contains(said)), "not logged: {said}\n{}", ddm.log());
+    assert!(!ddm.path("bad0").exists());
+    // A key the keyboard does not know, from the command line, is named too.
+    let out = ddm.ddmctl_ok(&["load", "keyboard", "colour=red", "name=other"]);
+    let instance = out.split(':').next().unwrap().trim().to_owned();
+    let said = format!(
+        "driver {instance} failed to start: parameters of {instance}: colour = \"red\": unknown field `colour`"
+    );
+    assert!(wait_until(DEADLINE, || ddm.log().contains(&said)), "not logged: {said}\n{}", ddm.log());
+    assert!(!ddm.path("other0").exists());
+    // The built-in keyboard is untouched by all this.
+    assert_eq!(ddm.driver("keyboard")["state"], "running");
+    assert!(ddm.path("keyboard0").exists());
+}
+
+#[test]
 fn a_slow_reader_loses_its_oldest_bytes_and_the_loss_is_counted() {
     ddf_tests::needs_root!();
     let ddm = Ddm::builder().manifest(SMALL_BUFFER_MANIFEST).wait_for("slow0").start();

@@ -55,6 +55,24 @@
 //! | `scancodes` | (none) | `i8042` emulated: hex bytes (`2a 23 a3 aa`) the controller sends when the device is first opened for reading |
 //! | `poll_ms` | `10` | `i8042`: poll interval, 1-1000 ms |
 //!
+//! They are read with [`ddf::params`], as every driver's are: choices are
+//! the lowercase names above, numbers decimal (or `0x` hex), spaces around
+//! a value are not part of it, and a key given twice takes its last value.
+//! A parameter the chosen source does not use is logged and otherwise
+//! harmless. These stop the start, with an error that says what is wrong
+//! (in the line the driver logs, which lands in ddm's log):
+//!
+//! - an unknown key, or a value that does not parse or is out of its range,
+//!   named with the instance, the key and the value
+//!   (`parameters of keyboard: count = "0": expected a number from 1 to 64`);
+//! - `source=evdev` finding no keyboard; a `devices` node that cannot be
+//!   opened (with why) or does not answer as an event device (`auto` logs
+//!   these and starts virtual keyboards instead);
+//! - `source=i8042` without its controller: the poller starts and probes the
+//!   controller before any device appears, so `ports=real` without the
+//!   right to the ports (`ioperm` needs `CAP_SYS_RAWIO`), or with no
+//!   controller answering, fails here.
+//!
 //! # Reading the text node
 //!
 //! A read returns what is pending, up to the size asked. With nothing
@@ -160,18 +178,20 @@ mod config;
 mod events;
 mod hub;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use ddf::driver::{self, poll_events, Context, Driver, IoctlReply, ReadReply, StartInfo, WriteReply};
-use ddf::input::evdev::{self, EvdevDevice};
+use ddf::driver::{self, poll_events, Context, Driver, IoctlReply, ReadReply, StartInfo, Waker, WriteReply};
+use ddf::input::evdev::{self, EvdevDevice, EvdevError};
 use ddf::input::evnode::Identity;
 use ddf::input::keyboard::{self, Mode};
 use ddf::input::{Decoder, InputEvent, EV_KEY, EV_SYN, KEY_MAX, LED_CAPSL, LED_NUML, SYN_DROPPED};
-use ddf::io::PortSpace;
+use ddf::io::{IoError, PortSpace};
+use ddf::params::ParamError;
 use ddf::proto::{BusId, DeviceClass, DeviceId, DeviceSpec, Errno, Handle, OpenFlags, RequestId};
-use ddf_keyboard::i8042::{self, EmulatedI8042, Poller, RealI8042Ports};
-use log::{debug, error, info, warn};
+use ddf_keyboard::i8042::{self, EmulatedI8042, I8042Error, Poller, RealI8042Ports};
+use log::{debug, info, warn};
 
 use config::{Config, PortsKind, SourceKind};
 use events::{Framing, Node};
@@ -181,6 +201,10 @@ use hub::{Hub, NodeKind};
 /// busy device cannot starve the request queue.
 const EVDEV_BATCHES: usize = 16;
 
+/// The emulated i8042, shared by the driver (writes, `scancodes`) and the
+/// poller thread (its reads).
+type SharedI8042 = Arc<Mutex<EmulatedI8042>>;
+
 /// Where one keyboard's keys come from.
 #[derive(Debug)]
 enum Source {
@@ -188,7 +212,7 @@ enum Source {
     Virtual,
     I8042 {
         /// The emulated controller (`None` on real ports).
-        emulated: Option<Arc<Mutex<EmulatedI8042>>>,
+        emulated: Option<SharedI8042>,
         /// Sent by the emulated controller at the first open for reading.
         scancodes: Vec<u8>,
     },
@@ -233,9 +257,14 @@ struct KeyboardDriver {
     sources: Vec<Source>,
     /// Index `i` is the hub's keyboard `i`, and the evdev watch token `i`.
     keyboards: Vec<Keyboard>,
-    /// The emulated port space, until `init` hands it to the poller thread.
-    space: Option<PortSpace>,
+    /// The i8042's polling thread, started (and its controller probed) by
+    /// the constructor, so that a controller that cannot be had stops the
+    /// start with its reason.
     poller: Option<Poller>,
+    /// What the poller wakes the runtime with: set by `init` (the
+    /// runtime's waker does not exist before); wake-ups before are dropped,
+    /// and `init` wakes once for what came meanwhile.
+    waker: Arc<OnceLock<Waker>>,
     scratch: Vec<InputEvent>,
     /// The `lost_bytes` and `lost_events` counters the DDM last got
     /// (`None`: not yet sent).
@@ -243,15 +272,16 @@ struct KeyboardDriver {
 }
 
 impl KeyboardDriver {
-    fn new(start: &StartInfo) -> Result<KeyboardDriver, String> {
-        let config = Config::from_params(&start.instance, &start.params)?;
-        let mut space = None;
+    fn new(start: &StartInfo) -> Result<KeyboardDriver, StartError> {
+        let config = Config::from_start(start)?;
+        let waker = Arc::new(OnceLock::new());
+        let mut poller = None;
         let sources = match config.source {
             SourceKind::Auto => {
                 let found = match evdev_keyboards(&config) {
                     Ok(found) => found,
                     Err(e) => {
-                        warn!("{e}");
+                        warn!("{}", ddf::error_chain(&e));
                         Vec::new()
                     }
                 };
@@ -265,25 +295,14 @@ impl KeyboardDriver {
             SourceKind::Evdev => {
                 let found = evdev_keyboards(&config)?;
                 if found.is_empty() {
-                    return Err(format!(
-                        "source=evdev: no keyboard in {} (can this driver read the event devices?); \
-                         use source=virtual for a virtual keyboard",
-                        evdev::INPUT_DIR
-                    ));
+                    return Err(StartError::NoEvdevKeyboard { dir: PathBuf::from(evdev::INPUT_DIR) });
                 }
                 found.into_iter().map(Source::Evdev).collect()
             }
             SourceKind::Virtual => (0..config.count).map(|_| Source::Virtual).collect(),
             SourceKind::I8042 => {
-                let emulated = match config.ports {
-                    PortsKind::Emulated => {
-                        let mut ports = PortSpace::new();
-                        let dev = EmulatedI8042::install(&mut ports).map_err(|e| format!("emulated i8042: {e}"))?;
-                        space = Some(ports);
-                        Some(dev)
-                    }
-                    PortsKind::Real => None,
-                };
+                let (started, emulated) = start_i8042(&config, waker.clone())?;
+                poller = Some(started);
                 vec![Source::I8042 { emulated, scancodes: config.scancodes.clone() }]
             }
         };
@@ -292,31 +311,11 @@ impl KeyboardDriver {
             config,
             sources,
             keyboards: Vec::new(),
-            space,
-            poller: None,
+            poller,
+            waker,
             scratch: Vec::new(),
             reported_lost: None,
         })
-    }
-
-    /// Starts the thread that polls the i8042 (emulated or real ports).
-    fn start_poller(&mut self, ctx: &Context) -> Result<(), i8042::I8042Error> {
-        let waker = ctx.waker();
-        let wake = move || waker.wake();
-        let poller = match (self.config.ports, self.space.take()) {
-            (PortsKind::Emulated, Some(space)) => Poller::spawn(move || Ok(space), self.config.poll, wake)?,
-            (PortsKind::Emulated, None) => Poller::spawn(|| Ok(PortSpace::new()), self.config.poll, wake)?,
-            (PortsKind::Real, _) => {
-                // SAFETY: the administrator asked for the real controller
-                // (`ports=real`, never a default), which the documentation
-                // says must not be held by a kernel driver; this driver only
-                // reads its status and data ports, and the i8042 does no DMA.
-                let open = || unsafe { RealI8042Ports::acquire() };
-                Poller::spawn(open, self.config.poll, wake)?
-            }
-        };
-        self.poller = Some(poller);
-        Ok(())
     }
 
     /// The keyboard with device `device`, and which of its nodes it is.
@@ -408,21 +407,49 @@ impl KeyboardDriver {
 }
 
 /// The evdev keyboards to use: those named by `devices`, or every one found.
-fn evdev_keyboards(config: &Config) -> Result<Vec<EvdevDevice>, String> {
+fn evdev_keyboards(config: &Config) -> Result<Vec<EvdevDevice>, StartError> {
     if config.devices.is_empty() {
-        return evdev::find_keyboards(std::path::Path::new(evdev::INPUT_DIR)).map_err(|e| e.to_string());
+        return evdev::find_keyboards(std::path::Path::new(evdev::INPUT_DIR)).map_err(StartError::Scan);
     }
     let mut found = Vec::new();
     for path in &config.devices {
-        let dev = EvdevDevice::open(path).map_err(|e| format!("devices: {e}"))?;
+        let dev = EvdevDevice::open(path).map_err(|e| StartError::device(path, e))?;
         match dev.is_keyboard() {
             Ok(true) => {}
             Ok(false) => warn!("{}: {:?} does not look like a keyboard; using it as asked", path.display(), dev.name()),
-            Err(e) => return Err(format!("devices: {e}")),
+            Err(e) => return Err(StartError::device(path, e)),
         }
         found.push(dev);
     }
     Ok(found)
+}
+
+/// Starts the thread that polls the i8042 and probes its controller: the
+/// emulated one on its own port space (returned too, for writes and
+/// `scancodes`), or the machine's ports 0x60/0x64. The thread wakes the
+/// runtime through `waker` once `init` has set it.
+fn start_i8042(config: &Config, waker: Arc<OnceLock<Waker>>) -> Result<(Poller, Option<SharedI8042>), StartError> {
+    let wake = move || {
+        if let Some(waker) = waker.get() {
+            waker.wake();
+        }
+    };
+    match config.ports {
+        PortsKind::Emulated => {
+            let mut space = PortSpace::new();
+            let dev = EmulatedI8042::install(&mut space).map_err(StartError::EmulatedI8042)?;
+            let poller = Poller::spawn(move || Ok(space), config.poll(), wake).map_err(StartError::I8042)?;
+            Ok((poller, Some(dev)))
+        }
+        PortsKind::Real => {
+            // SAFETY: the administrator asked for the real controller
+            // (`ports=real`, never a default), which the documentation
+            // says must not be held by a kernel driver; this driver only
+            // reads its status and data ports, and the i8042 does no DMA.
+            let open = || unsafe { RealI8042Ports::acquire() };
+            Ok((Poller::spawn(open, config.poll(), wake).map_err(StartError::I8042)?, None))
+        }
+    }
 }
 
 impl Driver for KeyboardDriver {
@@ -458,11 +485,11 @@ impl Driver for KeyboardDriver {
             self.hub.add_keyboard(&name, decoder, node);
             self.keyboards.push(Keyboard { device, events, name, source });
         }
-        if self.keyboards.iter().any(|k| matches!(k.source, Source::I8042 { .. })) {
-            if let Err(e) = self.start_poller(ctx) {
-                error!("i8042: {}", ddf::error_chain(&e));
-                return Err(Errno::ENODEV);
-            }
+        if self.poller.is_some() {
+            // `init` runs once per driver, so the cell is still empty.
+            let _ = self.waker.set(ctx.waker());
+            // What the poller read before there was a waker: `wake` takes it.
+            ctx.waker().wake();
         }
         self.report_losses(ctx);
         Ok(())
@@ -700,24 +727,81 @@ impl Driver for KeyboardDriver {
 
 /// Why the keyboard driver could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct StartError(String);
+enum StartError {
+    /// A parameter is unknown, or has a value it cannot take.
+    #[error(transparent)]
+    Params(#[from] ParamError),
+    /// `source=evdev` found no keyboard to read.
+    #[error(
+        "source=evdev: no keyboard in {} (can this driver read the event devices?); \
+         use source=virtual for a virtual keyboard",
+        dir.display()
+    )]
+    NoEvdevKeyboard {
+        /// Where it looked.
+        dir: PathBuf,
+    },
+    /// `/dev/input` could not be searched for keyboards.
+    #[error("cannot look for evdev keyboards")]
+    Scan(#[source] EvdevError),
+    /// A node named by `devices` cannot be opened.
+    #[error("devices: cannot open {}", path.display())]
+    OpenDevice {
+        /// The node.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A node named by `devices` opens, but does not answer as an event
+    /// device.
+    #[error("devices: {} is not a usable event device", path.display())]
+    Device {
+        /// The node.
+        path: PathBuf,
+        /// What failed (an evdev ioctl).
+        #[source]
+        source: EvdevError,
+    },
+    /// The emulated i8042 could not be put on its port space.
+    #[error("cannot set up the emulated i8042")]
+    EmulatedI8042(#[source] IoError),
+    /// The i8042 could not be started: its ports (`ioperm` on real ports),
+    /// its controller, or its polling thread.
+    #[error("cannot start the i8042")]
+    I8042(#[source] I8042Error),
+}
+
+impl StartError {
+    /// What went wrong with the `devices` node `path`: an open that failed
+    /// is [`StartError::OpenDevice`], anything else [`StartError::Device`].
+    fn device(path: &std::path::Path, e: EvdevError) -> StartError {
+        match e {
+            EvdevError::Open { path, source } => StartError::OpenDevice { path, source },
+            e @ (EvdevError::List { .. }
+            | EvdevError::Ioctl { .. }
+            | EvdevError::Read { .. }
+            | EvdevError::Gone { .. }) => StartError::Device { path: path.to_owned(), source: e },
+        }
+    }
+}
 
 fn main() -> ExitCode {
     driver::init_logging();
-    driver::run(|info| KeyboardDriver::new(info).map_err(StartError))
+    driver::run(KeyboardDriver::new)
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use std::time::{Duration, Instant};
+
+    use ddf::input::KeyAction;
+
     use super::*;
 
     fn start(params: &[(&str, &str)]) -> StartInfo {
-        StartInfo {
-            instance: "keyboard".into(),
-            params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        }
+        StartInfo::new("keyboard", params)
     }
 
     #[test]
@@ -725,16 +809,26 @@ mod tests {
         let d = KeyboardDriver::new(&start(&[("source", "virtual"), ("count", "3")])).unwrap();
         assert_eq!(d.sources.len(), 3);
         assert!(d.sources.iter().all(|s| matches!(s, Source::Virtual) && s.takes_writes()));
+        assert!(d.poller.is_none());
     }
 
     #[test]
-    fn i8042_defaults_to_emulated_ports() {
-        let d = KeyboardDriver::new(&start(&[("source", "i8042"), ("scancodes", "1e 9e")])).unwrap();
-        assert!(d.space.is_some());
-        match &d.sources[..] {
-            [Source::I8042 { emulated: Some(_), scancodes }] => assert_eq!(scancodes, &[0x1e, 0x9e]),
-            other => panic!("{other:?}"),
+    fn i8042_defaults_to_emulated_ports_and_polls_them_from_the_start() {
+        let d = KeyboardDriver::new(&start(&[("source", "i8042"), ("scancodes", "1e 9e"), ("poll_ms", "1")])).unwrap();
+        let [Source::I8042 { emulated: Some(dev), scancodes }] = &d.sources[..] else { panic!("{:?}", d.sources) };
+        assert_eq!(scancodes, &[0x1e, 0x9e]);
+        // The constructor started the poller on the emulated controller:
+        // what the controller is fed comes out decoded (A down, A up).
+        dev.lock().unwrap().push(scancodes);
+        let poller = d.poller.as_ref().unwrap();
+        let mut events = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while events.len() < 2 && Instant::now() < deadline {
+            poller.drain(&mut events);
+            std::thread::sleep(Duration::from_millis(1));
         }
+        let keys: Vec<_> = events.iter().filter_map(InputEvent::key_action).collect();
+        assert_eq!(keys, [(ddf::input::KEY_A, KeyAction::Press), (ddf::input::KEY_A, KeyAction::Release)]);
     }
 
     #[test]
@@ -746,10 +840,73 @@ mod tests {
     }
 
     #[test]
-    fn bad_parameters_stop_the_start() {
-        let err = KeyboardDriver::new(&start(&[("source", "usb")])).unwrap_err();
-        assert!(err.contains("source"), "{err}");
+    fn bad_parameters_stop_the_start_naming_key_and_value() {
+        for (key, value) in [("source", "usb"), ("count", "0"), ("scancodes", "zz"), ("colour", "red")] {
+            let err = KeyboardDriver::new(&start(&[(key, value)])).unwrap_err();
+            let StartError::Params(e) = &err else { panic!("{key}={value}: {err:?}") };
+            assert_eq!((e.key.as_deref(), e.value.as_deref()), (Some(key), Some(value)), "{err}");
+            assert!(err.to_string().starts_with(&format!("parameters of keyboard: {key} = {value:?}: ")), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_devices_node_that_cannot_be_opened_is_named_with_why() {
         let err = KeyboardDriver::new(&start(&[("source", "evdev"), ("devices", "/nonexistent/event9")])).unwrap_err();
-        assert!(err.contains("/nonexistent/event9"), "{err}");
+        let StartError::OpenDevice { path, source } = &err else { panic!("{err:?}") };
+        assert_eq!(path, std::path::Path::new("/nonexistent/event9"));
+        assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        assert_eq!(err.to_string(), "devices: cannot open /nonexistent/event9");
+        // `auto` logs it and falls back to virtual keyboards.
+        let d = KeyboardDriver::new(&start(&[("devices", "/nonexistent/event9"), ("count", "2")])).unwrap();
+        assert!(matches!(&d.sources[..], [Source::Virtual, Source::Virtual]), "{:?}", d.sources);
+    }
+
+    #[test]
+    fn a_devices_node_that_is_no_event_device_is_refused() {
+        // /dev/null opens, but answers no evdev ioctl.
+        let err = KeyboardDriver::new(&start(&[("source", "evdev"), ("devices", "/dev/null")])).unwrap_err();
+        let StartError::Device { path, source: EvdevError::Ioctl { .. } } = &err else { panic!("{err:?}") };
+        assert_eq!(path, std::path::Path::new("/dev/null"));
+        assert!(ddf::error_chain(&err).starts_with("devices: /dev/null is not a usable event device: "), "{err}");
+    }
+
+    #[test]
+    fn the_real_i8042_without_the_right_to_its_ports_stops_the_start() {
+        // Without CAP_SYS_RAWIO `ioperm` fails (and off x86-64 there are no
+        // such ports). As root, this thread (and the poller thread it
+        // starts) becomes nobody first, which drops the capability; the
+        // machine's controller is never touched.
+        let err = std::thread::spawn(|| {
+            // SAFETY: a raw setresuid changes the credentials of this
+            // thread only (glibc's wrapper would change every thread's);
+            // it takes plain integers and the thread ends with the test.
+            // Not root, it fails: there is nothing to drop then.
+            let _ = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) };
+            let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+            let eff = status.lines().find_map(|l| l.strip_prefix("CapEff:")).unwrap();
+            let eff = u64::from_str_radix(eff.trim(), 16).unwrap();
+            const CAP_SYS_RAWIO: u32 = 17; // linux/capability.h
+            assert_eq!(eff & (1 << CAP_SYS_RAWIO), 0, "this thread still has CAP_SYS_RAWIO");
+            KeyboardDriver::new(&start(&[("source", "i8042"), ("ports", "real")])).map(|_| ()).unwrap_err()
+        })
+        .join()
+        .unwrap();
+        assert!(matches!(err, StartError::I8042(I8042Error::Io(_))), "{err:?}");
+        assert!(ddf::error_chain(&err).starts_with("cannot start the i8042: port access failed: "), "{err}");
+    }
+
+    #[test]
+    fn no_evdev_keyboard_says_what_to_do() {
+        let err = StartError::NoEvdevKeyboard { dir: PathBuf::from(evdev::INPUT_DIR) };
+        assert_eq!(
+            err.to_string(),
+            "source=evdev: no keyboard in /dev/input (can this driver read the event devices?); \
+             use source=virtual for a virtual keyboard"
+        );
+        // What the constructor answers on a machine without keyboards.
+        match KeyboardDriver::new(&start(&[("source", "evdev")])) {
+            Err(e) => assert!(matches!(e, StartError::NoEvdevKeyboard { .. } | StartError::Scan(_)), "{e:?}"),
+            Ok(d) => assert!(d.sources.iter().all(|s| matches!(s, Source::Evdev(_)))),
+        }
     }
 }

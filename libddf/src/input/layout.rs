@@ -45,8 +45,10 @@
 
 use super::*;
 
-/// A keyboard layout. See the module documentation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+/// A keyboard layout. See the module documentation. As a driver
+/// parameter ([`crate::params`]) it is its [`Layout::name`]: `us` or `de`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Layout {
     /// US English (ANSI, 104 keys). The default.
     #[default]
@@ -774,6 +776,17 @@ mod tests {
         }
         assert_eq!(Layout::parse("fr"), None);
         assert_eq!(Layout::from_u32(9), None);
+        // A manifest names a layout as `parse` reads it.
+        #[derive(serde::Deserialize)]
+        struct Params {
+            layout: Layout,
+        }
+        for l in Layout::ALL {
+            let p: Params = crate::params::from_params("k", &[("layout".into(), l.name().into())]).unwrap();
+            assert_eq!(p.layout, l);
+        }
+        let e = crate::params::from_params::<Params>("k", &[("layout".into(), "fr".into())]).err().unwrap();
+        assert!(e.to_string().contains("layout = \"fr\": unknown variant `fr`, expected `us` or `de`"), "{e}");
         assert_eq!(Layout::De.to_string(), "German");
         assert_eq!(Layout::Us.physical_keys().len(), 104);
         assert_eq!(Layout::De.physical_keys().len(), 105);
