@@ -448,9 +448,10 @@ fn handle(core: &Arc<Core>, req: ControlRequest, rights: &Rights) -> ControlResp
                 let message = ddf::error_chain(&e);
                 match e {
                     PlugError::NoDriver(_) | PlugError::NoNode(_) | PlugError::NoDriverFor(_) => not_found(message),
-                    PlugError::NotABus(_) | PlugError::NotEnumerated(_) | PlugError::Start(..) => {
-                        ControlResponse::Error(message)
-                    }
+                    PlugError::NotABus(_)
+                    | PlugError::NotEnumerated(_)
+                    | PlugError::Start(..)
+                    | PlugError::NotRunning { .. } => ControlResponse::Error(message),
                 }
             },
             ControlResponse::Done,

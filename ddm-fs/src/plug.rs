@@ -202,6 +202,16 @@ pub enum PlugError {
     /// The driver could not be started.
     #[error("driver {0}")]
     Start(String, #[source] crate::core::SpawnError),
+    /// It was started but is not running (it refused to start, or died).
+    #[error("driver {name} did not start: {state}{}", last_exit.as_ref().map(|e| format!(", {e}")).unwrap_or_default())]
+    NotRunning {
+        /// The instance.
+        name: String,
+        /// Its state now.
+        state: &'static str,
+        /// How its last incarnation ended.
+        last_exit: Option<String>,
+    },
 }
 
 /// `ddmctl load DRIVER [--bus BUS] [KEY=VALUE...]`: a new instance of a
@@ -242,8 +252,12 @@ pub fn load(
         _ => core.add_instance(manifest, attach),
     };
     core.start(&inst).map_err(|e| PlugError::Start(name.clone(), e))?;
-    let state = inst.wait_ready(core.config.start_timeout);
-    Ok(format!("{name}: {}", state.as_str()))
+    match inst.wait_ready(core.config.start_timeout) {
+        DriverState::Running => Ok(format!("{name}: running")),
+        state => {
+            Err(PlugError::NotRunning { name, state: state.as_str(), last_exit: inst.live.lock().last_exit.clone() })
+        }
+    }
 }
 
 /// `ddmctl unload NODE`: a bound device goes back to its bus driver; any

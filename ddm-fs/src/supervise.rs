@@ -80,6 +80,7 @@ fn counts_as_failure(cause: &Cause) -> Option<bool> {
         Cause::Exit(_)
         | Cause::Signal { .. }
         | Cause::Sandbox { .. }
+        | Cause::StartFailed { .. }
         | Cause::Protocol(_)
         | Cause::Heartbeat
         | Cause::Deadline(_)
@@ -107,7 +108,11 @@ pub fn decide(policy: &Supervision, health: &mut Health, cause: &Cause, now: Ins
             // Tried again after a cool-down and dead again within a window:
             // it keeps failing, straight back, for longer.
             let relapse = health.tried_at.is_some_and(|t| now.duration_since(t) < window);
-            if n >= policy.max_failures.max(1) || relapse {
+            // Refusing to start is no crash that a restart may cure: the
+            // same parameters refuse again. Quarantined at once (tried again
+            // after the cool-down, or at `ddmctl restart`).
+            let refused = matches!(cause, Cause::StartFailed { .. });
+            if n >= policy.max_failures.max(1) || relapse || refused {
                 health.quarantines = if relapse { health.quarantines.saturating_add(1) } else { 1 };
                 health.failures.clear();
                 let cooldown = cooldown(policy, health.quarantines);
@@ -142,7 +147,15 @@ pub fn reap(core: &Arc<Core>, inst: &Arc<Instance>, mut child: Child, conn: &Arc
         Ok(s) => {
             use std::os::unix::process::ExitStatusExt;
             match (s.code(), s.signal()) {
-                (Some(code), _) => Cause::Exit(code),
+                (Some(0), _) => Cause::Exit(0),
+                (Some(code), _) => {
+                    // A driver that cannot start said why before it exited.
+                    conn.wait_reader(REPORT_WAIT);
+                    match inst.live.lock().start_failure.take() {
+                        Some(why) => Cause::StartFailed { why, code },
+                        None => Cause::Exit(code),
+                    }
+                }
                 (None, Some(libc::SIGSYS)) => {
                     // Its runtime reported the refused call on the socket
                     // before it died: let the reader take in what is left.
@@ -442,6 +455,20 @@ mod tests {
         assert_eq!(decide(&p, &mut h, &CRASH, t0), Decision::Restart(Duration::from_millis(200)));
         assert_eq!(decide(&p, &mut h, &CRASH, t0), Decision::Quarantine(Some(secs(1))));
         assert_eq!((h.quarantines, h.retry_at), (1, Some(t0 + secs(1))));
+    }
+
+    #[test]
+    fn a_driver_that_refuses_to_start_is_quarantined_at_once_and_tried_after_its_cool_down() {
+        let p = policy(4);
+        let mut h = Health::default();
+        let t0 = Instant::now();
+        let refused = Cause::StartFailed { why: "parameters of t: count = \"0\"".into(), code: 1 };
+        assert_eq!(decide(&p, &mut h, &refused, t0), Decision::Quarantine(Some(secs(1))));
+        assert_eq!(h.retry_at, Some(t0 + secs(1)));
+        // A plain exit with the same status is a crash like any other.
+        let mut h = Health::default();
+        assert_eq!(decide(&p, &mut h, &Cause::Exit(1), t0), Decision::Restart(Duration::ZERO));
+        assert_eq!(refused.to_string(), "refused to start: parameters of t: count = \"0\" (exited with status 1)");
     }
 
     #[test]

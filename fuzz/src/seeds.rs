@@ -137,6 +137,10 @@ fn driver_to_ddm() -> Vec<(&'static str, DriverToDdm)> {
         ),
         ("remove-bus", DriverToDdm::RemoveBus { bus: BusId(1) }),
         ("sandbox-violation", DriverToDdm::SandboxViolation { syscall: 41, arch: 0xC000_003E }),
+        (
+            "start-failed",
+            DriverToDdm::StartFailed { why: s("parameters of keyboard: count = \"0\": expected 1 to 64") },
+        ),
     ]
 }
 

@@ -612,7 +612,17 @@ pub enum DriverToDdm {
         /// Its architecture (`si_arch`, an `AUDIT_ARCH_*` value).
         arch: u32,
     },
+    /// The driver cannot start: its constructor or its `init` refused (bad
+    /// parameters, a device it cannot open). The runtime sends it before
+    /// Ready, then exits; the DDM shows it as how the driver ended.
+    StartFailed {
+        /// Why, in the driver's words (at most [`START_FAILED_MAX`] bytes).
+        why: String,
+    },
 }
+
+/// The most bytes of a [`DriverToDdm::StartFailed`] reason the DDM keeps.
+pub const START_FAILED_MAX: usize = 1024;
 
 /// Most counter names the DDM keeps for one driver.
 pub const COUNTERS_MAX: usize = 32;
@@ -1079,6 +1089,8 @@ mod tests {
         assert_eq!(enc(&v), [11, 82, 0xbe, 0x80, 0x80, 0x80, 0x0c]);
         // 5 = Inject, 12 = ForbiddenSyscall.
         assert_eq!(enc(&DdmToDriver::Inject(Fault::ForbiddenSyscall)), [5, 12]);
+        // 12 = StartFailed, then the reason's length and bytes.
+        assert_eq!(enc(&DriverToDdm::StartFailed { why: "no".into() }), [12, 2, b'n', b'o']);
     }
 
     #[test]

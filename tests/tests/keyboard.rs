@@ -336,13 +336,24 @@ fn a_bad_parameter_stops_the_start_and_the_log_names_it() {
                 parameters of badkbd: count = \"0\": expected a number from 1 to 64";
     assert!(wait_until(DEADLINE, || ddm.log().contains(said)), "not logged: {said}\n{}", ddm.log());
     assert!(!ddm.path("bad0").exists());
-    // A key the keyboard does not know, from the command line, is named too.
-    let out = ddm.ddmctl_ok(&["load", "keyboard", "colour=red", "name=other"]);
-    let instance = out.split(':').next().unwrap().trim().to_owned();
-    let said = format!(
-        "driver {instance} failed to start: parameters of {instance}: colour = \"red\": unknown field `colour`"
+    // Refusing to start is no crash: ddm does not restart it in a loop but
+    // takes it out at once, and says why where one looks.
+    let bad = ddm.driver("badkbd");
+    assert_eq!(bad["state"], "failed", "{bad}");
+    assert_eq!(bad["restarts"], 0, "{bad}");
+    let exit = bad["last_exit"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        exit.starts_with("refused to start: driver badkbd failed to start: parameters of badkbd: count = \"0\""),
+        "{exit}"
     );
-    assert!(wait_until(DEADLINE, || ddm.log().contains(&said)), "not logged: {said}\n{}", ddm.log());
+    // A key the keyboard does not know, from the command line, is named too,
+    // and `ddmctl load` fails with it.
+    let out = ddm.ddmctl(&["load", "keyboard", "colour=red", "name=other"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains("did not start: failed, refused to start"), "{err}");
+    assert!(err.contains("colour = \"red\": unknown field `colour`"), "{err}");
+    assert!(ddm.log().contains("colour = \"red\": unknown field `colour`"), "{}", ddm.log());
     assert!(!ddm.path("other0").exists());
     // The built-in keyboard is untouched by all this.
     assert_eq!(ddm.driver("keyboard")["state"], "running");

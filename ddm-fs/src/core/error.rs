@@ -16,6 +16,9 @@ pub enum ProtocolError {
     /// The version handshake failed.
     #[error("handshake: {0}")]
     Handshake(String),
+    /// It said it cannot start after it said it is ready.
+    #[error("a start failure after Ready")]
+    StartFailedLate,
     /// `Start` could not be sent.
     #[error("start: {0}")]
     Start(String),

@@ -51,6 +51,9 @@ pub struct Live {
     /// The system call the current incarnation's filter refused, as its
     /// runtime reported it (`socket (41)`), until its death is reaped.
     pub violation: Option<String>,
+    /// Why the current incarnation cannot start, as its runtime said
+    /// before it exited ([`ddf::proto::DriverToDdm::StartFailed`]).
+    pub start_failure: Option<String>,
     /// Deaths by the system call filter (`SIGSYS`), over the instance's life.
     pub violations: u32,
     /// Registrations refused (bad names, oversized metadata) by this
@@ -143,6 +146,7 @@ impl Instance {
                     kill_reason: None,
                     health: Health::default(),
                     violation: None,
+                    start_failure: None,
                     violations: 0,
                     refused: 0,
                     died_at: None,
@@ -245,6 +249,14 @@ pub enum Cause {
         /// Whether it dumped core.
         core: bool,
     },
+    /// It said it cannot start (bad parameters, a device it cannot open),
+    /// then exited with this status.
+    StartFailed {
+        /// Its words.
+        why: String,
+        /// Its exit status.
+        code: i32,
+    },
     /// It broke the protocol; we killed it.
     Protocol(ProtocolError),
     /// It stopped answering heartbeats; we killed it.
@@ -291,6 +303,7 @@ impl std::fmt::Display for Cause {
                     ),
                 }
             }
+            Cause::StartFailed { why, code } => write!(f, "refused to start: {why} (exited with status {code})"),
             Cause::Protocol(why) => write!(f, "protocol violation ({why})"),
             Cause::Heartbeat => write!(f, "missed heartbeat (hung)"),
             Cause::Deadline(what) => write!(f, "missed a deadline: {what} (hung)"),
@@ -306,7 +319,7 @@ impl Cause {
     /// Whether the process ended this way by itself (not by our hand).
     pub fn is_own_doing(&self) -> bool {
         match self {
-            Cause::Exit(_) | Cause::Signal { .. } | Cause::Sandbox { .. } => true,
+            Cause::Exit(_) | Cause::Signal { .. } | Cause::Sandbox { .. } | Cause::StartFailed { .. } => true,
             Cause::Protocol(_)
             | Cause::Heartbeat
             | Cause::Deadline(_)

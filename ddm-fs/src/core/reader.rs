@@ -59,6 +59,7 @@ impl Core {
             live.buses.clear();
             live.seen.clear();
             live.violation = None;
+            live.start_failure = None;
             live.refused = 0;
         }
         inst.changed.notify_all();
@@ -238,6 +239,20 @@ impl Core {
                 }
                 Ok(())
             }
+            DriverToDdm::StartFailed { why } => {
+                let mut live = inst.live.lock();
+                if live.state != DriverState::Starting {
+                    return Err(ProtocolError::StartFailedLate);
+                }
+                let why: String = why.chars().filter(|c| !c.is_control()).collect();
+                let mut end = why.len().min(ddf::proto::START_FAILED_MAX);
+                while !why.is_char_boundary(end) {
+                    end -= 1;
+                }
+                error!("driver {}: cannot start: {}", inst.name(), &why[..end]);
+                live.start_failure.get_or_insert_with(|| why[..end].to_owned());
+                Ok(())
+            }
             DriverToDdm::Reply { id, result } => {
                 let Some(p) = conn.pending.lock().remove(&id) else {
                     return Err(ProtocolError::UnknownRequest(id));
@@ -336,6 +351,7 @@ impl Core {
             let (next, extra) = decide(&mut health, &cause);
             live.health = health;
             live.violation = None;
+            live.start_failure = None;
             live.state = next;
             (Ended { cause, how, in_flight }, next, extra)
         };
@@ -367,7 +383,8 @@ fn floods(msg: &DriverToDdm) -> bool {
         | DriverToDdm::SaveState { .. }
         | DriverToDdm::DropState { .. }
         | DriverToDdm::Counters(_)
-        | DriverToDdm::SandboxViolation { .. } => true,
+        | DriverToDdm::SandboxViolation { .. }
+        | DriverToDdm::StartFailed { .. } => true,
     }
 }
 
@@ -383,7 +400,8 @@ fn touches_books(msg: &DriverToDdm) -> bool {
         | DriverToDdm::SaveState { .. }
         | DriverToDdm::DropState { .. }
         | DriverToDdm::Counters(_)
-        | DriverToDdm::SandboxViolation { .. } => true,
+        | DriverToDdm::SandboxViolation { .. }
+        | DriverToDdm::StartFailed { .. } => true,
         DriverToDdm::Reply { .. } | DriverToDdm::Pong { .. } | DriverToDdm::PollWake { .. } => false,
     }
 }

@@ -607,6 +607,13 @@ fn a_bus_that_claims_to_be_its_own_parent_is_a_violation() {
 }
 
 #[test]
+fn a_start_failure_after_ready_is_a_violation() {
+    violation("a start failure after Ready", |d, _| {
+        d.send(&DriverToDdm::StartFailed { why: "too late".into() }, &[]);
+    });
+}
+
+#[test]
 fn serving_another_drivers_node_is_a_violation() {
     violation("serves \"zero\", which is not bound to it", |d, _| {
         let mut spec = DeviceSpec::new(DeviceId(7), "zero", DeviceClass::Char, 0);
@@ -823,8 +830,8 @@ fn load_waits_no_longer_than_the_start_timeout() {
     let core = h.core.clone();
     let t = std::thread::spawn(move || crate::plug::load(&core, "slow", None, &[]));
     let _never_ready = h.launched();
-    let said = t.join().unwrap().unwrap();
-    assert_eq!(said, "slow: starting");
+    let err = t.join().unwrap().unwrap_err();
+    assert_eq!(err.to_string(), "driver slow did not start: starting");
     assert!(t0.elapsed() < Duration::from_secs(5), "load waited {:?}", t0.elapsed());
 }
 

@@ -210,8 +210,13 @@ where
     };
     let efd = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
         .map_err(|e| RunError::Setup(e.into()))?;
-    let mut driver =
-        make(&start).map_err(|e| RunError::Make { instance: start.instance.clone(), source: Box::new(e) })?;
+    let mut driver = match make(&start) {
+        Ok(d) => d,
+        Err(e) => {
+            let e = RunError::Make { instance: start.instance.clone(), source: Box::new(e) };
+            return Err(start_failed(&chan, e));
+        }
+    };
     let mut ctx = Context {
         chan: chan.clone(),
         state,
@@ -224,7 +229,9 @@ where
         next_bus: 0,
         stop: false,
     };
-    driver.init(&mut ctx).map_err(|errno| RunError::Init { instance: ctx.start.instance.clone(), errno })?;
+    if let Err(errno) = driver.init(&mut ctx) {
+        return Err(start_failed(&chan, RunError::Init { instance: ctx.start.instance.clone(), errno }));
+    }
     chan.send(&DriverToDdm::Ready, &[], &[])?;
 
     let mut pollfds: Vec<libc::pollfd> = Vec::new();
@@ -359,6 +366,24 @@ where
             spin.worked();
         }
     }
+}
+
+/// Tells the DDM why the driver cannot start (it shows that as how the
+/// driver ended, and does not restart it in a loop), and gives the error
+/// back for the log.
+fn start_failed(chan: &Channel, e: RunError) -> RunError {
+    let mut why = crate::error_chain(&e);
+    if why.len() > crate::proto::START_FAILED_MAX {
+        let mut end = crate::proto::START_FAILED_MAX;
+        while !why.is_char_boundary(end) {
+            end -= 1;
+        }
+        why.truncate(end);
+    }
+    if let Err(err) = chan.send(&DriverToDdm::StartFailed { why }, &[], &[]) {
+        warn!("cannot tell the DDM why the start failed: {err}");
+    }
+    e
 }
 
 /// Ends direct client `i`'s link; its handles are closed.
