@@ -40,7 +40,24 @@ fn unharmed(ddm: &Ddm, before: &BTreeSet<String>) {
     assert!(names(&ddm.path("pci")).len() > 1);
 }
 
-/// Loads the hostile driver with `hostile=how`; returns its instance name.
+/// Loads the hostile driver with `hostile=how` and waits until its last
+/// exit is a protocol violation that says `why`.
+/// A driver that misbehaves before it says it is ready makes `ddmctl load`
+/// fail with the same reason; one that misbehaves after is killed later.
+fn load_and_end(ddm: &Ddm, how: &str, why: &str) {
+    let out = ddm.ddmctl(&["load", "hostile", &format!("hostile={how}"), &format!("name=hostile-{how}")]);
+    let inst = if out.status.success() {
+        String::from_utf8_lossy(&out.stdout).split(':').next().unwrap().trim().to_owned()
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "ddmctl load {how} failed for another reason: {err}");
+        let inst = err.split("driver ").nth(1).and_then(|r| r.split(" did not start").next());
+        inst.unwrap_or_else(|| panic!("no instance named in {err:?}")).to_owned()
+    };
+    ended_for(ddm, &inst, why);
+}
+
+/// Loads the hostile driver with `hostile=how`; it must start.
 fn load(ddm: &Ddm, how: &str) -> String {
     let out = ddm.ddmctl_ok(&["load", "hostile", &format!("hostile={how}"), &format!("name=hostile-{how}")]);
     out.split(':').next().unwrap().trim().to_owned()
@@ -68,8 +85,7 @@ fn hostile_drivers_are_refused_or_killed_and_harm_nothing() {
     };
 
     // More devices than its manifest allows (1000): killed at the 1001st.
-    let inst = load(&ddm, "devices");
-    ended_for(&ddm, &inst, "more than 1000 devices and buses");
+    load_and_end(&ddm, "devices", "more than 1000 devices and buses");
     report("devices", &ddm);
 
     // Hostile names: each refused, logged, and the driver goes on.
@@ -93,18 +109,15 @@ fn hostile_drivers_are_refused_or_killed_and_harm_nothing() {
     report("names", &ddm);
 
     // A bus that claims to be its own parent.
-    let inst = load(&ddm, "own-parent");
-    ended_for(&ddm, &inst, "bus 0 claims to be its own parent");
+    load_and_end(&ddm, "own-parent", "bus 0 claims to be its own parent");
     report("own-parent", &ddm);
 
     // A claim on /null, which is bound to nobody: null keeps it.
-    let inst = load(&ddm, "foreign-bind");
-    ended_for(&ddm, &inst, "serves \"null\", which is not bound to it");
+    load_and_end(&ddm, "foreign-bind", "serves \"null\", which is not bound to it");
     report("foreign-bind", &ddm);
 
     // A flood of state-store writes.
-    let inst = load(&ddm, "state-flood");
-    ended_for(&ddm, &inst, "flood");
+    load_and_end(&ddm, "state-flood", "flood");
     report("state-flood", &ddm);
 
     unharmed(&ddm, &before);
