@@ -153,6 +153,13 @@ impl<'a> Frame<'a> {
     }
 }
 
+/// How many bytes `value` takes encoded as a frame's header (`usize::MAX`
+/// if it cannot be encoded): for senders that split a long answer into
+/// frames of at most [`FRAME_MAX`] bytes.
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    postcard::experimental::serialized_size(value).unwrap_or(usize::MAX)
+}
+
 /// Decodes `bytes` as exactly one `T`.
 pub fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     let (value, rest) = postcard::take_from_bytes(bytes).map_err(IpcError::Decode)?;
@@ -325,6 +332,7 @@ impl Channel {
 
     fn recv_flags<'b>(&self, buf: &'b mut RecvBuf, flags: MsgFlags) -> Result<Frame<'b>> {
         let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
+        let mut reset = false;
         let (len, fds, truncated) = loop {
             let mut iov = [IoSliceMut::new(&mut buf.data)];
             match recvmsg::<()>(self.fd.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC | flags) {
@@ -346,6 +354,12 @@ impl Channel {
                 }
                 Err(NixErrno::EINTR) => continue,
                 Err(NixErrno::EAGAIN) => return Err(IpcError::WouldBlock),
+                // The peer closed with frames of ours unread: the kernel
+                // reports the reset before the frames the peer sent us
+                // just before it closed (a driver's last reply, or why it
+                // could not start). They are still queued: read them; the
+                // end comes after them.
+                Err(NixErrno::ECONNRESET) if !reset => reset = true,
                 Err(NixErrno::ECONNRESET) => return Err(IpcError::Closed),
                 Err(e) => return Err(IpcError::Recv(e.into())),
             }
@@ -569,6 +583,22 @@ mod tests {
         a.handshake(&mut buf).unwrap();
         t.join().unwrap();
         // b is dropped: the next receive reports a closed peer.
+        assert!(matches!(a.recv(&mut buf), Err(IpcError::Closed)));
+    }
+
+    #[test]
+    fn last_words_of_a_peer_that_closed_with_frames_unread_are_not_lost() {
+        let (a, b) = Channel::pair().unwrap();
+        a.send(&7u32, &[], &[]).unwrap();
+        b.send(&1u32, b"last", &[]).unwrap();
+        b.send(&2u32, &[], &[]).unwrap();
+        // b never reads a's frame: its close resets the connection.
+        drop(b);
+        let mut buf = RecvBuf::default();
+        let f = a.recv(&mut buf).unwrap();
+        assert_eq!((f.decode::<u32>().unwrap(), f.payload), (1, &b"last"[..]));
+        assert_eq!(a.recv(&mut buf).unwrap().decode::<u32>().unwrap(), 2);
+        assert!(matches!(a.recv(&mut buf), Err(IpcError::Closed)));
         assert!(matches!(a.recv(&mut buf), Err(IpcError::Closed)));
     }
 

@@ -340,7 +340,7 @@ fn a_bad_parameter_stops_the_start_and_the_log_names_it() {
     // takes it out at once, and says why where one looks.
     let bad = ddm.driver("badkbd");
     assert_eq!(bad["state"], "failed", "{bad}");
-    assert_eq!(bad["restarts"], 0, "{bad}");
+    assert_eq!(bad["restarts"], 0, "{bad}\n{}", ddm.log());
     let exit = bad["last_exit"].as_str().unwrap_or_default().to_owned();
     assert!(
         exit.starts_with("refused to start: driver badkbd failed to start: parameters of badkbd: count = \"0\""),
