@@ -361,9 +361,37 @@ fn client(core: &Arc<Core>, chan: &Channel, cred: PeerCred, rights: &Rights) -> 
                 (ControlResponse::Error(format!("request not understood: {e}")), Vec::new())
             }
         };
+        let answer = match answer {
+            ControlResponse::Tree(nodes) => send_parts(chan, nodes)?,
+            other => other,
+        };
         let give: Vec<std::os::fd::BorrowedFd<'_>> = give.iter().map(|f| f.as_fd()).collect();
         chan.send(&answer, &[], &give)?;
     }
+}
+
+/// Room for the frame's length prefix, the variant and the list's length.
+const PART_OVERHEAD: usize = 64;
+
+/// Sends the first nodes of a tree too big for one frame as
+/// [`ControlResponse::TreePart`]s, each as full as a frame allows; returns
+/// the last answer, a [`ControlResponse::Tree`] that fits.
+fn send_parts(chan: &Channel, nodes: Vec<NodeInfo>) -> Result<ControlResponse, IpcError> {
+    let budget = ddf::ipc::FRAME_MAX - PART_OVERHEAD;
+    let mut part = Vec::new();
+    let mut size = 0;
+    for n in nodes {
+        // A node's fields are bounded (names, addresses, metadata), far
+        // below a frame.
+        let len = ddf::ipc::encoded_len(&n);
+        if size + len > budget && !part.is_empty() {
+            chan.send(&ControlResponse::TreePart(std::mem::take(&mut part)), &[], &[])?;
+            size = 0;
+        }
+        size += len;
+        part.push(n);
+    }
+    Ok(ControlResponse::Tree(part))
 }
 
 /// Whether the caller may make this request. Read-only requests are for
@@ -611,7 +639,9 @@ pub fn status(core: &Core) -> Vec<DriverStatus> {
     core.all()
         .iter()
         .map(|inst| {
-            let devices = core.device_paths(inst);
+            let mut devices = core.device_paths(inst);
+            let device_count = devices.len() as u64;
+            devices.truncate(ddf::proto::STATUS_DEVICES_MAX);
             let dma = inst.dma.lock().as_ref().map(|r| r.status());
             let live = inst.live.lock();
             let now = std::time::Instant::now();
@@ -635,6 +665,7 @@ pub fn status(core: &Core) -> Vec<DriverStatus> {
                 violations: live.violations,
                 next_try_ms,
                 quarantines: live.health.quarantines,
+                device_count,
             }
         })
         .collect()

@@ -218,8 +218,10 @@ fn control_responses() -> Vec<(&'static str, ControlResponse)> {
         violations: 1,
         next_try_ms: None,
         quarantines: 0,
+        device_count: 1,
     };
     vec![
+        ("tree-part", ControlResponse::TreePart(vec![root.clone()])),
         ("tree", ControlResponse::Tree(vec![root, node])),
         ("status", ControlResponse::Status(vec![status])),
         ("error", ControlResponse::Error(s("no driver named \"nul\"; ddmctl status lists them"))),

@@ -183,9 +183,26 @@ impl Ddm {
 
     /// The device tree, parents before children.
     pub fn tree(&mut self) -> Result<Vec<NodeInfo>, DdmError> {
-        match self.call(&ControlRequest::Tree)? {
-            ControlResponse::Tree(nodes) => Ok(nodes),
-            other => Err(DdmError::Unexpected(format!("{other:?}"))),
+        let first = self.call(&ControlRequest::Tree)?;
+        self.nodes(first)
+    }
+
+    /// The nodes of an answer to `Tree` or `Find`: the parts a big one came
+    /// in, up to its last (see [`ControlResponse::TreePart`]).
+    fn nodes(&mut self, mut answer: ControlResponse) -> Result<Vec<NodeInfo>, DdmError> {
+        let mut all = Vec::new();
+        loop {
+            match answer {
+                ControlResponse::Tree(nodes) if all.is_empty() => return Ok(nodes),
+                ControlResponse::Tree(nodes) => {
+                    all.extend(nodes);
+                    return Ok(all);
+                }
+                ControlResponse::TreePart(nodes) => all.extend(nodes),
+                other => return Err(DdmError::Unexpected(format!("{other:?}"))),
+            }
+            let frame = self.chan.recv(&mut self.buf)?;
+            answer = refusal(frame.decode::<ControlResponse>()?)?;
         }
     }
 
@@ -200,10 +217,8 @@ impl Ddm {
     /// The nodes that answer `query`, e.g. every device on the PCI bus:
     /// `find(&Query { bus: Some("pci".into()), ..Default::default() })`.
     pub fn find(&mut self, query: &Query) -> Result<Vec<NodeInfo>, DdmError> {
-        match self.call(&ControlRequest::Find(query.clone()))? {
-            ControlResponse::Tree(nodes) => Ok(nodes),
-            other => Err(DdmError::Unexpected(format!("{other:?}"))),
-        }
+        let first = self.call(&ControlRequest::Find(query.clone()))?;
+        self.nodes(first)
     }
 
     /// Starts a new instance of driver `driver`, its devices on `bus`.

@@ -793,6 +793,12 @@ pub enum ControlResponse {
         /// The DDM's words.
         message: String,
     },
+    /// Part of an answer to [`ControlRequest::Tree`] or
+    /// [`ControlRequest::Find`] too large for one frame (a bus of 100,000
+    /// devices): more parts follow, and the answer ends with a
+    /// [`ControlResponse::Tree`] that holds the last nodes. The nodes keep
+    /// their order (parents before children) across the parts.
+    TreePart(Vec<NodeInfo>),
 }
 
 /// One node of the tree as the control socket shows it.
@@ -856,6 +862,9 @@ impl DriverState {
     }
 }
 
+/// At most this many paths in [`DriverStatus::devices`].
+pub const STATUS_DEVICES_MAX: usize = 1000;
+
 /// One driver instance as the control socket shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DriverStatus {
@@ -875,7 +884,8 @@ pub struct DriverStatus {
     pub errors: u64,
     /// Times it was restarted.
     pub restarts: u32,
-    /// Its devices, as paths below the mount.
+    /// Its devices (and buses), as paths below the mount, sorted: at most
+    /// [`STATUS_DEVICES_MAX`] (see [`DriverStatus::device_count`]).
     pub devices: Vec<String>,
     /// The driver's own counters (see [`DriverToDdm::Counters`]).
     pub counters: Vec<(String, u64)>,
@@ -891,6 +901,11 @@ pub struct DriverStatus {
     pub next_try_ms: Option<u64>,
     /// Quarantines in a row (each doubles the cool-down).
     pub quarantines: u32,
+    /// How many nodes it made or serves; [`DriverStatus::devices`] holds
+    /// the first [`STATUS_DEVICES_MAX`] of them by path (a bus of 100,000
+    /// devices would not fit in an answer; `ddmctl find --driver NAME`
+    /// lists them all).
+    pub device_count: u64,
 }
 
 /// A driver's DMA memory as the control socket shows it. The physical
@@ -1105,5 +1120,7 @@ mod tests {
         assert_eq!(enc(&ControlResponse::Event(lost)), [6, 3, 5, 12, 2]);
         let refused = ControlResponse::Refused { why: Refusal::NotFound, message: "x".into() };
         assert_eq!(enc(&refused), [8, 1, 1, b'x']);
+        // 9 = TreePart, an empty list.
+        assert_eq!(enc(&ControlResponse::TreePart(Vec::new())), [9, 0]);
     }
 }

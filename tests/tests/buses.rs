@@ -279,6 +279,22 @@ fn twenty_thousand_vbus_devices_survive_a_crash_of_the_bus() {
     assert_eq!(xattr(&ddm.path("vbus/v19999"), "user.ddf.vendor").as_deref(), Some("4242"));
     assert_eq!(xattr(&ddm.path("vbus/odd7"), "user.ddf.address").as_deref(), Some("slot-7"));
     assert_eq!(std::fs::metadata(ddm.path("vbus/odd7")).unwrap().len(), 4096);
+    // The control socket's answers about a bus this big do not fit in one
+    // frame: the tree comes in parts, the status names the first paths and
+    // counts them all.
+    let tree: Vec<serde_json::Value> = serde_json::from_str(&ddm.ddmctl_ok(&["tree", "--json"])).unwrap();
+    assert_eq!(tree.iter().filter(|n| n["path"].as_str().is_some_and(|p| p.starts_with("vbus/"))).count(), 20002);
+    let text = ddm.ddmctl_ok(&["tree"]);
+    assert!(text.lines().count() > 20002, "{}", &text[..text.len().min(2000)]);
+    let found: Vec<serde_json::Value> =
+        serde_json::from_str(&ddm.ddmctl_ok(&["find", "--bus", "vbus", "--json"])).unwrap();
+    assert_eq!(found.iter().filter(|n| n["meta"].to_string().contains("4242")).count(), 20000);
+    let vbus = status(&ddm, "vbus").unwrap();
+    assert_eq!(vbus["devices"].as_array().unwrap().len(), ddf::proto::STATUS_DEVICES_MAX);
+    assert!(vbus["device_count"].as_u64().unwrap() >= 20002, "{vbus}");
+    let text = ddm.ddmctl_ok(&["status"]);
+    let line = text.lines().find(|l| l.starts_with("vbus")).unwrap();
+    assert!(line.contains(" more"), "{line}");
     // Past the bus's own limit (100,000 in its manifest): refused, and
     // nothing applied.
     // (written from here: sh's printf says "I/O error" for any errno)
@@ -286,6 +302,14 @@ fn twenty_thousand_vbus_devices_survive_a_crash_of_the_bus() {
     let err = std::io::Write::write(&mut f, b"add-many w 80000\n").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
     assert_eq!(ls(&ddm.path("vbus")).len(), 20002);
+    // Removing them all, one by one on ddm's side, leaves the bus as it was
+    // (and the driver alive: removal costs each device its own, not the
+    // whole bus's, bookkeeping).
+    ctl_ok(&ddm, "remove-all");
+    assert_eq!(ls(&ddm.path("vbus")), BTreeSet::from(["ctl".to_owned()]));
+    let vbus = status(&ddm, "vbus").unwrap();
+    assert_eq!((vbus["state"].as_str(), vbus["restarts"].as_u64()), (Some("running"), Some(1)), "{vbus}");
+    assert!(vbus["device_count"].as_u64().unwrap() <= 2, "{vbus}");
 }
 
 #[test]

@@ -687,8 +687,8 @@ fn print_status(drivers: &[DriverStatus]) {
             d.requests,
             d.errors,
             d.restarts,
-            // A bus of thousands of devices: the first few (--json has all).
-            ddm_fs::core::paths_for_log(&d.devices)
+            // A bus of thousands of devices: the first few and how many.
+            ddm_fs::core::paths_and_count(&d.devices, d.device_count)
         );
         if !d.counters.is_empty() {
             let c: Vec<String> = d.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();

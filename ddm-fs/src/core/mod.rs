@@ -455,10 +455,18 @@ pub const PATHS_IN_LOG: usize = 8;
 /// `paths` joined by spaces, the first [`PATHS_IN_LOG`] of them when there
 /// are more, then how many were left out.
 pub fn paths_for_log(paths: &[String]) -> String {
-    if paths.len() <= PATHS_IN_LOG {
-        return paths.join(" ");
+    paths_and_count(paths, paths.len() as u64)
+}
+
+/// The first [`PATHS_IN_LOG`] of `paths`, the first of `count` in all, and
+/// how many more there are.
+pub fn paths_and_count(paths: &[String], count: u64) -> String {
+    let shown = &paths[..paths.len().min(PATHS_IN_LOG)];
+    let more = count.saturating_sub(shown.len() as u64);
+    if more == 0 {
+        return shown.join(" ");
     }
-    format!("{} and {} more", paths[..PATHS_IN_LOG].join(" "), paths.len() - PATHS_IN_LOG)
+    format!("{} and {more} more", shown.join(" "))
 }
 
 /// Spawns a named thread; a failure to spawn is logged (the DDM goes on).

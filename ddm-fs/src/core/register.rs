@@ -276,10 +276,24 @@ impl Core {
                 debug!("driver {}: removal of unknown device {device}", inst.name());
                 return;
             };
-            live.names.retain(|_, i| *i != ino);
             live.seen.remove(&ino);
             ino
         };
+        // By its path, not by a scan: a bus driver removing all of 100,000
+        // devices one by one must not pay for the other 99,999 each time.
+        let path = {
+            let tree = self.tree.read();
+            tree.get(ino).map(|_| tree.path(ino))
+        };
+        {
+            let mut live = inst.live.lock();
+            match path {
+                Some(p) if live.names.get(&p) == Some(&ino) => {
+                    live.names.remove(&p);
+                }
+                _ => live.names.retain(|_, i| *i != ino),
+            }
+        }
         // A bound driver letting go of a node: its bus driver serves it again.
         let provider = match self.tree.read().get(ino).map(|n| &n.kind) {
             Some(NodeKind::Device(d)) => d.bus.as_ref().map(|b| b.provider.0).filter(|p| *p != inst.id),
@@ -333,14 +347,7 @@ impl Core {
             return;
         }
         let gone: HashSet<Ino> = removed.iter().map(|n| n.ino).collect();
-        // Forget the nodes in every instance's books.
-        for inst in self.all() {
-            let mut live = inst.live.lock();
-            live.names.retain(|_, i| !gone.contains(i));
-            live.devices.retain(|_, i| !gone.contains(i));
-            live.buses.retain(|_, i| !gone.contains(i));
-            live.seen.retain(|i| !gone.contains(i));
-        }
+        self.forget(&base, &removed, &gone);
         let unbound: Vec<(Ino, crate::ids::InstanceId)> = {
             let mut bindings = self.bindings.lock();
             removed
@@ -370,6 +377,59 @@ impl Core {
             self.emit(Event::BoundNodeRemoved { ino: i, path, driver });
         }
         self.emit(Event::NodeRemoved { ino, path });
+    }
+}
+
+/// Up to this many removed nodes are forgotten key by key; more (a whole
+/// bus) by one scan of each instance's books.
+const FORGET_BY_KEY: usize = 64;
+
+impl Core {
+    /// Forgets removed nodes in every instance's books. A few nodes (the
+    /// common case: one device of a bus with many) are looked up by their
+    /// keys, so that removing every device of a big bus one by one costs
+    /// O(n), not O(n^2); a big subtree is forgotten by one scan.
+    fn forget(&self, base: &str, removed: &[Node], gone: &HashSet<Ino>) {
+        if removed.len() > FORGET_BY_KEY {
+            for inst in self.all() {
+                let mut live = inst.live.lock();
+                live.names.retain(|_, i| !gone.contains(i));
+                live.devices.retain(|_, i| !gone.contains(i));
+                live.buses.retain(|_, i| !gone.contains(i));
+                live.seen.retain(|i| !gone.contains(i));
+            }
+            return;
+        }
+        let paths: Vec<String> = removed.iter().map(|n| join(base, &removed_path(removed, n.ino))).collect();
+        // The driver numbers a removed device had: its server's, and its
+        // bus driver's when another driver was bound to it.
+        let mut numbers: Vec<(crate::ids::InstanceId, DeviceId)> = Vec::new();
+        for n in removed {
+            if let NodeKind::Device(d) = &n.kind {
+                numbers.push((d.instance, d.device));
+                if let Some(b) = &d.bus {
+                    numbers.push(b.provider);
+                }
+            }
+        }
+        for inst in self.all() {
+            let mut live = inst.live.lock();
+            for p in &paths {
+                if live.names.get(p).is_some_and(|i| gone.contains(i)) {
+                    live.names.remove(p);
+                }
+            }
+            for (owner, dev) in &numbers {
+                if *owner == inst.id && live.devices.get(dev).is_some_and(|i| gone.contains(i)) {
+                    live.devices.remove(dev);
+                }
+            }
+            // An instance has few buses.
+            live.buses.retain(|_, i| !gone.contains(i));
+            for i in gone {
+                live.seen.remove(i);
+            }
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use ddf::proto::{
 };
 
 use super::testkit::{fake, fake_no_passthrough, manifest, wait_until, CountingWaker, FakeDriver, Harness, Outcome};
-use super::{Binding, Event};
+use super::{Binding, Event, Instance};
 use crate::ids::{Fh, Ino, ROOT};
 use crate::reply::Parked;
 
@@ -768,6 +768,59 @@ fn a_matching_driver_is_started_bound_serves_the_node_and_is_told_of_its_going()
     assert!(!h.exists("vbus/led"));
 }
 
+/// What an instance's books hold about `inos`: paths, device numbers,
+/// bus numbers and the nodes it registered.
+fn booked(inst: &Instance, inos: &[Ino]) -> Vec<String> {
+    let live = inst.live.lock();
+    let mut out = Vec::new();
+    out.extend(live.names.iter().filter(|(_, i)| inos.contains(i)).map(|(p, _)| format!("name {p}")));
+    out.extend(live.devices.iter().filter(|(_, i)| inos.contains(i)).map(|(d, _)| format!("device {d}")));
+    out.extend(live.buses.iter().filter(|(_, i)| inos.contains(i)).map(|(b, _)| format!("bus {b}")));
+    out.extend(live.seen.iter().filter(|i| inos.contains(i)).map(|i| format!("seen {i}")));
+    out
+}
+
+#[test]
+fn removed_nodes_leave_nothing_in_any_drivers_books_one_by_one_or_a_bus_at_once() {
+    let h = Harness::new(&[bus_manifest(), bound_manifest()]);
+    let mut b = bus(&h);
+    // One bound to blink (in two instances' books), a few plain ones.
+    let led = offer(&mut b, "led", "1234");
+    let mut blink = h.launched();
+    blink.ready();
+    let DdmToDriver::Bind(bd) = blink.recv().0 else { panic!("no bind") };
+    let mut spec = DeviceSpec::new(DeviceId(0), "led", DeviceClass::Char, 0);
+    spec.serves = Some(bd.path.clone());
+    blink.add(spec);
+    let plain: Vec<DeviceId> = (0..5).map(|k| offer(&mut b, &format!("odd{k}"), "9999")).collect();
+    blink.sync();
+    b.sync();
+    let mut inos = vec![h.ino("vbus/led")];
+    inos.extend((0..5).map(|k| h.ino(&format!("vbus/odd{k}"))));
+    assert!(!booked(&b.inst, &inos).is_empty() && !booked(&blink.inst, &inos).is_empty());
+    for dev in std::iter::once(led).chain(plain) {
+        b.send(&DriverToDdm::RemoveDevice { device: dev }, &[]);
+    }
+    b.sync();
+    wait_until(|| booked(&blink.inst, &inos).is_empty());
+    assert_eq!(booked(&b.inst, &inos), Vec::<String>::new());
+    // A second bus with more devices than are forgotten key by key, removed at once.
+    b.send(&DriverToDdm::AddBus { bus: BusId(1), name: "big".into(), kind: "vbus".into(), parent: None }, &[]);
+    for k in 0..100 {
+        let mut spec = DeviceSpec::new(DeviceId(0), &format!("d{k}"), DeviceClass::Char, 0);
+        spec.bus = Some(BusId(1));
+        b.add(spec);
+    }
+    b.sync();
+    let mut big = vec![h.ino("big")];
+    big.extend((0..100).map(|k| h.ino(&format!("big/d{k}"))));
+    assert_eq!(booked(&b.inst, &big).len(), 3 * 101);
+    b.send(&DriverToDdm::RemoveBus { bus: BusId(1) }, &[]);
+    b.sync();
+    assert_eq!(booked(&b.inst, &big), Vec::<String>::new());
+    assert!(!h.exists("big") && h.exists("vbus"));
+}
+
 #[test]
 fn a_bound_driver_claiming_a_node_not_bound_to_it_is_a_violation() {
     let h = Harness::new(&[bus_manifest(), bound_manifest()]);
@@ -994,4 +1047,13 @@ fn a_log_line_names_a_few_paths_and_counts_the_rest() {
     assert!(line.starts_with("/vbus/v0 /vbus/v1 "), "{line}");
     assert!(line.ends_with(" /vbus/v7 and 19992 more"), "{line}");
     assert_eq!(super::paths_for_log(&paths[..super::PATHS_IN_LOG]).matches(' ').count(), super::PATHS_IN_LOG - 1);
+}
+
+#[test]
+fn a_status_line_counts_the_paths_an_answer_left_out() {
+    let paths: Vec<String> = (0..1000).map(|i| format!("/vbus/v{i}")).collect();
+    let line = super::paths_and_count(&paths, 100_001);
+    assert!(line.ends_with(" /vbus/v7 and 99993 more"), "{line}");
+    assert_eq!(super::paths_and_count(&paths[..3], 3), "/vbus/v0 /vbus/v1 /vbus/v2");
+    assert_eq!(super::paths_and_count(&paths[..3], 4), "/vbus/v0 /vbus/v1 /vbus/v2 and 1 more");
 }
