@@ -55,7 +55,11 @@ fn short_run_completes_and_prints_the_table() {
         "3. Throughput",
         "/ddf/ram0",
         "ram0 / FUSE floor",
+        "3b. Random 4 KiB",
         "4. Scaling",
+        "5. Idle cost",
+        "6. The tree",
+        "ddm RSS MiB",
     ] {
         assert!(out.contains(heading), "no {heading:?} in the table:\n{out}");
     }
