@@ -495,9 +495,24 @@ fn scripts_test_as_root_runs_every_step_without_sudo() {
     ddf_tests::needs_root!();
     let dir = open_tempdir();
     let bins = stand_ins(dir.path(), "echo 'sudo must not be used as root' >&2; exit 99");
+    // The fuzz targets, as `cargo fuzz build` (a stand-in here) would have
+    // built them: each says it ran, as libFuzzer does.
+    let host = Command::new("rustc").arg("-vV").output().unwrap();
+    let host = String::from_utf8(host.stdout).unwrap();
+    let host = host.lines().find_map(|l| l.strip_prefix("host: ")).unwrap().to_owned();
+    let fuzz_bins = dir.path().join("fuzz-target").join(&host).join("release");
+    std::fs::create_dir_all(&fuzz_bins).unwrap();
+    let list = Command::new(repo_root().join("scripts/fuzz")).arg("--list").output().unwrap();
+    let targets: Vec<String> = String::from_utf8(list.stdout).unwrap().lines().map(str::to_owned).collect();
+    assert!(targets.len() > 10, "{targets:?}");
+    for t in &targets {
+        script(&fuzz_bins.join(t), "echo 'stat::number_of_executed_units: 7'");
+    }
     let out = Command::new(repo_root().join("scripts/test"))
         .env("PATH", path_with(&bins))
         .env("DDF_TEST_THREADS", "3")
+        .env("DDF_FUZZ_TARGET_DIR", dir.path().join("fuzz-target"))
+        .env("DDF_FUZZ_WORK", dir.path().join("fuzz-work"))
         .output()
         .unwrap();
     assert!(out.status.success(), "scripts/test: {}", String::from_utf8_lossy(&out.stderr));
@@ -516,6 +531,10 @@ fn scripts_test_as_root_runs_every_step_without_sudo() {
         "{steps:?}"
     );
     assert!(steps.iter().filter(|s| s.starts_with("test ")).all(|s| s.ends_with("--test-threads=3")), "{steps:?}");
+    // Then the fuzz smoke run: every target built and run.
+    assert!(steps.iter().any(|s| s.starts_with("+nightly fuzz build --release")), "{steps:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains(&format!("fuzz: {} passed, 0 failed", targets.len())), "{said}");
 }
 
 #[test]
