@@ -171,6 +171,10 @@ impl Conn {
             None => None,
         };
         let (Some(_spinner), Some(slot)) = (spinner, slot) else {
+            // By the socket; still, the driver learns where its caller runs:
+            // one that spins on this CPU after its answer holds the CPU
+            // that the answer's reader (and the next call) needs.
+            ring.set_caller_cpu(cpu);
             self.send_call(id, call, payload);
             return Ok(());
         };
