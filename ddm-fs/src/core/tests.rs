@@ -743,19 +743,26 @@ fn an_offered_device_no_manifest_matches_says_why() {
     assert_eq!(crate::plug::node_state(&h.core, ino, None).as_deref(), Some("unbound: no driver matches vbus odd"));
 }
 
+/// The bound driver the plugin manager launched for an offered device:
+/// ready, told of its device, and serving it as `name`.
+fn bound_blink(h: &Harness, name: &str) -> (FakeDriver, ddf::proto::BoundDevice) {
+    let mut blink = h.launched();
+    blink.ready();
+    let DdmToDriver::Bind(bd) = blink.recv().0 else { panic!("no bind") };
+    let mut spec = DeviceSpec::new(DeviceId(0), name, DeviceClass::Char, 0);
+    spec.serves = Some(bd.path.clone());
+    blink.add(spec);
+    (blink, bd)
+}
+
 #[test]
 fn a_matching_driver_is_started_bound_serves_the_node_and_is_told_of_its_going() {
     let h = Harness::new(&[bus_manifest(), bound_manifest()]);
     let mut b = bus(&h);
     let dev = offer(&mut b, "led", "1234");
     // The plugin manager starts blink for it, and binds the node once ready.
-    let mut blink = h.launched();
-    blink.ready();
-    let DdmToDriver::Bind(bd) = blink.recv().0 else { panic!("no bind") };
+    let (mut blink, bd) = bound_blink(&h, "led");
     assert_eq!((bd.path.as_str(), bd.name.as_str(), bd.bus_kind.as_str()), ("vbus/led", "led", "vbus"));
-    let mut spec = DeviceSpec::new(DeviceId(0), "led", DeviceClass::Char, 0);
-    spec.serves = Some(bd.path.clone());
-    blink.add(spec);
     blink.sync();
     let ino = h.ino("vbus/led");
     let (fh, _) = h.open(&mut blink, ino);
@@ -786,12 +793,7 @@ fn removed_nodes_leave_nothing_in_any_drivers_books_one_by_one_or_a_bus_at_once(
     let mut b = bus(&h);
     // One bound to blink (in two instances' books), a few plain ones.
     let led = offer(&mut b, "led", "1234");
-    let mut blink = h.launched();
-    blink.ready();
-    let DdmToDriver::Bind(bd) = blink.recv().0 else { panic!("no bind") };
-    let mut spec = DeviceSpec::new(DeviceId(0), "led", DeviceClass::Char, 0);
-    spec.serves = Some(bd.path.clone());
-    blink.add(spec);
+    let (blink, _) = bound_blink(&h, "led");
     let plain: Vec<DeviceId> = (0..5).map(|k| offer(&mut b, &format!("odd{k}"), "9999")).collect();
     blink.sync();
     b.sync();
